@@ -1,0 +1,164 @@
+"""`asrkd <step>`: a thin argparse front for each recipe step."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from asrkd.utils import AsrkdError, setup_logging
+
+log = logging.getLogger("asrkd")
+
+
+def cmd_validate_data_dir(a):
+    from asrkd.data import validate_data_dir
+
+    errors = validate_data_dir(a.data_dir, check_audio=not a.no_audio, allow_pipes=a.allow_pipes)
+    for e in errors:
+        print(e, file=sys.stderr)
+    if errors:
+        raise SystemExit(1)
+    log.info("%s: valid", a.data_dir)
+
+
+def cmd_subset_data_dir(a):
+    from asrkd.data import subset_data_dir
+
+    utt_list = Path(a.utt_list).read_text().split() if a.utt_list else None
+    kept = subset_data_dir(a.src, a.dest, first=a.first, per_spk=a.per_spk, fraction=a.fraction,
+                           utt_list=utt_list, seed=a.seed)
+    log.info("%s: %d utterances", a.dest, len(kept))
+
+
+def cmd_combine_data_dirs(a):
+    from asrkd.data import combine_data_dirs
+
+    combine_data_dirs(a.dest, a.srcs)
+
+
+def cmd_fix_data_dir(a):
+    from asrkd.data import fix_data_dir
+
+    fix_data_dir(a.data_dir)
+
+
+def cmd_prepare_lang(a):
+    from asrkd.lang import build_lexicon, prepare_lang
+
+    if Path(a.lang_dir, "L_disambig.fst").is_file() and not a.force:
+        log.info("%s exists, skipping (use --force to rebuild)", a.lang_dir)
+        return
+    lexicon, oov = build_lexicon(a.lexicon, a.text, use_cmudict=not a.no_cmudict, keep_stress=a.keep_stress)
+    for word, count in oov.most_common():
+        log.warning("no pronunciation for '%s' (%d occurrences): mapped to <UNK>", word, count)
+    prepare_lang(lexicon, a.lang_dir, sil_prob=a.sil_prob, oov_counts=oov)
+
+
+def cmd_train_lm(a):
+    from asrkd.lm import make_lang_test, train_lm
+
+    if Path(a.lang_test, "G.fst").is_file() and not a.force:
+        log.info("%s exists, skipping (use --force to rebuild)", Path(a.lang_test, "G.fst"))
+        return
+    report = train_lm(a.text, a.lang, a.lm_dir, order=a.order, dev_text=a.dev_text)
+    make_lang_test(a.lang, report["arpa"], a.lang_test)
+    print(json.dumps({k: report[k] for k in ("train", "dev") if k in report}, indent=1))
+
+
+def cmd_compute_fbank(a):
+    from asrkd.features import FbankConfig, compute_fbank_dir
+
+    cfg = FbankConfig.from_yaml(a.config)
+    for d in a.data_dirs:
+        compute_fbank_dir(d, cfg, nj=a.nj, allow_pipes=a.allow_pipes, force=a.force)
+
+
+def cmd_compute_cmvn_stats(a):
+    from asrkd.features import compute_cmvn_stats_dir
+
+    for d in a.data_dirs:
+        compute_cmvn_stats_dir(d, force=a.force)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="asrkd", description=__doc__)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="step", required=True)
+
+    s = sub.add_parser("validate-data-dir", help="Kaldi's data dir checks")
+    s.add_argument("data_dir")
+    s.add_argument("--no-audio", action="store_true", help="skip reading every audio file")
+    s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
+    s.set_defaults(func=cmd_validate_data_dir)
+
+    s = sub.add_parser("subset-data-dir", help="keep some utterances of a data dir")
+    s.add_argument("src")
+    s.add_argument("dest")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--first", type=int)
+    g.add_argument("--per-spk", type=int)
+    g.add_argument("--fraction", type=float)
+    g.add_argument("--utt-list", help="file of utterance ids")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_subset_data_dir)
+
+    s = sub.add_parser("combine-data-dirs", help="union of data dirs")
+    s.add_argument("dest")
+    s.add_argument("srcs", nargs="+")
+    s.set_defaults(func=cmd_combine_data_dirs)
+
+    s = sub.add_parser("fix-data-dir", help="keep utterances present in every table")
+    s.add_argument("data_dir")
+    s.set_defaults(func=cmd_fix_data_dir)
+
+    s = sub.add_parser("prepare-lang", help="lexicon -> data/lang (phones, words, topo, L.fst)")
+    s.add_argument("--lexicon", required=True)
+    s.add_argument("--text", action="append", default=[], help="transcripts whose words need "
+                   "pronunciations (repeatable)")
+    s.add_argument("--sil-prob", type=float, default=0.5)
+    s.add_argument("--no-cmudict", action="store_true")
+    s.add_argument("--keep-stress", action="store_true")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("lang_dir")
+    s.set_defaults(func=cmd_prepare_lang)
+
+    s = sub.add_parser("train-lm", help="Kneser-Ney ARPA (kaldingram) and lang_test/G.fst (kaldilm)")
+    s.add_argument("--text", required=True, help="training transcripts (Kaldi text)")
+    s.add_argument("--dev-text", help="transcripts for the perplexity report")
+    s.add_argument("--order", type=int, default=3)
+    s.add_argument("--lang", required=True)
+    s.add_argument("--lm-dir", required=True)
+    s.add_argument("--lang-test", required=True)
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=cmd_train_lm)
+
+    s = sub.add_parser("compute-fbank", help="log-mel filterbank features -> feats.scp")
+    s.add_argument("--config", help="fbank YAML (default: Kaldi defaults, 40 bins)")
+    s.add_argument("--nj", type=int, default=1)
+    s.add_argument("--allow-pipes", action="store_true")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("data_dirs", nargs="+")
+    s.set_defaults(func=cmd_compute_fbank)
+
+    s = sub.add_parser("compute-cmvn-stats", help="per-speaker CMVN stats -> cmvn.scp")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("data_dirs", nargs="+")
+    s.set_defaults(func=cmd_compute_cmvn_stats)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        args.func(args)
+    except AsrkdError as e:
+        log.error("%s", e)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

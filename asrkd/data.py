@@ -1,0 +1,251 @@
+"""Kaldi data directories: read, write, validate, subset, combine and fix.
+
+A data dir holds text tables keyed by utterance (`wav.scp`, `text`, `utt2spk`,
+`feats.scp`, `utt2num_frames`, `utt2dur`) or by speaker (`spk2utt`,
+`spk2gender`, `cmvn.scp`), each sorted in C (byte) order, one `key value` per line.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from asrkd.utils import AsrkdError, atomic_file
+
+log = logging.getLogger(__name__)
+
+UTT_TABLES = ("wav.scp", "text", "utt2spk", "feats.scp", "utt2num_frames", "utt2dur")
+SPK_TABLES = ("spk2gender", "cmvn.scp")
+REQUIRED = ("wav.scp", "text", "utt2spk", "spk2utt")
+
+
+def sort_key(key: str) -> bytes:
+    """Kaldi sorts tables with `LC_ALL=C sort`, i.e. by bytes."""
+    return key.encode("utf-8")
+
+
+def read_table(path: str | Path, allow_empty_value: bool = False) -> dict[str, str]:
+    """Read a `key value` table into an ordered dict; one-line errors name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise AsrkdError(f"{path}: no such file")
+    table: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                raise AsrkdError(f"{path}:{n}: empty line")
+            key, *rest = line.strip().split(maxsplit=1)
+            value = rest[0] if rest else ""
+            if not value and not allow_empty_value:
+                raise AsrkdError(f"{path}:{n}: key '{key}' has no value")
+            if key in table:
+                raise AsrkdError(f"{path}:{n}: duplicate key '{key}'")
+            table[key] = value
+    return table
+
+
+def write_table(path: str | Path, table: dict[str, str]) -> None:
+    """Write a table sorted by key (C order), atomically."""
+    with atomic_file(path) as f:
+        for key in sorted(table, key=sort_key):
+            f.write(f"{key} {table[key]}\n".replace(" \n", "\n"))
+
+
+def utt2spk_to_spk2utt(utt2spk: dict[str, str]) -> dict[str, str]:
+    spk2utt: dict[str, list[str]] = defaultdict(list)
+    for utt in sorted(utt2spk, key=sort_key):
+        spk2utt[utt2spk[utt]].append(utt)
+    return {spk: " ".join(utts) for spk, utts in spk2utt.items()}
+
+
+def write_data_dir(
+    out: str | Path,
+    wav_scp: dict[str, str],
+    text: dict[str, str],
+    utt2spk: dict[str, str],
+    spk2gender: dict[str, str] | None = None,
+) -> None:
+    """Write the core tables of a data dir, sorted, with spk2utt derived from utt2spk."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(out / "wav.scp", wav_scp)
+    write_table(out / "text", text)
+    write_table(out / "utt2spk", utt2spk)
+    write_table(out / "spk2utt", utt2spk_to_spk2utt(utt2spk))
+    if spk2gender:
+        spks = set(utt2spk.values())
+        write_table(out / "spk2gender", {s: g for s, g in spk2gender.items() if s in spks})
+
+
+def _check_sorted(path: Path, errors: list[str]) -> None:
+    prev = None
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            key = line.split(maxsplit=1)[0] if line.strip() else ""
+            if prev is not None and sort_key(key) <= sort_key(prev):
+                errors.append(f"{path}:{n}: not sorted (or duplicate): '{key}' after '{prev}'")
+                return
+            prev = key
+
+
+def validate_data_dir(
+    data_dir: str | Path, check_audio: bool = True, allow_pipes: bool = False
+) -> list[str]:
+    """Kaldi's validate_data_dir.sh checks; returns one-line errors (empty list if valid)."""
+    from asrkd.audio import AudioError, read_audio
+
+    d = Path(data_dir)
+    errors: list[str] = []
+    for name in REQUIRED:
+        if not (d / name).is_file():
+            errors.append(f"{d / name}: missing required file")
+    if errors:
+        return errors
+    tables: dict[str, dict[str, str]] = {}
+    for name in (*REQUIRED, *UTT_TABLES[3:], *SPK_TABLES):
+        if not (d / name).is_file():
+            continue
+        _check_sorted(d / name, errors)
+        try:
+            tables[name] = read_table(d / name, allow_empty_value=(name == "text"))
+        except AsrkdError as e:
+            errors.append(str(e))
+    if errors:
+        return errors
+
+    with open(d / "text", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if len(line.split()) < 2:
+                errors.append(f"{d / 'text'}:{n}: empty transcript for utterance '{line.strip()}'")
+
+    utts = set(tables["utt2spk"])
+    for name in UTT_TABLES:
+        if name in tables and set(tables[name]) != utts:
+            extra = sorted(set(tables[name]) - utts, key=sort_key)
+            missing = sorted(utts - set(tables[name]), key=sort_key)
+            what = f"{len(missing)} missing (e.g. '{missing[0]}')" if missing else ""
+            what += ", " if missing and extra else ""
+            what += f"{len(extra)} not in utt2spk (e.g. '{extra[0]}')" if extra else ""
+            errors.append(f"{d / name}: utterance set differs from utt2spk: {what}")
+
+    spk2utt = tables["spk2utt"]
+    if spk2utt != utt2spk_to_spk2utt(tables["utt2spk"]):
+        errors.append(f"{d / 'spk2utt'}: does not match utt2spk (regenerate it from utt2spk)")
+    for name in SPK_TABLES:
+        if name in tables and not set(spk2utt) <= set(tables[name]):
+            missing = sorted(set(spk2utt) - set(tables[name]), key=sort_key)
+            errors.append(f"{d / name}: {len(missing)} speakers missing (e.g. '{missing[0]}')")
+
+    if check_audio and not errors:
+        for n, (utt, spec) in enumerate(tables["wav.scp"].items(), 1):
+            try:
+                read_audio(spec, allow_pipes=allow_pipes)
+            except AudioError as e:
+                errors.append(f"{d / 'wav.scp'}:{n}: utterance '{utt}': {e}")
+    return errors
+
+
+def subset_data_dir(
+    src: str | Path,
+    dest: str | Path,
+    first: int | None = None,
+    per_spk: int | None = None,
+    fraction: float | None = None,
+    utt_list: list[str] | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """Kaldi's subset_data_dir.sh: keep the first N utts, N per speaker, a seeded fraction,
+    or an explicit list; copies every known table filtered to the kept utts/speakers."""
+    src = Path(src)
+    utt2spk = read_table(src / "utt2spk")
+    utts = list(utt2spk)
+    if sum(x is not None for x in (first, per_spk, fraction, utt_list)) != 1:
+        raise AsrkdError("subset: give exactly one of --first, --per-spk, --fraction, --utt-list")
+    if first is not None:
+        keep = utts[:first]
+    elif per_spk is not None:
+        by_spk: dict[str, list[str]] = defaultdict(list)
+        for u in utts:
+            by_spk[utt2spk[u]].append(u)
+        keep = [u for us in by_spk.values() for u in us[:per_spk]]
+    elif fraction is not None:
+        if not 0 < fraction <= 1:
+            raise AsrkdError(f"subset: fraction must be in (0, 1], got {fraction}")
+        n = max(1, round(fraction * len(utts)))
+        keep = random.Random(seed).sample(utts, n)
+    else:
+        unknown = [u for u in utt_list if u not in utt2spk]
+        if unknown:
+            raise AsrkdError(f"subset: {len(unknown)} utterances not in {src} (e.g. '{unknown[0]}')")
+        keep = utt_list
+    return filter_data_dir(src, dest, set(keep))
+
+
+def filter_data_dir(src: str | Path, dest: str | Path, keep: set[str]) -> list[str]:
+    """Write `dest` with every table of `src` restricted to utterances in `keep`; returns them."""
+    src, dest = Path(src), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    utt2spk = {u: s for u, s in read_table(src / "utt2spk").items() if u in keep}
+    spks = set(utt2spk.values())
+    for name in UTT_TABLES:
+        if (src / name).is_file():
+            t = read_table(src / name, allow_empty_value=(name == "text"))
+            write_table(dest / name, {k: v for k, v in t.items() if k in utt2spk})
+    for name in SPK_TABLES:
+        if (src / name).is_file() and (name != "cmvn.scp" or src == dest):
+            write_table(dest / name, {k: v for k, v in read_table(src / name).items() if k in spks})
+    write_table(dest / "spk2utt", utt2spk_to_spk2utt(utt2spk))
+    for name in ("frame_shift", "conf"):
+        if (src / name).is_file() and src != dest:
+            shutil.copy(src / name, dest / name)
+    if src != dest and (src / "cmvn.scp").is_file():
+        log.warning("%s: cmvn.scp not copied: per-speaker stats must be recomputed for a subset", dest)
+    return sorted(utt2spk, key=sort_key)
+
+
+def fix_data_dir(data_dir: str | Path) -> int:
+    """Kaldi's fix_data_dir.sh: keep only utterances present in every utterance table.
+
+    Originals are kept in `<dir>/.backup/`. Returns the number of utterances removed.
+    """
+    d = Path(data_dir)
+    present = [read_table(d / n, allow_empty_value=(n == "text")) for n in UTT_TABLES if (d / n).is_file()]
+    all_utts = set(read_table(d / "utt2spk"))
+    keep = set.intersection(*(set(t) for t in present))
+    text = read_table(d / "text", allow_empty_value=True)
+    keep = {u for u in keep if text.get(u, "").strip()}
+    removed = len(all_utts - keep)
+    if removed:
+        backup = d / ".backup"
+        backup.mkdir(exist_ok=True)
+        for n in (*UTT_TABLES, *SPK_TABLES, "spk2utt"):
+            if (d / n).is_file():
+                shutil.copy(d / n, backup / n)
+        filter_data_dir(d, d, keep)
+        log.warning("%s: removed %d utterances not present in every table (backup in %s)", d, removed, backup)
+    return removed
+
+
+def combine_data_dirs(dest: str | Path, srcs: list[str | Path]) -> None:
+    """Kaldi's combine_data.sh: union of data dirs; utterance or speaker-table clashes are errors."""
+    merged: dict[str, dict[str, str]] = defaultdict(dict)
+    for src in map(Path, srcs):
+        for name in (*UTT_TABLES, "spk2gender"):
+            if not (src / name).is_file():
+                if name in merged and name in REQUIRED:
+                    raise AsrkdError(f"{src / name}: missing, but present in other dirs")
+                continue
+            for k, v in read_table(src / name, allow_empty_value=(name == "text")).items():
+                if k in merged[name] and (name in UTT_TABLES or merged[name][k] != v):
+                    raise AsrkdError(f"{src / name}: key '{k}' also in another source dir")
+                merged[name][k] = v
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, table in merged.items():
+        write_table(dest / name, table)
+    write_table(dest / "spk2utt", utt2spk_to_spk2utt(merged["utt2spk"]))
+    log.info("combined %d dirs into %s: %d utterances", len(srcs), dest, len(merged["utt2spk"]))

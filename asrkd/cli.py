@@ -83,6 +83,13 @@ def cmd_compute_cmvn_stats(a):
         compute_cmvn_stats_dir(d, force=a.force)
 
 
+def cmd_train_mono(a):
+    from asrkd.hmm.train import train_mono
+
+    train_mono(a.data_dir, a.lang_dir, a.exp_dir, num_iters=a.num_iters, tot_gauss=a.tot_gauss,
+               seed=a.seed, force=a.force)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asrkd", description=__doc__)
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -147,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.add_argument("data_dirs", nargs="+")
     s.set_defaults(func=cmd_compute_cmvn_stats)
+
+    s = sub.add_parser("train-mono", help="flat-start monophone GMM-HMM and its alignment")
+    s.add_argument("--num-iters", type=int, default=30)
+    s.add_argument("--tot-gauss", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true")
+    s.add_argument("data_dir")
+    s.add_argument("lang_dir")
+    s.add_argument("exp_dir")
+    s.set_defaults(func=cmd_train_mono)
     return p
 
 

@@ -39,3 +39,8 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     run_log exp/log/compute_cmvn_$s.log asrkd compute-cmvn-stats data/$s
   done
 fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  echo "stage 4: monophone GMM-HMM (flat start) and alignment"
+  run_log exp/mono/log/train.log asrkd train-mono --tot-gauss 100 data/train_yesno data/lang exp/mono
+fi

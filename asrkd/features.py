@@ -7,7 +7,6 @@ reads them. Samples are scaled to the 16-bit range before analysis, as in Kaldi.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -263,7 +262,3 @@ class FeatureReader:
     def __iter__(self):
         for utt in self.feats:
             yield utt, self[utt]
-
-
-def default_nj() -> int:
-    return os.cpu_count() or 1

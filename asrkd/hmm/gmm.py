@@ -27,10 +27,6 @@ class DiagGmmSet:
         return cls(m, v, torch.zeros(num_pdfs, 1, dtype=torch.float64))
 
     @property
-    def num_pdfs(self) -> int:
-        return self.means.shape[0]
-
-    @property
     def dim(self) -> int:
         return self.means.shape[2]
 
@@ -132,7 +128,3 @@ class DiagGmmSet:
 
     def state_dict(self) -> dict:
         return {"means": self.means, "vars": self.vars, "logw": self.logw}
-
-    @classmethod
-    def from_state_dict(cls, d: dict) -> "DiagGmmSet":
-        return cls(d["means"], d["vars"], d["logw"])

@@ -1,4 +1,4 @@
-"""Training graphs: L ∘ transcript (optionally C via compose_context), expanded with HMMs.
+"""Training graphs: L ∘ transcript, expanded with HMMs.
 
 Every arc of the expanded graph consumes one frame and its input label is pdf id + 1,
 which is what kaldi-decoder's DecodableCtc expects of a [T, num_pdfs] log-likelihood
@@ -72,7 +72,3 @@ def expand_hmms(
                         out.add_arc(states[i], kaldifst.StdArc(pdfs[j] + 1, 0, cost, states[j]))
     return out
 
-
-def triphone_fst(phone_fst: kaldifst.StdVectorFst) -> tuple[kaldifst.StdVectorFst, list[list[int]]]:
-    """C ∘ phone_fst with left/right context 1: ilabel k stands for the triphone ilabel_info[k]."""
-    return kaldifst.compose_context(disambig_syms=[], context_width=3, central_position=1, ifst=phone_fst)

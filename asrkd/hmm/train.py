@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,20 +142,20 @@ def stack(corpus: Corpus, ali: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([corpus.feats[u] for u in utts]), np.concatenate([ali[u] for u in utts])
 
 
-def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, exp_dir: Path, num_iters: int,
-              realign_iters: set[int], tot_gauss: int, max_iter_inc: int, acoustic_scale: float = 0.1,
-              beam: float = 10.0, retry_beam: float = 40.0) -> tuple[DiagGmmSet, dict, list[dict]]:
+def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floor: torch.Tensor,
+              exp_dir: Path, num_iters: int, realign_iters: set[int], tot_gauss: int, max_iter_inc: int,
+              acoustic_scale: float = 0.1, beam: float = 10.0,
+              retry_beam: float = 40.0) -> tuple[DiagGmmSet, dict, list[dict]]:
     """EM with Viterbi re-alignment and mixture splitting; returns (gmm, alignment, history)."""
-    x_all, _ = stack(corpus, ali)
-    var_floor = torch.as_tensor(0.01 * x_all.var(0), dtype=torch.float64)
     history, failed = [], []
+    x, a = stack(corpus, ali)
     for it in range(1, num_iters + 1):
         t0 = time.time()
         if it in realign_iters:
             ali, failed, _ = align_corpus(gmm, corpus, graphs, acoustic_scale, beam, retry_beam)
             if not ali:
                 raise AsrkdError(f"{exp_dir}: no utterance could be aligned at iteration {it}")
-        x, a = stack(corpus, ali)
+            x, a = stack(corpus, ali)
         occ, m1, m2, total = gmm.accumulate(x, a)
         gmm.update(occ, m1, m2, var_floor)
         if it <= max_iter_inc:
@@ -212,7 +211,8 @@ def train_mono(data_dir: str | Path, lang_dir: str | Path, exp_dir: str | Path, 
     log.info("%s: %d utterances, %d frames, %d pdfs; flat start", exp_dir, len(ali), len(x), pdfs.num_pdfs)
     # iteration 1 estimates from the equal alignment (Kaldi's iteration 0), then realign
     realign = set(range(2, 11)) | set(range(12, 21, 2)) | set(range(23, num_iters + 1, 3))
-    gmm, ali, history = train_gmm(corpus, graphs, gmm, ali, exp_dir, num_iters, realign, tot_gauss,
+    var_floor = torch.as_tensor(0.01 * x.var(0), dtype=torch.float64)
+    gmm, ali, history = train_gmm(corpus, graphs, gmm, ali, var_floor, exp_dir, num_iters, realign, tot_gauss,
                                   max_iter_inc=max(1, num_iters * 3 // 4))
     ali, failed, avg_ll = align_corpus(gmm, corpus, graphs)
     with atomic_file(exp_dir / "log" / "train.json") as f:

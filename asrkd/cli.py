@@ -90,6 +90,74 @@ def cmd_train_mono(a):
                seed=a.seed, force=a.force)
 
 
+def cmd_train_tri(a):
+    from asrkd.hmm.train import train_tri
+
+    train_tri(a.data_dir, a.lang_dir, a.ali_dir, a.exp_dir, num_leaves=a.num_leaves, tot_gauss=a.tot_gauss,
+              num_iters=a.num_iters, min_leaf_occ=a.min_leaf_occ, force=a.force)
+
+
+def cmd_align(a):
+    from asrkd.hmm.align import align
+
+    align(a.data_dir, a.lang_dir, a.model_dir, a.ali_dir, beam=a.beam, retry_beam=a.retry_beam, force=a.force)
+
+
+def cmd_make_graph(a):
+    from asrkd.decode.graph import make_graph
+
+    make_graph(a.lang_dir, a.model_dir, a.graph_dir, force=a.force)
+
+
+def _scorer(a, data_dir):
+    from asrkd.decode.decoder import GmmScorer, PosteriorScorer
+
+    if bool(a.model_dir) == bool(a.posteriors):
+        raise AsrkdError("give either --model-dir (a GMM) or --posteriors (a neural model or ensemble)")
+    if a.posteriors:
+        if not a.priors:
+            raise AsrkdError("--posteriors needs --priors (an alignment dir's priors file)")
+        return PosteriorScorer(a.posteriors, a.priors)
+    return GmmScorer(a.model_dir, data_dir, a.priors)
+
+
+def _floats(s: str) -> list[float]:
+    try:
+        return [float(x) for x in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+
+
+def cmd_decode(a):
+    from asrkd.decode.decoder import decode
+
+    decode(a.graph_dir, _scorer(a, a.data_dir), a.data_dir, a.decode_dir, lm_weights=a.lm_weights,
+           word_ins_penalties=a.word_ins_penalties, tuned_on=a.tuned_on, beam=a.beam, max_active=a.max_active,
+           nj=a.nj, force=a.force)
+
+
+def cmd_score(a):
+    from asrkd.decode.score import format_wer, score
+
+    print("\n".join(format_wer(score(a.data_dir, a.hyp_text, a.out_dir))))
+
+
+def cmd_frame_accuracy(a):
+    from asrkd.decode.score import frame_accuracy
+
+    scorer = _scorer(a, a.data_dir)
+    pred = {u: scorer.log_posterior(u).argmax(1) for u in scorer.keys()}
+    r = frame_accuracy(pred, Path(a.ali_dir) / "ali.scp", a.out_json)
+    log.info("frame accuracy %.2f%% over %d frames of %d utterances", 100 * r["frame_accuracy"], r["frames"], r["utts"])
+
+
+def _add_model_args(s):
+    s.add_argument("--model-dir", help="GMM-HMM dir (final.pt + tree)")
+    s.add_argument("--posteriors", action="append", help="log-posterior scp of a model; repeat for an "
+                   "ensemble (arithmetic mean of the members' probabilities)")
+    s.add_argument("--priors", help="senone priors (an alignment dir's `priors`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asrkd", description=__doc__)
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -155,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data_dirs", nargs="+")
     s.set_defaults(func=cmd_compute_cmvn_stats)
 
-    s = sub.add_parser("train-mono", help="flat-start monophone GMM-HMM and its alignment")
+    s = sub.add_parser("train-mono", help="flat-start monophone GMM-HMM")
     s.add_argument("--num-iters", type=int, default=30)
     s.add_argument("--tot-gauss", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)
@@ -164,6 +232,54 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("lang_dir")
     s.add_argument("exp_dir")
     s.set_defaults(func=cmd_train_mono)
+
+    s = sub.add_parser("train-tri", help="decision tree + tied-state triphone GMM-HMM from an alignment")
+    s.add_argument("--num-leaves", type=int, default=1500)
+    s.add_argument("--tot-gauss", type=int, default=8000)
+    s.add_argument("--num-iters", type=int, default=35)
+    s.add_argument("--min-leaf-occ", type=float, default=100.0, help="minimum frames per tree leaf")
+    s.add_argument("--force", action="store_true")
+    for name in ("data_dir", "lang_dir", "ali_dir", "exp_dir"):
+        s.add_argument(name)
+    s.set_defaults(func=cmd_train_tri)
+
+    s = sub.add_parser("align", help="Viterbi forced alignment: senone per frame, phone CTM, priors")
+    s.add_argument("--beam", type=float, default=10.0)
+    s.add_argument("--retry-beam", type=float, default=40.0)
+    s.add_argument("--force", action="store_true")
+    for name in ("data_dir", "lang_dir", "model_dir", "ali_dir"):
+        s.add_argument(name)
+    s.set_defaults(func=cmd_align)
+
+    s = sub.add_parser("make-graph", help="HCLG.fst for a model's tree and a lang dir with G.fst")
+    s.add_argument("--force", action="store_true")
+    for name in ("lang_dir", "model_dir", "graph_dir"):
+        s.add_argument(name)
+    s.set_defaults(func=cmd_make_graph)
+
+    s = sub.add_parser("decode", help="Viterbi decoding with HCLG, WER per LM weight / insertion penalty")
+    _add_model_args(s)
+    s.add_argument("--lm-weights", type=_floats, default=[10.0], help="e.g. 8,10,12 (acoustic scale 1/LMWT)")
+    s.add_argument("--word-ins-penalties", type=_floats, default=[0.0], help="e.g. 0,0.5,1")
+    s.add_argument("--tuned-on", help="decode dir (dev) whose chosen LM weight and penalty to use")
+    s.add_argument("--beam", type=float, default=13.0)
+    s.add_argument("--max-active", type=int, default=7000)
+    s.add_argument("--nj", type=int, default=1)
+    s.add_argument("--force", action="store_true")
+    for name in ("graph_dir", "data_dir", "decode_dir"):
+        s.add_argument(name)
+    s.set_defaults(func=cmd_decode)
+
+    s = sub.add_parser("score", help="WER/SER of a hypothesis text against data_dir/text")
+    for name in ("data_dir", "hyp_text", "out_dir"):
+        s.add_argument(name)
+    s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("frame-accuracy", help="argmax senone vs a forced alignment")
+    _add_model_args(s)
+    for name in ("data_dir", "ali_dir", "out_json"):
+        s.add_argument(name)
+    s.set_defaults(func=cmd_frame_accuracy)
     return p
 
 

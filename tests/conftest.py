@@ -39,3 +39,33 @@ def so762_subset(out: Path, split: str = "train", speakers: int = 2, per_spk: in
 @pytest.fixture
 def small_dir(tmp_path) -> Path:
     return so762_subset(tmp_path / "small")
+
+
+@pytest.fixture(scope="session")
+def yesno(tmp_path_factory) -> Path:
+    """yesno prepared to the point of GMM training: data dirs with fbank+CMVN, lang, lang_test."""
+    from asrkd.features import FbankConfig, compute_cmvn_stats_dir, compute_fbank_dir
+    from asrkd.lang import build_lexicon, prepare_lang
+    from asrkd.lm import make_lang_test, train_lm
+
+    d = tmp_path_factory.mktemp("yesno")
+    subprocess.run([sys.executable, str(ROOT / "local/prepare_yesno.py"), str(YESNO), str(d)], check=True)
+    lexicon, _ = build_lexicon(d / "local/dict/lexicon.txt", use_cmudict=False)
+    prepare_lang(lexicon, d / "lang")
+    train_lm(d / "train_yesno/text", d / "lang", d / "lm", order=2)
+    make_lang_test(d / "lang", next((d / "lm").glob("*.arpa*")), d / "lang_test")
+    for s in ("train_yesno", "test_yesno"):
+        compute_fbank_dir(d / s, FbankConfig(sample_frequency=8000, dither=0.0), nj=2)
+        compute_cmvn_stats_dir(d / s)
+    return d
+
+
+@pytest.fixture(scope="session")
+def yesno_mono(yesno) -> Path:
+    """A flat-start monophone system on yesno and its alignment (exp/mono, exp/mono_ali)."""
+    from asrkd.hmm.align import align
+    from asrkd.hmm.train import train_mono
+
+    train_mono(yesno / "train_yesno", yesno / "lang", yesno / "exp/mono", num_iters=15, tot_gauss=100)
+    align(yesno / "train_yesno", yesno / "lang", yesno / "exp/mono", yesno / "exp/mono_ali")
+    return yesno / "exp"

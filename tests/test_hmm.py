@@ -1,9 +1,7 @@
-"""Monophone GMM-HMM training and forced alignment on the real yes/no recordings."""
+"""GMM-HMM training, decision tree and forced alignment on real recordings."""
 
 import json
 import shutil
-import subprocess
-import sys
 
 import kaldiio
 import numpy as np
@@ -12,94 +10,133 @@ import torch
 
 from asrkd.data import read_table, write_table
 from asrkd.features import FbankConfig, compute_cmvn_stats_dir, compute_fbank_dir
+from asrkd.hmm.align import align, load_corpus, load_model, phone_segments
 from asrkd.hmm.gmm import DiagGmmSet
-from asrkd.hmm.train import train_mono
+from asrkd.hmm.topo import read_topo
+from asrkd.hmm.train import train_mono, train_tri, tree_stats
+from asrkd.hmm.tree import ContextTree
 from asrkd.lang import build_lexicon, prepare_lang, read_symbols
-from conftest import ROOT, SO762, YESNO, so762_subset
+from asrkd.utils import AsrkdError
+from conftest import SO762, so762_subset
 
 
-@pytest.fixture(scope="module")
-def yesno(tmp_path_factory):
-    d = tmp_path_factory.mktemp("yesno")
-    subprocess.run([sys.executable, str(ROOT / "local/prepare_yesno.py"), str(YESNO), str(d)], check=True)
-    lexicon, _ = build_lexicon(d / "local/dict/lexicon.txt", use_cmudict=False)
-    prepare_lang(lexicon, d / "lang")
-    compute_fbank_dir(d / "train_yesno", FbankConfig(sample_frequency=8000, dither=0.0), nj=2)
-    compute_cmvn_stats_dir(d / "train_yesno")
-    return d
+def words_and_energy(data_dir, ali_dir, lang):
+    """Per utterance: the non-silence phone sequence, and whether aligned speech is clearly
+    louder (mean log-mel) than aligned silence."""
+    _, tree = load_model(ali_dir)
+    topo, phones = read_topo(lang / "topo"), {i: p for p, i in read_symbols(lang / "phones.txt").items()}
+    feats = read_table(data_dir / "feats.scp")
+    out = {}
+    for utt, a in kaldiio.load_scp(str(ali_dir / "ali.scp")).items():
+        energy = kaldiio.load_mat(feats[utt]).mean(1)
+        segs = [(phones[p], s, e) for p, s, e in phone_segments(a, tree, topo)]
+        speech = np.concatenate([energy[s:e] for p, s, e in segs if p not in ("SIL", "SPN")])
+        sil = [energy[s:e] for p, s, e in segs if p == "SIL"]
+        louder = bool(sil) and np.median(speech) > np.median(np.concatenate(sil)) + 1.0
+        out[utt] = ([p for p, _, _ in segs if p not in ("SIL", "SPN")], louder)
+    return out
 
 
-def phone_segments(ali, pdf_info, phones):
-    """Collapse a pdf alignment into (phone, first frame, last frame) segments; a phone
-    instance starts where the phone changes or its HMM re-enters state 0."""
-    inv = {v: k for k, v in phones.items()}
-    segs = []
-    for t, pdf in enumerate(ali):
-        phone, state = pdf_info[pdf]
-        prev = pdf_info[ali[t - 1]] if t else None
-        if prev is None or prev[0] != phone or (state == 0 and prev[1] != 0):
-            segs.append([inv[phone], t, t])
-        segs[-1][2] = t
-    return [tuple(s) for s in segs]
-
-
-def test_mono_flat_start_on_yesno(yesno):
-    exp = yesno / "exp" / "mono"
-    report = train_mono(yesno / "train_yesno", yesno / "lang", exp, num_iters=15, tot_gauss=100)
-    assert report["aligned"] == 30 and report["failed"] == 0
-
-    history = json.loads((exp / "log" / "train.json").read_text())
+def test_mono_flat_start_on_yesno(yesno, yesno_mono):
+    history = json.loads((yesno_mono / "mono/log/train.json").read_text())
     ll = [h["loglik_per_frame"] for h in history]
     assert all(b > a - 0.05 for a, b in zip(ll, ll[1:])), ll   # EM never loses likelihood
     assert ll[-1] > ll[0] + 5
 
-    model = torch.load(exp / "final.pt", weights_only=True)
-    pdf_info = model["pdf_info"]
-    phones = read_symbols(yesno / "lang" / "phones.txt")
-    num_frames = read_table(yesno / "train_yesno" / "utt2num_frames")
-    text = read_table(yesno / "train_yesno" / "text")
-    ali = dict(kaldiio.load_scp(str(exp / "ali.scp")))
-    counts = np.array((exp / "pdf_counts").read_text().split(), dtype=np.int64)
-    assert counts.sum() == sum(int(n) for n in num_frames.values())
+    ali_dir = yesno_mono / "mono_ali"
+    report = json.loads((ali_dir / "align_report.json").read_text())
+    assert report["aligned"] == 30 and report["failed"] == 0
+    num_frames = read_table(yesno / "train_yesno/utt2num_frames")
+    ali = dict(kaldiio.load_scp(str(ali_dir / "ali.scp")))
+    counts = np.array((ali_dir / "pdf_counts").read_text().split(), dtype=np.int64)
+    assert counts.sum() == sum(int(n) for n in num_frames.values()) == report["frames"]
     for utt, a in ali.items():
         assert a.dtype == np.int32 and len(a) == int(num_frames[utt])        # one senone per frame
-        assert a.min() >= 0 and a.max() < len(pdf_info)
-        words = [seg[0] for seg in phone_segments(a, pdf_info, phones) if seg[0] != "SIL"]
+        assert a.min() >= 0 and a.max() < report["num_pdfs"]
+    # YES/NO segments in transcript order, and they are where the speech energy is
+    text = read_table(yesno / "train_yesno/text")
+    for utt, (words, louder) in words_and_energy(yesno / "train_yesno", ali_dir, yesno / "lang").items():
         assert words == ["Y" if w == "YES" else "N" for w in text[utt].split()], utt
+        assert louder, utt
 
 
-def fraction_following_energy(data_dir, exp, lang) -> float:
-    """Fraction of utterances whose aligned speech is clearly louder than their aligned silence."""
-    model = torch.load(exp / "final.pt", weights_only=True)
-    phones = read_symbols(lang / "phones.txt")
-    feats = read_table(data_dir / "feats.scp")
-    good = []
-    for utt, a in kaldiio.load_scp(str(exp / "ali.scp")).items():
-        energy = kaldiio.load_mat(feats[utt]).mean(1)
-        segs = phone_segments(a, model["pdf_info"], phones)
-        speech = np.concatenate([energy[s:e + 1] for p, s, e in segs if p not in ("SIL", "SPN")])
-        sil = [energy[s:e + 1] for p, s, e in segs if p == "SIL"]
-        good.append(bool(sil) and np.median(speech) > np.median(np.concatenate(sil)) + 1.0)
-    return float(np.mean(good))
-
-
-@pytest.mark.xfail(strict=True, reason="known defect: on yesno's two-word corpus the flat start converges "
-                   "to a swapped solution (SIL takes the words, Y/N the pauses); word order is still right")
-def test_yesno_word_boundaries_follow_energy(yesno):
-    exp = yesno / "exp" / "mono"
-    train_mono(yesno / "train_yesno", yesno / "lang", exp, num_iters=15, tot_gauss=100)
-    assert fraction_following_energy(yesno / "train_yesno", exp, yesno / "lang") == 1.0
-
-
-def test_mono_boundaries_on_speechocean762(tmp_path):
-    data = so762_subset(tmp_path / "train", "train", speakers=6, per_spk=20)
+@pytest.fixture(scope="module")
+def so762(tmp_path_factory):
+    """Mono and tri systems on 120 utterances (6 speakers) of speechocean762 train."""
+    d = tmp_path_factory.mktemp("so762")
+    data = so762_subset(d / "train", "train", speakers=6, per_spk=20)
     compute_fbank_dir(data, FbankConfig(dither=0.0), nj=2)
     compute_cmvn_stats_dir(data)
     lexicon, _ = build_lexicon(SO762 / "resource/lexicon.txt", [data / "text"], use_cmudict=False)
-    prepare_lang(lexicon, tmp_path / "lang")
-    report = train_mono(data, tmp_path / "lang", tmp_path / "mono", num_iters=20, tot_gauss=300)
+    prepare_lang(lexicon, d / "lang")
+    train_mono(data, d / "lang", d / "mono", num_iters=20, tot_gauss=300)
+    align(data, d / "lang", d / "mono", d / "mono_ali")
+    train_tri(data, d / "lang", d / "mono_ali", d / "tri", num_leaves=150, tot_gauss=600, num_iters=12,
+              min_leaf_occ=20)
+    align(data, d / "lang", d / "tri", d / "tri_ali")
+    return d
+
+
+def test_mono_boundaries_on_speechocean762(so762):
+    report = json.loads((so762 / "mono_ali/align_report.json").read_text())
     assert report["aligned"] >= 115
-    assert fraction_following_energy(data, tmp_path / "mono", tmp_path / "lang") >= 0.95
+    louder = [v[1] for v in words_and_energy(so762 / "train", so762 / "mono_ali", so762 / "lang").values()]
+    assert np.mean(louder) >= 0.95
+
+
+def test_tree_size_and_mapping(so762):
+    tree = ContextTree.read(so762 / "tri/tree")
+    assert abs(tree.num_pdfs - 150) <= 15
+    assert sorted(n[1] for n in tree.nodes if n[0] == "leaf") == list(range(tree.num_pdfs))
+    # every triphone seen in the training alignment maps to a valid senone of its own phone
+    topo = read_topo(so762 / "lang/topo")
+    _, mono_tree = load_model(so762 / "mono_ali")
+    corpus = load_corpus(so762 / "train", so762 / "lang")
+    ali = dict(kaldiio.load_scp(str(so762 / "mono_ali/ali.scp")))
+    contexts, states, _ = tree_stats(corpus, ali, mono_tree, topo)
+    senones = {tree.senone(tuple(c), int(s)) for c, s in zip(contexts, states)}
+    assert all(0 <= s < tree.num_pdfs for s in senones) and len(senones) > 0.9 * tree.num_pdfs
+    for c, s in zip(contexts[:200], states[:200]):
+        assert tree.pdf_info[tree.senone(tuple(c), int(s))] == (c[1], s)
+    # so does an unseen context (phone 0 = utterance edge on both sides)
+    assert 0 <= tree.senone((0, int(contexts[0, 1]), 0), 0) < tree.num_pdfs
+    # triphones beat monophones on the same data
+    mono = json.loads((so762 / "mono_ali/align_report.json").read_text())
+    tri = json.loads((so762 / "tri_ali/align_report.json").read_text())
+    assert tri["avg_loglik_per_frame"] > mono["avg_loglik_per_frame"]
+
+
+def test_tri_alignment_outputs(so762):
+    ali_dir = so762 / "tri_ali"
+    report = json.loads((ali_dir / "align_report.json").read_text())
+    num_frames = read_table(so762 / "train/utt2num_frames")
+    ali = dict(kaldiio.load_scp(str(ali_dir / "ali.scp")))
+    assert len(ali) == report["aligned"] >= 115
+    for utt, a in ali.items():
+        assert len(a) == int(num_frames[utt]) and 0 <= a.min() and a.max() < report["num_pdfs"]
+    counts = np.array((ali_dir / "pdf_counts").read_text().split(), dtype=np.int64)
+    assert counts.sum() == sum(len(a) for a in ali.values()) == report["frames"]
+    assert sum(report["senone_occupancy_histogram"].values()) == report["num_pdfs"] == len(counts)
+    priors = np.array((ali_dir / "priors").read_text().split(), dtype=np.float64)
+    assert priors.min() > 0 and abs(priors.sum() - 1) < 1e-4
+    # the phone CTM tiles every aligned utterance: contiguous segments from 0 to its length
+    ctm = {}
+    for line in (ali_dir / "phones.ctm").read_text().splitlines():
+        utt, _, start, dur, _ = line.split()
+        ctm.setdefault(utt, []).append((round(float(start) * 100), round(float(dur) * 100)))
+    for utt, segs in ctm.items():
+        assert segs[0][0] == 0 and all(s + d == n for (s, d), (n, _) in zip(segs, segs[1:]))
+        assert segs[-1][0] + segs[-1][1] == len(ali[utt])
+
+
+def test_tree_file_errors(tmp_path):
+    tree = ContextTree.monophone({1: 5, 2: 3})
+    tree.write(tmp_path / "tree")
+    assert ContextTree.read(tmp_path / "tree").senone((2,), 1) == 6
+    lines = (tmp_path / "tree").read_text().splitlines()
+    (tmp_path / "bad").write_text("\n".join(lines[:3] + ["leaf x"] + lines[3:]) + "\n")
+    with pytest.raises(AsrkdError, match=r"bad:4: bad tree line"):
+        ContextTree.read(tmp_path / "bad")
 
 
 def test_oov_transcript_word_is_reported(yesno, tmp_path, caplog):
@@ -109,7 +146,8 @@ def test_oov_transcript_word_is_reported(yesno, tmp_path, caplog):
     utt = next(iter(text))
     text[utt] = text[utt].replace("YES", "MAYBE", 1)
     write_table(d / "text", text)
-    report = train_mono(d, yesno / "lang", tmp_path / "mono", num_iters=3, tot_gauss=40)
+    train_mono(d, yesno / "lang", tmp_path / "mono", num_iters=3, tot_gauss=40)
+    report = align(d, yesno / "lang", tmp_path / "mono", tmp_path / "mono_ali")
     assert report["oov_words"] == 1 and report["aligned"] + report["failed"] == 30
     assert "aligned as <UNK>" in caplog.text
 

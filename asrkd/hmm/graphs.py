@@ -1,4 +1,4 @@
-"""Training graphs: L ∘ transcript, expanded with HMMs.
+"""Graphs whose arcs consume frames: (C ∘) L ∘ transcript or G, expanded with HMMs.
 
 Every arc of the expanded graph consumes one frame and its input label is pdf id + 1,
 which is what kaldi-decoder's DecodableCtc expects of a [T, num_pdfs] log-likelihood
@@ -13,6 +13,7 @@ from typing import Callable
 import kaldifst
 
 from asrkd.hmm.topo import TopologyEntry
+from asrkd.hmm.tree import ContextTree
 
 
 def transcript_phone_fst(L: kaldifst.StdVectorFst, word_ids: list[int]) -> kaldifst.StdVectorFst:
@@ -24,6 +25,39 @@ def transcript_phone_fst(L: kaldifst.StdVectorFst, word_ids: list[int]) -> kaldi
     LW = kaldifst.compose(L, W)
     kaldifst.rmepsilon(LW)
     return LW
+
+
+class ContextHmms:
+    """hmm_for(ilabel) for `expand_hmms`: the central phone's topology and the tree's
+    senone for each of its states. With context (width > 1) ilabels index `ilabel_info`
+    (from compose_context). Disambiguation symbols (a window of size one, or for monophones
+    a label with no topology) become epsilons."""
+
+    def __init__(self, tree: ContextTree, topo: list[TopologyEntry], ilabel_info: list[list[int]] | None = None):
+        self.tree, self.info, self.cache = tree, ilabel_info, {}
+        self.entry = {p: e for e in topo for p in e.phones}
+
+    def __call__(self, ilabel: int):
+        context = (ilabel,) if self.info is None else tuple(self.info[ilabel])
+        if len(context) != self.tree.context_width or context[self.tree.central_position] not in self.entry:
+            return None
+        if context not in self.cache:
+            entry = self.entry[context[self.tree.central_position]]
+            self.cache[context] = entry, [self.tree.senone(context, s) for s in range(entry.num_states)]
+        return self.cache[context]
+
+
+def compile_graph(LW: kaldifst.StdVectorFst, tree: ContextTree, topo: list[TopologyEntry],
+                  disambig: list[int] = ()) -> kaldifst.StdVectorFst:
+    """H ∘ C ∘ LW for phones->words FST LW: context composition when the tree has context,
+    then HMM expansion over senones; ilabel-sorted for the decoder."""
+    info = None
+    if tree.context_width > 1:
+        LW, info = kaldifst.compose_context(disambig_syms=list(disambig), context_width=tree.context_width,
+                                            central_position=tree.central_position, ifst=LW)
+    graph = expand_hmms(LW, ContextHmms(tree, topo, info))
+    kaldifst.arcsort(graph, sort_type="ilabel")
+    return graph
 
 
 def transition_costs(entry: TopologyEntry, self_loop_scale: float) -> list[list[tuple[int, float]]]:
@@ -47,24 +81,29 @@ def expand_hmms(
     hmm_for: Callable[[int], tuple[TopologyEntry, list[int]]],
     self_loop_scale: float = 0.1,
 ) -> kaldifst.StdVectorFst:
-    """Replace every non-epsilon arc by its HMM; `hmm_for(ilabel)` gives (topology, pdf per state)."""
+    """Replace every non-epsilon arc by its HMM; `hmm_for(ilabel)` gives (topology, pdf per
+    state), or None for a label to drop (epsilon)."""
     out = kaldifst.StdVectorFst()
     n = fst.num_states
     for _ in range(n):
         out.add_state()
     out.start = fst.start
+    costs = {}
     for s in range(n):
         final = fst.final(s).value
         if final != math.inf:
             out.set_final(s, final)
         for arc in kaldifst.ArcIterator(fst, s):
-            if arc.ilabel == 0:
+            hmm = hmm_for(arc.ilabel) if arc.ilabel else None
+            if hmm is None:
                 out.add_arc(s, kaldifst.StdArc(0, arc.olabel, arc.weight.value, arc.nextstate))
                 continue
-            entry, pdfs = hmm_for(arc.ilabel)
+            entry, pdfs = hmm
             states = [out.add_state() for _ in range(entry.num_states)]
             out.add_arc(s, kaldifst.StdArc(pdfs[0] + 1, arc.olabel, arc.weight.value, states[0]))
-            for i, transitions in enumerate(transition_costs(entry, self_loop_scale)):
+            if id(entry) not in costs:
+                costs[id(entry)] = transition_costs(entry, self_loop_scale)
+            for i, transitions in enumerate(costs[id(entry)]):
                 for j, cost in transitions:
                     if j == entry.num_states:
                         out.add_arc(states[i], kaldifst.StdArc(0, 0, cost, arc.nextstate))

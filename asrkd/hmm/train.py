@@ -1,8 +1,8 @@
-"""Monophone GMM-HMM training and Viterbi forced alignment (Kaldi train_mono.sh + align_si.sh).
+"""GMM-HMM training (Kaldi train_mono.sh, then train_deltas.sh): flat-start monophones,
+then a phonetic decision tree over triphone contexts and tied-state triphone GMMs.
 
-GMMs see MFCC-like features: the DCT of the CMVN-normalised log-mel frames (13 cepstra,
-liftered) with deltas and delta-deltas, because diagonal Gaussians need decorrelated
-dimensions. Senone targets are per frame of the original fbank features (same frames).
+Each trainer writes `final.pt` (GMM parameters), `tree` and `log/train.json`; the
+alignment of the training data is a separate step (`asrkd align`), as in Kaldi.
 """
 
 from __future__ import annotations
@@ -10,117 +10,55 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import kaldi_decoder
 import kaldifst
-import kaldi_native_fbank as knf
 import kaldiio
 import numpy as np
 import torch
 
-from asrkd.data import read_table, sort_key
-from asrkd.features import FeatureReader
+from asrkd.hmm.align import (Corpus, align_corpus, compile_training_graphs, load_corpus, load_model,
+                             phone_segments, save_model)
 from asrkd.hmm.gmm import DiagGmmSet
-from asrkd.hmm.graphs import expand_hmms, transcript_phone_fst
-from asrkd.hmm.topo import TopologyEntry, read_topo
-from asrkd.lang import UNK, read_symbols
-from asrkd.utils import AsrkdError, atomic_file, write_list
+from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
+from asrkd.hmm.topo import read_topo
+from asrkd.hmm.tree import ContextTree, GaussStats, build_tree, cluster_phones
+from asrkd.utils import AsrkdError, atomic_file
 
 log = logging.getLogger(__name__)
 
 
-def gmm_features(fbank: np.ndarray, num_ceps: int = 13, lifter: float = 22.0) -> np.ndarray:
-    """Cepstra (orthonormal DCT-II of log-mels, Kaldi's liftering) + deltas + delta-deltas."""
-    n = fbank.shape[1]
-    k = np.arange(num_ceps)[:, None]
-    dct = np.sqrt(2.0 / n) * np.cos(np.pi / n * (np.arange(n)[None, :] + 0.5) * k)
-    dct[0] /= np.sqrt(2.0)
-    lift = 1.0 + 0.5 * lifter * np.sin(np.pi * np.arange(num_ceps) / lifter)
-    ceps = (fbank @ dct.T * lift).astype(np.float32)
-    return knf.compute_deltas(knf.DeltaOptions(), np.ascontiguousarray(ceps))
+def edge_silence_filter(sil: int, phones: list[int]) -> kaldifst.StdVectorFst:
+    """Phone acceptor for the flat start: silence at both utterance edges, none in between
+    (HTK's flat-start transcripts "sil w1 ... wn sil")."""
+    f = kaldifst.StdVectorFst()
+    for _ in range(3):
+        f.add_state()
+    f.start = 0
+    f.add_arc(0, kaldifst.StdArc(sil, sil, 0, 1))
+    for p in phones:
+        if p != sil:
+            f.add_arc(1, kaldifst.StdArc(p, p, 0, 1))
+    f.add_arc(1, kaldifst.StdArc(sil, sil, 0, 2))
+    f.set_final(2, 0)
+    kaldifst.arcsort(f, sort_type="olabel")
+    return f
 
 
-class MonoPdfs:
-    """Monophone pdfs: every (phone, HMM state) is its own pdf."""
-
-    def __init__(self, topo: list[TopologyEntry]):
-        self.entry, self.first_pdf, self.pdf_info = {}, {}, []
-        for e in topo:
-            for p in e.phones:
-                self.entry[p], self.first_pdf[p] = e, len(self.pdf_info)
-                self.pdf_info += [(p, s) for s in range(e.num_states)]
-
-    @property
-    def num_pdfs(self) -> int:
-        return len(self.pdf_info)
-
-    def hmm_for(self, phone: int) -> tuple[TopologyEntry, list[int]]:
-        e = self.entry[phone]
-        return e, [self.first_pdf[phone] + s for s in range(e.num_states)]
-
-
-@dataclass
-class Corpus:
-    """Features and transcripts of a data dir, held in memory for GMM training."""
-
-    utts: list[str]
-    feats: dict[str, np.ndarray]
-    words: dict[str, list[int]]
-    skipped: list[str] = field(default_factory=list)
-    oov_words: int = 0
-
-
-def load_corpus(data_dir: str | Path, lang_dir: str | Path) -> Corpus:
-    """CMVN'd fbank -> GMM features; transcript words as ids (OOVs -> <UNK>, counted)."""
-    reader = FeatureReader(data_dir, cmvn=True)
-    words = read_symbols(Path(lang_dir) / "words.txt")
-    text = read_table(Path(data_dir) / "text", allow_empty_value=True)
-    feats, ids, skipped, oov = {}, {}, [], 0
-    for utt in reader.keys():
-        toks = text.get(utt, "").split()
-        if not toks:
-            skipped.append(f"{utt} empty transcript")
-            continue
-        ids[utt] = [words.get(w, words[UNK]) for w in toks]
-        oov += sum(w not in words for w in toks)
-        feats[utt] = gmm_features(reader[utt])
-    if oov:
-        log.warning("%s: %d transcript words are not in %s/words.txt: aligned as %s", data_dir, oov, lang_dir, UNK)
-    return Corpus(sorted(feats, key=sort_key), feats, ids, skipped, oov)
-
-
-def viterbi_align(gmm: DiagGmmSet, feats: np.ndarray, graph: kaldifst.StdVectorFst,
-                  acoustic_scale: float, beam: float, retry_beam: float):
-    """Best path of `graph` for the frames: (pdf per frame, acoustic log-likelihood) or None."""
-    ll = gmm.loglik(feats)
-    decodable = kaldi_decoder.DecodableCtc(np.ascontiguousarray(ll * acoustic_scale, dtype=np.float32))
-    for b in (beam, retry_beam):
-        opts = kaldi_decoder.FasterDecoderOptions()
-        opts.beam = b
-        decoder = kaldi_decoder.FasterDecoder(graph, opts)
-        decoder.decode(decodable)
-        if decoder.reached_final():
-            ok, lat = decoder.get_best_path()
-            ok, ilabels, _, _ = kaldifst.get_linear_symbol_sequence(lat)
-            ali = np.asarray(ilabels, dtype=np.int32) - 1
-            if ok and len(ali) == len(feats):
-                return ali, float(ll[np.arange(len(ali)), ali].sum())
-    return None
-
-
-def align_corpus(gmm, corpus: Corpus, graphs: dict, acoustic_scale=0.1, beam=10.0, retry_beam=40.0):
-    """Align every utterance; returns ({utt: pdf ali}, failed utts, average log-likelihood/frame)."""
-    ali, failed, total, frames = {}, [], 0.0, 0
+def flat_start_graphs(corpus: Corpus, lang_dir: Path, tree: ContextTree, topo) -> dict:
+    """Training graphs restricted by `edge_silence_filter` (the plain graph where that leaves
+    no path). With optional silence everywhere, a two-word corpus like yesno converges to
+    silence models that take the words; clean edge silence seeds SIL with real silence."""
+    L = kaldifst.StdVectorFst.read(str(lang_dir / "L.fst"))
+    sil = int((lang_dir / "phones" / "optional_silence.int").read_text().split()[0])
+    F = edge_silence_filter(sil, [p for e in topo for p in e.phones])
+    graphs = {}
     for utt in corpus.utts:
-        res = viterbi_align(gmm, corpus.feats[utt], graphs[utt], acoustic_scale, beam, retry_beam)
-        if res is None:
-            failed.append(utt)
-            continue
-        ali[utt], ll = res
-        total, frames = total + ll, frames + len(res[0])
-    return ali, failed, total / max(frames, 1)
+        LW = transcript_phone_fst(L, corpus.words[utt])
+        FLW = kaldifst.compose(F, LW)
+        kaldifst.connect(FLW)
+        graphs[utt] = compile_graph(FLW if FLW.num_states else LW, tree, topo)
+    return graphs
 
 
 def equal_align(corpus: Corpus, graphs: dict, seed: int = 0):
@@ -169,59 +107,126 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
     return gmm, ali, history
 
 
-def compile_mono_graphs(corpus: Corpus, lang_dir: Path, pdfs: MonoPdfs) -> dict:
-    L = kaldifst.StdVectorFst.read(str(lang_dir / "L.fst"))
-    graphs = {}
-    for utt in corpus.utts:
-        g = expand_hmms(transcript_phone_fst(L, corpus.words[utt]), pdfs.hmm_for)
-        kaldifst.arcsort(g, sort_type="ilabel")
-        graphs[utt] = g
-    return graphs
+def _finish(exp_dir: Path, gmm: DiagGmmSet, tree: ContextTree, history: list[dict], t0: float) -> list[dict]:
+    with atomic_file(exp_dir / "log" / "train.json") as f:
+        json.dump(history, f, indent=1)
+    save_model(exp_dir, gmm, tree)
+    log.info("%s: %d senones, %d Gaussians, trained in %.0f s", exp_dir, tree.num_pdfs, gmm.num_gauss(),
+             time.time() - t0)
+    return history
 
 
-def write_alignment(exp_dir: Path, ali: dict, failed: list[str], num_pdfs: int, extra: dict) -> None:
-    """`ali.ark/ali.scp` (int32 pdf per frame), pdf counts and priors, failures, a JSON report."""
-    with open(exp_dir / "ali.ark", "wb") as fa, atomic_file(exp_dir / "ali.scp") as fs:
-        for utt in sorted(ali, key=sort_key):
-            kaldiio.save_ark(fa, {utt: ali[utt].astype(np.int32)}, scp=fs)
-    counts = np.bincount(np.concatenate(list(ali.values())), minlength=num_pdfs)
-    write_list(exp_dir / "pdf_counts", [" ".join(map(str, counts))])
-    write_list(exp_dir / "align_failed.txt", sorted(failed, key=sort_key))
-    report = {"aligned": len(ali), "failed": len(failed), "frames": int(counts.sum()),
-              "num_pdfs": num_pdfs, "pdfs_seen": int((counts > 0).sum()), **extra}
-    with atomic_file(exp_dir / "align_report.json") as f:
-        json.dump(report, f, indent=2)
+def _done(exp_dir: Path, force: bool) -> list[dict] | None:
+    if (exp_dir / "final.pt").is_file() and (exp_dir / "log" / "train.json").is_file() and not force:
+        log.info("%s: final.pt exists, skipping (use --force to retrain)", exp_dir)
+        return json.loads((exp_dir / "log" / "train.json").read_text())
+    (exp_dir / "log").mkdir(parents=True, exist_ok=True)
+    return None
 
 
 def train_mono(data_dir: str | Path, lang_dir: str | Path, exp_dir: str | Path, num_iters: int = 30,
-               tot_gauss: int = 1000, seed: int = 0, force: bool = False) -> dict:
-    """Flat-start monophone training; writes final.pt, ali.{ark,scp}, pdf_counts, log/train.json."""
+               tot_gauss: int = 1000, seed: int = 0, force: bool = False) -> list[dict]:
+    """Flat-start monophone training; returns the per-iteration history."""
     exp_dir, lang_dir = Path(exp_dir), Path(lang_dir)
-    if (exp_dir / "final.pt").is_file() and not force:
-        log.info("%s: final.pt exists, skipping (use --force to retrain)", exp_dir)
-        return json.loads((exp_dir / "align_report.json").read_text())
-    (exp_dir / "log").mkdir(parents=True, exist_ok=True)
+    if (done := _done(exp_dir, force)) is not None:
+        return done
     t0 = time.time()
-    pdfs = MonoPdfs(read_topo(lang_dir / "topo"))
+    topo = read_topo(lang_dir / "topo")
+    tree = ContextTree.monophone({p: e.num_states for e in topo for p in e.phones})
     corpus = load_corpus(data_dir, lang_dir)
-    graphs = compile_mono_graphs(corpus, lang_dir, pdfs)
-    ali, failed = equal_align(corpus, graphs, seed)
+    graphs = compile_training_graphs(corpus, lang_dir, tree, topo)
+    ali, failed = equal_align(corpus, flat_start_graphs(corpus, lang_dir, tree, topo), seed)
+    if not ali:
+        raise AsrkdError(f"{data_dir}: no utterance has a flat-start alignment")
     x, _ = stack(corpus, ali)
-    gmm = DiagGmmSet.single(x.mean(0), x.var(0), pdfs.num_pdfs)
-    log.info("%s: %d utterances, %d frames, %d pdfs; flat start", exp_dir, len(ali), len(x), pdfs.num_pdfs)
+    gmm = DiagGmmSet.single(x.mean(0), x.var(0), tree.num_pdfs)
+    log.info("%s: %d utterances, %d frames, %d pdfs; flat start", exp_dir, len(ali), len(x), tree.num_pdfs)
     # iteration 1 estimates from the equal alignment (Kaldi's iteration 0), then realign
     realign = set(range(2, 11)) | set(range(12, 21, 2)) | set(range(23, num_iters + 1, 3))
     var_floor = torch.as_tensor(0.01 * x.var(0), dtype=torch.float64)
-    gmm, ali, history = train_gmm(corpus, graphs, gmm, ali, var_floor, exp_dir, num_iters, realign, tot_gauss,
-                                  max_iter_inc=max(1, num_iters * 3 // 4))
-    ali, failed, avg_ll = align_corpus(gmm, corpus, graphs)
-    with atomic_file(exp_dir / "log" / "train.json") as f:
-        json.dump(history, f, indent=1)
-    write_alignment(exp_dir, ali, failed + [s.split()[0] for s in corpus.skipped], pdfs.num_pdfs,
-                    {"avg_loglik_per_frame": avg_ll, "num_gauss": gmm.num_gauss(), "oov_words": corpus.oov_words,
-                     "train_seconds": round(time.time() - t0, 1)})
-    with atomic_file(exp_dir / "final.pt", "wb") as f:
-        torch.save({"gmm": gmm.state_dict(), "kind": "mono", "pdf_info": pdfs.pdf_info}, f)
-    log.info("%s: done in %.0f s: %d aligned, %d failed, avg log-likelihood %.3f",
-             exp_dir, time.time() - t0, len(ali), len(failed), avg_ll)
-    return json.loads((exp_dir / "align_report.json").read_text())
+    gmm, _, history = train_gmm(corpus, graphs, gmm, ali, var_floor, exp_dir, num_iters, realign, tot_gauss,
+                                max_iter_inc=max(1, num_iters * 3 // 4))
+    return _finish(exp_dir, gmm, tree, history, t0)
+
+
+def tree_stats(corpus: Corpus, ali: dict, tree: ContextTree, topo) -> tuple[np.ndarray, np.ndarray, GaussStats]:
+    """Gaussian statistics per seen (left, phone, right, HMM state) from an alignment:
+    returns (contexts [K, 3], states [K], stats). Utterance edges have context 0."""
+    keys, frames = [], []
+    for utt in corpus.utts:
+        if utt not in ali:
+            continue
+        segs = phone_segments(ali[utt], tree, topo)
+        seq = [0] + [p for p, _, _ in segs] + [0]
+        ctx = np.zeros((len(ali[utt]), 3), dtype=np.int64)
+        for i, (_, s, e) in enumerate(segs):
+            ctx[s:e] = seq[i:i + 3]
+        state = np.array([tree.pdf_info[p][1] for p in ali[utt]], dtype=np.int64)
+        keys.append(np.concatenate([ctx, state[:, None]], 1))
+        frames.append(corpus.feats[utt])
+    keys, x = np.concatenate(keys), np.concatenate(frames).astype(np.float64)
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    occ = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
+    s1 = np.stack([np.bincount(inv, x[:, d], len(uniq)) for d in range(x.shape[1])], 1)
+    s2 = np.stack([np.bincount(inv, x[:, d] ** 2, len(uniq)) for d in range(x.shape[1])], 1)
+    return uniq[:, :3], uniq[:, 3], GaussStats(occ, s1, s2)
+
+
+def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, exp_dir: str | Path,
+              num_leaves: int = 1500, tot_gauss: int = 8000, num_iters: int = 35, min_leaf_occ: float = 100.0,
+              force: bool = False) -> list[dict]:
+    """Tied-state triphones from a (monophone) alignment: questions by phone clustering, a
+    decision tree grown to `num_leaves`, one Gaussian per leaf from the tree statistics,
+    then EM with re-alignment and mixing up to `tot_gauss`."""
+    exp_dir, lang_dir, ali_dir = Path(exp_dir), Path(lang_dir), Path(ali_dir)
+    if (done := _done(exp_dir, force)) is not None:
+        return done
+    t0 = time.time()
+    topo = read_topo(lang_dir / "topo")
+    _, src_tree = load_model(ali_dir)
+    corpus = load_corpus(data_dir, lang_dir)
+    ali = {u: a for u, a in kaldiio.load_scp(str(ali_dir / "ali.scp")).items() if u in corpus.feats}
+    bad = [u for u, a in ali.items() if len(a) != len(corpus.feats[u])]
+    if bad:
+        raise AsrkdError(f"{ali_dir}/ali.scp: {bad[0]}: alignment length differs from the features "
+                         f"({len(bad)} such utterances): realign this data")
+    if not ali:
+        raise AsrkdError(f"{ali_dir}/ali.scp: no alignment for any utterance of {data_dir}")
+    contexts, states, stats = tree_stats(corpus, ali, src_tree, topo)
+    total = stats.sum()
+    var_floor = 0.01 * (total.s2 / total.occ - (total.s1 / total.occ) ** 2)
+    central = {}
+    for phone in np.unique(contexts[:, 1]):
+        m = contexts[:, 1] == phone
+        central[int(phone)] = stats.sum(m)
+    questions = cluster_phones(central, var_floor)
+    phone_states = {p: e.num_states for e in topo for p in e.phones}
+    tree, leaf = build_tree(contexts, states, stats, questions, num_leaves, min_leaf_occ, var_floor, phone_states)
+    log.info("%s: %d questions, tree with %d leaves from %d seen (context, state) keys (%.0f s)",
+             exp_dir, len(questions), tree.num_pdfs, len(contexts), time.time() - t0)
+    # one Gaussian per leaf (Kaldi gmm-init-model); leaves without frames keep the global Gaussian
+    occ = np.maximum(leaf.occ, 1e-10)[:, None]
+    mean = np.where(leaf.occ[:, None] > 0, leaf.s1 / occ, total.s1 / total.occ)
+    var = np.where(leaf.occ[:, None] > 0, np.maximum(leaf.s2 / occ - mean**2, var_floor),
+                   total.s2 / total.occ - (total.s1 / total.occ) ** 2)
+    gmm = DiagGmmSet(torch.tensor(mean[:, None]), torch.tensor(var[:, None]), torch.zeros(tree.num_pdfs, 1))
+    # the source alignment mapped through the new tree (Kaldi convert-ali)
+    tri_ali, cache = {}, {}
+    for utt, a in ali.items():
+        segs = phone_segments(a, src_tree, topo)
+        seq = [0] + [p for p, _, _ in segs] + [0]
+        out = np.empty(len(a), dtype=np.int32)
+        for i, (_, s, e) in enumerate(segs):
+            for t in range(s, e):
+                key = (*seq[i:i + 3], src_tree.pdf_info[a[t]][1])
+                if key not in cache:
+                    cache[key] = tree.senone(key[:3], key[3])
+                out[t] = cache[key]
+        tri_ali[utt] = out
+    graphs = compile_training_graphs(corpus, lang_dir, tree, topo)
+    realign = set(range(10, num_iters, 10))
+    gmm, _, history = train_gmm(corpus, graphs, gmm, tri_ali, torch.as_tensor(var_floor), exp_dir, num_iters,
+                                realign, tot_gauss, max_iter_inc=max(1, num_iters * 5 // 7))
+    history[0]["tree_leaves"] = tree.num_pdfs
+    return _finish(exp_dir, gmm, tree, history, t0)

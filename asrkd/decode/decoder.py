@@ -1,0 +1,231 @@
+"""Hybrid Viterbi decoding with HCLG (Kaldi decode.sh with decode-faster).
+
+An acoustic scorer gives every utterance a [T, num_senones] matrix of log-likelihoods:
+a GMM's directly, a neural model's as log posterior − log prior (an ensemble's as the log
+of its members' mean posterior). kaldi-decoder's FasterDecoder searches HCLG with the
+scores multiplied by the acoustic scale 1/LMWT. Several LM weights are decoded on a tuning
+set (dev); the best one is then applied, alone, to the test set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import time
+from pathlib import Path
+
+import kaldi_decoder
+import kaldifst
+import kaldiio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from asrkd.data import read_table, sort_key
+from asrkd.decode.score import compute_wer, format_wer, write_score
+from asrkd.features import FeatureReader
+from asrkd.hmm.align import gmm_features, load_model
+from asrkd.lang import read_symbols
+from asrkd.utils import AsrkdError, atomic_file, write_list
+
+log = logging.getLogger(__name__)
+
+
+def read_log_priors(path: str | Path) -> np.ndarray:
+    """Log senone priors from an alignment dir's `priors` file."""
+    p = np.array(Path(path).read_text().split(), dtype=np.float64)
+    if len(p) == 0 or not np.all(p > 0):
+        raise AsrkdError(f"{path}: priors must be positive numbers")
+    return np.log(p).astype(np.float32)
+
+
+class GmmScorer:
+    """Log-likelihoods of a GMM-HMM model dir (final.pt + tree) on a data dir's features."""
+
+    def __init__(self, model_dir: str | Path, data_dir: str | Path, priors: str | Path | None = None):
+        self.gmm, tree = load_model(model_dir)
+        self.num_pdfs = tree.num_pdfs
+        self.reader = FeatureReader(data_dir, cmvn=True)
+        self.log_prior = read_log_priors(priors) if priors else np.zeros(self.num_pdfs, dtype=np.float32)
+
+    def keys(self) -> list[str]:
+        return self.reader.keys()
+
+    def __call__(self, utt: str) -> np.ndarray:
+        return self.gmm.loglik(gmm_features(self.reader[utt]))
+
+    def log_posterior(self, utt: str) -> np.ndarray:
+        """Unnormalised log p(s|x) = log p(x|s) + log p(s) (argmax is what frame accuracy needs)."""
+        return self(utt) + self.log_prior
+
+
+class PosteriorScorer:
+    """Scaled likelihoods from log-posterior matrices (one scp per model): log of the
+    members' arithmetic mean posterior minus the log prior from alignment counts."""
+
+    def __init__(self, post_scps: list[str | Path], priors: str | Path):
+        self.tables = [kaldiio.load_scp(str(s)) for s in post_scps]
+        self.log_prior = read_log_priors(priors)
+        self.num_pdfs = len(self.log_prior)
+        missing = set(self.tables[0]).symmetric_difference(*[set(t) for t in self.tables[1:]])
+        if missing:
+            raise AsrkdError(f"{post_scps}: the posterior tables cover different utterances "
+                             f"(e.g. {sorted(missing)[0]})")
+
+    def keys(self) -> list[str]:
+        return sorted(self.tables[0], key=sort_key)
+
+    def log_posterior(self, utt: str) -> np.ndarray:
+        logp = np.stack([t[utt] for t in self.tables]).astype(np.float64)
+        return (np.logaddexp.reduce(logp, axis=0) - np.log(len(self.tables))).astype(np.float32)
+
+    def __call__(self, utt: str) -> np.ndarray:
+        return self.log_posterior(utt) - self.log_prior
+
+
+def decode_utterance(graph, loglikes: np.ndarray, acoustic_scale: float, beam: float, max_active: int):
+    """(word ids, reached a final state, cost) of the best path for one utterance."""
+    opts = kaldi_decoder.FasterDecoderOptions()
+    opts.beam, opts.max_active = beam, max_active
+    decoder = kaldi_decoder.FasterDecoder(graph, opts)
+    decoder.decode(kaldi_decoder.DecodableCtc(np.ascontiguousarray(loglikes * acoustic_scale, dtype=np.float32)))
+    final = decoder.reached_final()
+    ok, lat = decoder.get_best_path(use_final_probs=final)
+    if not ok:
+        return None, final, float("inf")
+    ok, _, words, weight = kaldifst.get_linear_symbol_sequence(lat)
+    return list(words), final, float(weight.value1 + weight.value2) if ok else float("inf")
+
+
+def add_word_penalty(graph: kaldifst.StdVectorFst, penalty: float) -> kaldifst.StdVectorFst:
+    """A copy of `graph` with `penalty` added to every word-emitting arc (Kaldi's
+    lattice-add-penalty --word-ins-penalty, in graph-cost units)."""
+    out = graph.copy()
+    if penalty == 0:
+        return out
+    for s in range(out.num_states):
+        arcs = list(kaldifst.ArcIterator(out, s))
+        if any(a.olabel for a in arcs):
+            out.delete_arcs(s, len(arcs))
+            for a in arcs:
+                out.add_arc(s, kaldifst.StdArc(a.ilabel, a.olabel, a.weight.value + (penalty if a.olabel else 0.0),
+                                               a.nextstate))
+    return out
+
+
+_JOB = {}
+
+
+def _decode_job(utts: list[str]) -> dict:
+    graphs, scorer, weights, beam, max_active = (_JOB[k] for k in ("graphs", "scorer", "weights", "beam", "max_active"))
+    torch.set_num_threads(1)
+    hyps, lines, skipped = {w: {} for w in weights}, [], []
+    score_s = search_s = 0.0
+    frames = 0
+    for utt in utts:
+        t0 = time.perf_counter()
+        try:
+            ll = scorer(utt)
+        except Exception as e:  # an unreadable matrix: skip and list it, never crash the job
+            skipped.append(f"{utt} {type(e).__name__}: {e}")
+            continue
+        if ll.ndim != 2 or ll.shape[1] != scorer.num_pdfs or not np.isfinite(ll).all():
+            skipped.append(f"{utt} scores of shape {ll.shape} (expected [T, {scorer.num_pdfs}]) or not finite")
+            continue
+        t1 = time.perf_counter()
+        frames += len(ll)
+        for w in weights:
+            lmwt, wip = w
+            words, final, cost = decode_utterance(graphs[wip], ll, 1.0 / lmwt, beam, max_active)
+            if words is None:
+                skipped.append(f"{utt} lmwt {lmwt:g} penalty {wip:g}: no surviving path")
+                continue
+            hyps[w][utt] = words
+            lines.append(f"{utt} lmwt={lmwt:g} wip={wip:g} frames={len(ll)} cost={cost:.2f} final={int(final)}")
+        score_s, search_s = score_s + t1 - t0, search_s + time.perf_counter() - t1
+    return {"hyps": hyps, "lines": lines, "skipped": skipped, "frames": frames, "score_seconds": score_s,
+            "search_seconds": search_s}
+
+
+def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | Path,
+           lm_weights: list[float] = (10.0,), word_ins_penalties: list[float] = (0.0,),
+           tuned_on: str | Path | None = None, beam: float = 13.0, max_active: int = 7000, nj: int = 1,
+           force: bool = False) -> dict:
+    """Decode `data_dir` into `out_dir`: hyp/<lmwt>_<wip>.txt and wer_<lmwt>_<wip> for every
+    LM weight and word insertion penalty, `text`/`wer` for the chosen pair: the best one
+    here, or with `tuned_on` the one chosen on that (dev) decode dir."""
+    graph_dir, data_dir, out_dir = Path(graph_dir), Path(data_dir), Path(out_dir)
+    if (out_dir / "decode_info.json").is_file() and not force:
+        log.info("%s: decoded already, skipping (use --force to redo)", out_dir)
+        return json.loads((out_dir / "decode_info.json").read_text())
+    if tuned_on is not None:
+        chosen = Path(tuned_on) / "best_lmwt"
+        if not chosen.is_file():
+            raise AsrkdError(f"{chosen}: missing (decode the tuning set with several LM weights first)")
+        lmwt, wip = map(float, chosen.read_text().split())
+        lm_weights, word_ins_penalties = [lmwt], [wip]
+    weights = [(float(w), float(p)) for w in lm_weights for p in word_ins_penalties]
+    refs = read_table(data_dir / "text", allow_empty_value=True) if (data_dir / "text").is_file() else None
+    if refs is None and len(weights) > 1:
+        raise AsrkdError(f"{data_dir}/text: missing, so no LM weight can be chosen on this set")
+    graph = kaldifst.StdVectorFst.read(str(graph_dir / "HCLG.fst"))
+    words = {i: w for w, i in read_symbols(graph_dir / "words.txt").items()}
+    utts = scorer.keys()
+    graphs = {p: add_word_penalty(graph, p) for p in {p for _, p in weights}}
+    _JOB.update(graphs=graphs, scorer=scorer, weights=weights, beam=beam, max_active=max_active)
+    t0 = time.time()
+    shards = [utts[j::nj] for j in range(nj)]
+    if nj == 1:
+        results = [_decode_job(utts)]
+    else:
+        with multiprocessing.get_context("fork").Pool(nj) as pool:
+            results = list(tqdm(pool.imap(_decode_job, shards), total=nj, desc="decode jobs", disable=None))
+    wall = time.time() - t0
+    hyps = {w: {u: " ".join(words[i] for i in r["hyps"][w][u]) for r in results for u in r["hyps"][w]}
+            for w in weights}
+    skipped = [s for r in results for s in r["skipped"]]
+    if skipped:
+        log.warning("%s: %d utterances skipped, listed in log/skipped.txt", out_dir, len(skipped))
+    write_list(out_dir / "log" / "skipped.txt", skipped)
+    write_list(out_dir / "log" / "decode.log", sorted((ln for r in results for ln in r["lines"]), key=sort_key))
+    utt2spk = read_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else None
+    wers = {}
+    for w in weights:
+        name = f"{w[0]:g}_{w[1]:g}"
+        write_list(out_dir / "hyp" / f"{name}.txt", [f"{u} {hyps[w][u]}".rstrip() for u in sorted(hyps[w], key=sort_key)])
+        if refs is not None:
+            wers[w] = compute_wer(refs, hyps[w], utt2spk)
+            write_list(out_dir / f"wer_{name}", format_wer(wers[w]))
+    best = choose_weight(wers) if wers else weights[0]
+    write_list(out_dir / "text", [f"{u} {hyps[best][u]}".rstrip() for u in sorted(hyps[best], key=sort_key)])
+    if wers:
+        write_score(out_dir, wers[best])
+    audio = 0.01 * sum(r["frames"] for r in results)  # 10 ms frame shift
+    search = sum(r["search_seconds"] for r in results) / len(weights)  # per decoding pass
+    cpu = sum(r["score_seconds"] for r in results) + search
+    info = {"lm_weights": sorted({w for w, _ in weights}), "word_ins_penalties": sorted({p for _, p in weights}),
+            "best_lmwt": best[0], "best_wip": best[1], "tuned_on": str(tuned_on or out_dir),
+            "wer": wers[best]["wer"] if wers else None, "ser": wers[best]["ser"] if wers else None,
+            "utts": len(utts), "skipped": len(skipped), "beam": beam, "max_active": max_active, "nj": nj,
+            "audio_seconds": round(audio, 2), "wall_seconds": round(wall, 2),
+            "rtf_per_core": cpu / audio if audio else None,
+            "search_rtf_per_core": search / audio if audio else None,
+            "wer_per_weight": {f"{w[0]:g}_{w[1]:g}": wers[w]["wer"] for w in wers}}
+    write_list(out_dir / "best_lmwt", [f"{best[0]:g} {best[1]:g}"])
+    with atomic_file(out_dir / "decode_info.json") as f:  # written last: marks the decode complete
+        json.dump(info, f, indent=2)
+    log.info("%s: LM weight %g, penalty %g (chosen on %s), %s; RTF/core %.3f", out_dir, *best, info["tuned_on"],
+             format_wer(wers[best])[0] if wers else "no references", info["rtf_per_core"] or 0)
+    return info
+
+
+def choose_weight(wers: dict) -> tuple[float, float]:
+    """The (LM weight, penalty) with the lowest WER; ties go to the middle of the tied LM
+    weights (an edge of the grid is the least robust choice), then the smallest penalty."""
+    low = min(r["wer"] for r in wers.values())
+    tied = sorted(w for w, r in wers.items() if r["wer"] == low)
+    lmwts = sorted({w for w, _ in tied})
+    mid = lmwts[(len(lmwts) - 1) // 2]
+    return min(w for w in tied if w[0] == mid)
+

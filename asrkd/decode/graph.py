@@ -1,0 +1,70 @@
+"""Decoding graph HCLG (Kaldi mkgraph.sh): L_disambig ∘ G determinized and minimized,
+context composition with the tree's context width, then our H over senones.
+
+H is applied by expanding each (context-dependent) phone arc of CLG into its HMM with
+Kaldi's scaled transition log-probabilities and self-loops; disambiguation symbols
+become epsilons there. Input labels of HCLG are senone + 1, output labels are words.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import kaldifst
+
+from asrkd.hmm.graphs import compile_graph
+from asrkd.hmm.topo import read_topo
+from asrkd.hmm.tree import ContextTree
+from asrkd.utils import AsrkdError, atomic_dir
+
+log = logging.getLogger(__name__)
+
+
+def make_lg(lang_dir: Path) -> kaldifst.StdVectorFst:
+    """min(det(L_disambig ∘ G)), ilabels phones and phone disambiguation symbols."""
+    L = kaldifst.StdVectorFst.read(str(lang_dir / "L_disambig.fst"))
+    G = kaldifst.StdVectorFst.read(str(lang_dir / "G.fst"))
+    kaldifst.arcsort(L, sort_type="olabel")
+    kaldifst.arcsort(G, sort_type="ilabel")
+    LG = kaldifst.compose(L, G)
+    if LG.num_states == 0:
+        raise AsrkdError(f"{lang_dir}: L_disambig ∘ G is empty (do L and G share words.txt?)")
+    kaldifst.determinize_star(LG, use_log=True)  # log semiring keeps G's probabilities stochastic
+    kaldifst.minimize_encoded(LG)
+    return LG
+
+
+def make_graph(lang_dir: str | Path, model_dir: str | Path, graph_dir: str | Path, force: bool = False) -> dict:
+    """Build `graph_dir/HCLG.fst` for the tree in `model_dir`; returns size and timing info."""
+    lang_dir, model_dir, graph_dir = Path(lang_dir), Path(model_dir), Path(graph_dir)
+    if (graph_dir / "HCLG.fst").is_file() and not force:
+        log.info("%s: HCLG.fst exists, skipping (use --force to rebuild)", graph_dir)
+        return json.loads((graph_dir / "graph_info.json").read_text())
+    for f in (lang_dir / "G.fst", lang_dir / "L_disambig.fst", model_dir / "tree"):
+        if not f.is_file():
+            raise AsrkdError(f"{f}: missing")
+    t0 = time.time()
+    tree = ContextTree.read(model_dir / "tree")
+    disambig = [int(x) for x in (lang_dir / "phones" / "disambig.int").read_text().split()]
+    LG = make_lg(lang_dir)
+    t_lg = time.time() - t0
+    HCLG = compile_graph(LG, tree, read_topo(lang_dir / "topo"), disambig)
+    info = {"lg_states": LG.num_states, "hclg_states": HCLG.num_states,
+            "hclg_arcs": sum(HCLG.num_arcs(s) for s in range(HCLG.num_states)),
+            "num_pdfs": tree.num_pdfs, "context_width": tree.context_width,
+            "lg_seconds": round(t_lg, 2), "build_seconds": round(time.time() - t0, 2)}
+    with atomic_dir(graph_dir) as tmp:
+        HCLG.write(str(tmp / "HCLG.fst"))
+        for f in ("words.txt", "phones.txt"):
+            shutil.copy(lang_dir / f, tmp / f)
+        shutil.copy(model_dir / "tree", tmp / "tree")
+        (tmp / "graph_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    info["hclg_bytes"] = (graph_dir / "HCLG.fst").stat().st_size
+    (graph_dir / "graph_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    log.info("%s: HCLG %d states, %d arcs, %.1f MB (LG %d states) built in %.1f s", graph_dir, info["hclg_states"],
+             info["hclg_arcs"], info["hclg_bytes"] / 1e6, info["lg_states"], info["build_seconds"])
+    return info

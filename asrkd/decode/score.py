@@ -1,0 +1,109 @@
+"""Scoring (Kaldi compute-wer + score.sh): WER, SER, per-speaker WER, per-utterance
+alignments of reference and hypothesis words; frame accuracy against a forced alignment."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import kaldialign
+import kaldiio
+import numpy as np
+
+from asrkd.data import read_table, sort_key
+from asrkd.utils import AsrkdError, atomic_file, write_list
+
+log = logging.getLogger(__name__)
+EPS = "<eps>"
+
+
+def error_counts(ref: list[str], hyp: list[str]) -> dict:
+    e = kaldialign.edit_distance(ref, hyp)
+    return {"ins": e["ins"], "del": e["del"], "sub": e["sub"], "err": e["total"], "words": len(ref)}
+
+
+def compute_wer(refs: dict[str, str], hyps: dict[str, str], utt2spk: dict[str, str] | None = None) -> dict:
+    """Corpus WER/SER over the reference utterances; a missing hypothesis counts as empty
+    (Kaldi's strict mode would abort), hypotheses without a reference are ignored."""
+    extra = sorted(set(hyps) - set(refs), key=sort_key)
+    if extra:
+        log.warning("%d hypotheses have no reference, ignored (first: %s)", len(extra), extra[0])
+    missing = [u for u in refs if u not in hyps]
+    per_utt, tot, spk = {}, {"ins": 0, "del": 0, "sub": 0, "err": 0, "words": 0}, {}
+    sent_err = 0
+    for utt in sorted(refs, key=sort_key):
+        r, h = refs[utt].split(), hyps.get(utt, "").split()
+        c = error_counts(r, h)
+        per_utt[utt] = c | {"ali": kaldialign.align(r, h, EPS)}
+        sent_err += c["err"] > 0
+        for k in tot:
+            tot[k] += c[k]
+        if utt2spk:
+            s = spk.setdefault(utt2spk.get(utt, utt), {"err": 0, "words": 0, "sents": 0})
+            s["err"], s["words"], s["sents"] = s["err"] + c["err"], s["words"] + c["words"], s["sents"] + 1
+    result = {**tot, "wer": 100.0 * tot["err"] / tot["words"] if tot["words"] else (0.0 if not tot["err"] else
+              float("inf")), "sents": len(refs), "sent_err": int(sent_err),
+              "ser": 100.0 * sent_err / len(refs) if refs else 0.0, "missing": len(missing), "per_utt": per_utt}
+    if utt2spk:
+        result["per_spk"] = {s: v | {"wer": 100.0 * v["err"] / max(v["words"], 1)} for s, v in sorted(spk.items())}
+    return result
+
+
+def format_wer(r: dict) -> list[str]:
+    """Kaldi's compute-wer summary lines."""
+    return [f"%WER {r['wer']:.2f} [ {r['err']} / {r['words']}, {r['ins']} ins, {r['del']} del, {r['sub']} sub ]",
+            f"%SER {r['ser']:.2f} [ {r['sent_err']} / {r['sents']} ]",
+            f"Scored {r['sents']} sentences, {r['missing']} not present in hyp."]
+
+
+def write_score(out_dir: Path, result: dict, name: str = "wer") -> None:
+    """`wer`-style summary, plus per-utterance alignments and per-speaker WER next to it."""
+    write_list(out_dir / name, format_wer(result))
+    lines = []
+    for utt, u in result["per_utt"].items():
+        lines += [f"{utt} ref  " + " ".join(r for r, _ in u["ali"]),
+                  f"{utt} hyp  " + " ".join(h for _, h in u["ali"]),
+                  f"{utt} op   " + " ".join("C" if r == h else "I" if r == EPS else "D" if h == EPS else "S"
+                                          for r, h in u["ali"]),
+                  f"{utt} #csid {u['words'] - u['sub'] - u['del']} {u['sub']} {u['ins']} {u['del']}"]
+    write_list(out_dir / f"{name}_details" / "per_utt", lines)
+    if "per_spk" in result:
+        write_list(out_dir / f"{name}_details" / "per_spk",
+                   [f"{s} {v['wer']:.2f} {v['err']} {v['words']} {v['sents']}" for s, v in result["per_spk"].items()])
+
+
+def score(data_dir: str | Path, hyp_text: str | Path, out_dir: str | Path) -> dict:
+    """Score a Kaldi `text` of hypotheses against `data_dir/text`; writes `out_dir/wer`."""
+    data_dir = Path(data_dir)
+    refs = read_table(data_dir / "text", allow_empty_value=True)
+    hyps = read_table(hyp_text, allow_empty_value=True)
+    utt2spk = read_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else None
+    result = compute_wer(refs, hyps, utt2spk)
+    write_score(Path(out_dir), result)
+    return result
+
+
+def frame_accuracy(predictions: dict[str, np.ndarray], ali_scp: str | Path, out_json: str | Path | None = None) -> dict:
+    """Fraction of frames whose predicted senone (argmax) equals the forced alignment's."""
+    ali = kaldiio.load_scp(str(ali_scp))
+    correct = frames = utts = 0
+    mismatched = []
+    for utt, pred in predictions.items():
+        if utt not in ali:
+            continue
+        ref = ali[utt]
+        if len(ref) != len(pred):
+            mismatched.append(utt)
+            continue
+        correct, frames, utts = correct + int((ref == pred).sum()), frames + len(ref), utts + 1
+    if not frames:
+        raise AsrkdError(f"{ali_scp}: no utterance shared with the model's outputs")
+    result = {"frame_accuracy": correct / frames, "frames": frames, "utts": utts,
+              "not_aligned": len(predictions) - utts - len(mismatched), "length_mismatch": mismatched}
+    if mismatched:
+        log.warning("%d utterances have a different length from their alignment, skipped", len(mismatched))
+    if out_json:
+        with atomic_file(out_json) as f:
+            json.dump(result, f, indent=2)
+    return result

@@ -1,0 +1,199 @@
+"""Viterbi forced alignment of a GMM-HMM system (Kaldi align_si.sh): senone per frame.
+
+GMMs see MFCC-like features: the DCT of the CMVN-normalised log-mel frames (13 cepstra,
+liftered) with deltas and delta-deltas, because diagonal Gaussians need decorrelated
+dimensions. Senone targets are per frame of the original fbank features (same frames).
+An alignment dir holds `ali.{ark,scp}` (int32 senone per frame), `phones.ctm`,
+`pdf_counts`, `priors`, the `tree` and `final.pt` it came from, and `align_report.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import kaldi_decoder
+import kaldi_native_fbank as knf
+import kaldifst
+import kaldiio
+import numpy as np
+import torch
+
+from asrkd.data import read_table, sort_key
+from asrkd.features import FeatureReader
+from asrkd.hmm.gmm import DiagGmmSet
+from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
+from asrkd.hmm.topo import TopologyEntry, read_topo
+from asrkd.hmm.tree import ContextTree
+from asrkd.lang import UNK, read_symbols
+from asrkd.utils import AsrkdError, atomic_file, write_list
+
+log = logging.getLogger(__name__)
+
+
+def gmm_features(fbank: np.ndarray, num_ceps: int = 13, lifter: float = 22.0) -> np.ndarray:
+    """Cepstra (orthonormal DCT-II of log-mels, Kaldi's liftering) + deltas + delta-deltas."""
+    n = fbank.shape[1]
+    k = np.arange(num_ceps)[:, None]
+    dct = np.sqrt(2.0 / n) * np.cos(np.pi / n * (np.arange(n)[None, :] + 0.5) * k)
+    dct[0] /= np.sqrt(2.0)
+    lift = 1.0 + 0.5 * lifter * np.sin(np.pi * np.arange(num_ceps) / lifter)
+    ceps = (fbank @ dct.T * lift).astype(np.float32)
+    return knf.compute_deltas(knf.DeltaOptions(), np.ascontiguousarray(ceps))
+
+
+@dataclass
+class Corpus:
+    """Features and transcripts of a data dir, held in memory for GMM training."""
+
+    utts: list[str]
+    feats: dict[str, np.ndarray]
+    words: dict[str, list[int]]
+    skipped: list[str] = field(default_factory=list)
+    oov_words: int = 0
+
+
+def load_corpus(data_dir: str | Path, lang_dir: str | Path) -> Corpus:
+    """CMVN'd fbank -> GMM features; transcript words as ids (OOVs -> <UNK>, counted)."""
+    reader = FeatureReader(data_dir, cmvn=True)
+    words = read_symbols(Path(lang_dir) / "words.txt")
+    text = read_table(Path(data_dir) / "text", allow_empty_value=True)
+    feats, ids, skipped, oov = {}, {}, [], 0
+    for utt in reader.keys():
+        toks = text.get(utt, "").split()
+        if not toks:
+            skipped.append(f"{utt} empty transcript")
+            continue
+        ids[utt] = [words.get(w, words[UNK]) for w in toks]
+        oov += sum(w not in words for w in toks)
+        feats[utt] = gmm_features(reader[utt])
+    if oov:
+        log.warning("%s: %d transcript words are not in %s/words.txt: aligned as %s", data_dir, oov, lang_dir, UNK)
+    return Corpus(sorted(feats, key=sort_key), feats, ids, skipped, oov)
+
+
+def compile_training_graphs(corpus: Corpus, lang_dir: Path, tree: ContextTree,
+                            topo: list[TopologyEntry]) -> dict:
+    """One H∘C∘L∘transcript graph per utterance (ilabels: senone + 1)."""
+    L = kaldifst.StdVectorFst.read(str(Path(lang_dir) / "L.fst"))
+    return {utt: compile_graph(transcript_phone_fst(L, corpus.words[utt]), tree, topo) for utt in corpus.utts}
+
+
+def viterbi_align(gmm: DiagGmmSet, feats: np.ndarray, graph: kaldifst.StdVectorFst,
+                  acoustic_scale: float, beam: float, retry_beam: float):
+    """Best path of `graph` for the frames: (senone per frame, acoustic log-likelihood) or None."""
+    ll = gmm.loglik(feats)
+    decodable = kaldi_decoder.DecodableCtc(np.ascontiguousarray(ll * acoustic_scale, dtype=np.float32))
+    for b in (beam, retry_beam):
+        opts = kaldi_decoder.FasterDecoderOptions()
+        opts.beam = b
+        decoder = kaldi_decoder.FasterDecoder(graph, opts)
+        decoder.decode(decodable)
+        if decoder.reached_final():
+            ok, lat = decoder.get_best_path()
+            ok, ilabels, _, _ = kaldifst.get_linear_symbol_sequence(lat)
+            ali = np.asarray(ilabels, dtype=np.int32) - 1
+            if ok and len(ali) == len(feats):
+                return ali, float(ll[np.arange(len(ali)), ali].sum())
+    return None
+
+
+def align_corpus(gmm, corpus: Corpus, graphs: dict, acoustic_scale=0.1, beam=10.0, retry_beam=40.0):
+    """Align every utterance; returns ({utt: senone ali}, failed utts, average log-likelihood/frame)."""
+    ali, failed, total, frames = {}, [], 0.0, 0
+    for utt in corpus.utts:
+        res = viterbi_align(gmm, corpus.feats[utt], graphs[utt], acoustic_scale, beam, retry_beam)
+        if res is None:
+            failed.append(utt)
+            continue
+        ali[utt], ll = res
+        total, frames = total + ll, frames + len(res[0])
+    return ali, failed, total / max(frames, 1)
+
+
+def phone_segments(ali: np.ndarray, tree: ContextTree, topo: list[TopologyEntry]) -> list[tuple[int, int, int]]:
+    """(phone, first frame, end frame) instances of a senone alignment. A new instance starts
+    where the phone changes or the HMM state sequence takes a step its topology forbids."""
+    entry = {p: e for e in topo for p in e.phones}
+    segs = []
+    prev = None
+    for t, pdf in enumerate(ali):
+        phone, state = tree.pdf_info[pdf]
+        if prev is None or prev[0] != phone or state not in {j for j, _ in entry[phone].transitions[prev[1]]}:
+            segs.append([phone, t, t + 1])
+        segs[-1][2] = t + 1
+        prev = (phone, state)
+    return [tuple(s) for s in segs]
+
+
+def load_model(model_dir: str | Path) -> tuple[DiagGmmSet, ContextTree]:
+    model_dir = Path(model_dir)
+    for f in ("final.pt", "tree"):
+        if not (model_dir / f).is_file():
+            raise AsrkdError(f"{model_dir}/{f}: missing (train the model first)")
+    state = torch.load(model_dir / "final.pt", weights_only=True)
+    return DiagGmmSet(state["means"], state["vars"], state["logw"]), ContextTree.read(model_dir / "tree")
+
+
+def save_model(model_dir: Path, gmm: DiagGmmSet, tree: ContextTree) -> None:
+    tree.write(model_dir / "tree")
+    with atomic_file(model_dir / "final.pt", "wb") as f:
+        torch.save(gmm.state_dict(), f)
+
+
+def write_alignment(ali_dir: Path, ali: dict, failed: list[str], tree: ContextTree, topo, phones: dict,
+                    extra: dict, frame_shift: float = 0.01) -> dict:
+    """ali.{ark,scp}, phones.ctm, pdf_counts, priors, align_failed.txt and align_report.json."""
+    ali_dir.mkdir(parents=True, exist_ok=True)
+    inv = {i: p for p, i in phones.items()}
+    utts = sorted(ali, key=sort_key)
+    with open(ali_dir / "ali.ark", "wb") as fa, atomic_file(ali_dir / "ali.scp") as fs:
+        for utt in utts:
+            kaldiio.save_ark(fa, {utt: ali[utt].astype(np.int32)}, scp=fs)
+    write_list(ali_dir / "phones.ctm", [f"{utt} 1 {s * frame_shift:.2f} {(e - s) * frame_shift:.2f} {inv[p]}"
+                                        for utt in utts for p, s, e in phone_segments(ali[utt], tree, topo)])
+    counts = np.bincount(np.concatenate([ali[u] for u in utts]), minlength=tree.num_pdfs) if utts \
+        else np.zeros(tree.num_pdfs, dtype=np.int64)
+    write_list(ali_dir / "pdf_counts", [" ".join(map(str, counts))])
+    priors = (counts + 1.0) / (counts.sum() + tree.num_pdfs)  # add-one: unseen senones keep a finite prior
+    write_list(ali_dir / "priors", [" ".join(f"{p:.6e}" for p in priors)])
+    write_list(ali_dir / "align_failed.txt", sorted(failed, key=sort_key))
+    edges = [0, 1, 10, 100, 1000, 10000]
+    hist = {f"{lo}-{hi - 1}" if hi else f"{lo}+": int(((counts >= lo) & ((counts < hi) if hi else True)).sum())
+            for lo, hi in zip(edges, edges[1:] + [None])}
+    report = {"aligned": len(ali), "failed": len(failed), "frames": int(counts.sum()), "num_pdfs": tree.num_pdfs,
+              "pdfs_seen": int((counts > 0).sum()), "senone_occupancy_histogram": hist, **extra}
+    with atomic_file(ali_dir / "align_report.json") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali_dir: str | Path,
+          beam: float = 10.0, retry_beam: float = 40.0, force: bool = False) -> dict:
+    """Force-align a data dir with a trained GMM-HMM (mono or tri) into `ali_dir`."""
+    ali_dir, model_dir, lang_dir = Path(ali_dir), Path(model_dir), Path(lang_dir)
+    if (ali_dir / "align_report.json").is_file() and not force:
+        log.info("%s: alignment exists, skipping (use --force to redo)", ali_dir)
+        return json.loads((ali_dir / "align_report.json").read_text())
+    t0 = time.time()
+    gmm, tree = load_model(model_dir)
+    topo = read_topo(lang_dir / "topo")
+    corpus = load_corpus(data_dir, lang_dir)
+    graphs = compile_training_graphs(corpus, lang_dir, tree, topo)
+    ali, failed, avg_ll = align_corpus(gmm, corpus, graphs, beam=beam, retry_beam=retry_beam)
+    if failed:
+        log.warning("%s: %d utterances failed to align, listed in align_failed.txt", ali_dir, len(failed))
+    ali_dir.mkdir(parents=True, exist_ok=True)
+    for f in ("final.pt", "tree"):
+        shutil.copy(model_dir / f, ali_dir / f)
+    report = write_alignment(ali_dir, ali, failed + [s.split()[0] for s in corpus.skipped], tree, topo,
+                             read_symbols(lang_dir / "phones.txt"),
+                             {"avg_loglik_per_frame": avg_ll, "oov_words": corpus.oov_words,
+                              "skipped": corpus.skipped, "seconds": round(time.time() - t0, 1)})
+    log.info("%s: %d aligned, %d failed, avg log-likelihood/frame %.3f (%.0f s)",
+             ali_dir, len(ali), len(failed), avg_ll, time.time() - t0)
+    return report

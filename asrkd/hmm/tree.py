@@ -1,0 +1,217 @@
+"""Phonetic decision trees: which senone (tied HMM state) a phone in context uses.
+
+As in Kaldi's cluster-phones + build-tree: phones are clustered bottom-up on their
+single-Gaussian statistics to give the questions (phone sets); then every (phone, HMM
+state) root is split greedily on the question about the left or right phone that gains
+the most likelihood, until the tree has the requested number of leaves. Leaves are
+numbered as senones (pdf ids). A monophone system is the tree with no splits.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from asrkd.utils import AsrkdError, atomic_file
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class GaussStats:
+    """Zeroth, first and second order statistics of frames, one row per key."""
+
+    occ: np.ndarray  # [K]
+    s1: np.ndarray  # [K, D]
+    s2: np.ndarray  # [K, D]
+
+    def sum(self, mask=None) -> "GaussStats":
+        if mask is None:
+            return GaussStats(self.occ.sum(), self.s1.sum(0), self.s2.sum(0))
+        return GaussStats(self.occ[mask].sum(), self.s1[mask].sum(0), self.s2[mask].sum(0))
+
+
+def gauss_loglik(occ, s1, s2, var_floor) -> np.ndarray:
+    """Log-likelihood of the frames under their own ML diagonal Gaussian (broadcasts over rows)."""
+    occ = np.maximum(occ, 1e-10)
+    var = np.maximum(s2 / occ[..., None] - (s1 / occ[..., None]) ** 2, var_floor)
+    return -0.5 * occ * (s1.shape[-1] * (1 + LOG_2PI) + np.log(var).sum(-1))
+
+
+def cluster_phones(stats: dict[int, GaussStats], var_floor: np.ndarray) -> list[frozenset[int]]:
+    """Bottom-up clustering of phones by likelihood loss; every cluster formed (singletons
+    included, the set of all phones excluded) is a question."""
+    clusters = {frozenset([p]): s for p, s in stats.items() if s.occ > 0}
+    questions = list(clusters)
+
+    def loss(a, b):
+        sa, sb = clusters[a], clusters[b]
+        merged = gauss_loglik(sa.occ + sb.occ, sa.s1 + sb.s1, sa.s2 + sb.s2, var_floor)
+        return gauss_loglik(sa.occ, sa.s1, sa.s2, var_floor) + gauss_loglik(sb.occ, sb.s1, sb.s2, var_floor) - merged
+
+    while len(clusters) > 2:
+        keys = sorted(clusters, key=sorted)
+        a, b = min(((a, b) for i, a in enumerate(keys) for b in keys[i + 1:]), key=lambda ab: loss(*ab))
+        sa, sb = clusters.pop(a), clusters.pop(b)
+        clusters[a | b] = GaussStats(sa.occ + sb.occ, sa.s1 + sb.s1, sa.s2 + sb.s2)
+        questions.append(a | b)
+    return questions
+
+
+class ContextTree:
+    """(phone context, HMM state) -> senone. `roots[(phone, state)]` is a node id; a node is
+    ("leaf", senone) or ("split", context position, question, yes node, no node)."""
+
+    def __init__(self, context_width: int, central_position: int, questions: list[frozenset[int]],
+                 roots: dict[tuple[int, int], int], nodes: list[tuple]):
+        self.context_width, self.central_position = context_width, central_position
+        self.questions, self.roots, self.nodes = questions, roots, nodes
+        self.num_pdfs = sum(n[0] == "leaf" for n in nodes)
+        self.pdf_info = [None] * self.num_pdfs  # senone -> (phone, state) of its root
+        for (phone, state), node in roots.items():
+            for leaf in self._leaves(node):
+                self.pdf_info[self.nodes[leaf][1]] = (phone, state)
+
+    @classmethod
+    def monophone(cls, phone_states: dict[int, int]) -> "ContextTree":
+        """One senone per (phone, state): `phone_states[phone]` is its number of HMM states."""
+        roots, nodes = {}, []
+        for phone in sorted(phone_states):
+            for state in range(phone_states[phone]):
+                roots[(phone, state)] = len(nodes)
+                nodes.append(("leaf", len(nodes)))
+        return cls(1, 0, [], roots, nodes)
+
+    def _leaves(self, node: int):
+        n = self.nodes[node]
+        if n[0] == "leaf":
+            yield node
+        else:
+            yield from self._leaves(n[3])
+            yield from self._leaves(n[4])
+
+    def senone(self, context: tuple[int, ...], state: int) -> int:
+        """Senone of HMM state `state` of the central phone in `context` (0 = utterance edge)."""
+        node = self.roots.get((context[self.central_position], state))
+        if node is None:
+            raise AsrkdError(f"tree has no root for phone {context[self.central_position]} state {state}")
+        while self.nodes[node][0] == "split":
+            _, pos, q, yes, no = self.nodes[node]
+            node = yes if context[pos] in self.questions[q] else no
+        return self.nodes[node][1]
+
+    def write(self, path: str | Path) -> None:
+        """Readable text: a header, the questions, the roots, then one line per node."""
+        lines = [f"asrkd-tree context_width {self.context_width} central_position {self.central_position} "
+                 f"num_pdfs {self.num_pdfs}"]
+        lines += [f"question {i} " + " ".join(map(str, sorted(q))) for i, q in enumerate(self.questions)]
+        lines += [f"root {p} {s} {n}" for (p, s), n in sorted(self.roots.items())]
+        lines += [f"{n[0]} {i} " + " ".join(map(str, n[1:])) for i, n in enumerate(self.nodes)]
+        with atomic_file(path) as f:
+            f.write("\n".join(lines) + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ContextTree":
+        lines = Path(path).read_text().splitlines()
+        head = lines[0].split()
+        if not head or head[0] != "asrkd-tree":
+            raise AsrkdError(f"{path}:1: not an asrkd tree file")
+        width, central = int(head[2]), int(head[4])
+        questions, roots, nodes = [], {}, []
+        for n, line in enumerate(lines[1:], 2):
+            f = line.split()
+            try:
+                if f[0] == "question":
+                    questions.append(frozenset(map(int, f[2:])))
+                elif f[0] == "root":
+                    roots[(int(f[1]), int(f[2]))] = int(f[3])
+                elif f[0] == "leaf":
+                    nodes.append(("leaf", int(f[2])))
+                elif f[0] == "split":
+                    nodes.append(("split", *map(int, f[2:6])))
+                else:
+                    raise ValueError(f[0])
+            except (ValueError, IndexError):
+                raise AsrkdError(f"{path}:{n}: bad tree line: {line!r}") from None
+        return cls(width, central, questions, roots, nodes)
+
+
+def build_tree(contexts: np.ndarray, states: np.ndarray, stats: GaussStats, questions: list[frozenset[int]],
+               num_leaves: int, min_occ: float, var_floor: np.ndarray, phone_states: dict[int, int],
+               central_position: int = 1) -> tuple[ContextTree, GaussStats]:
+    """Grow the tree by best likelihood gain until `num_leaves` leaves (or no split keeps
+    `min_occ` frames on both sides). Rows of `contexts` [K, W] / `states` [K] are the seen
+    (context, state) keys with their statistics. Returns the tree and per-senone stats."""
+    width = contexts.shape[1]
+    num_phones = max(max(phone_states), int(contexts.max())) + 1
+    member = np.zeros((len(questions), num_phones))
+    for i, q in enumerate(questions):
+        member[i, sorted(q)] = 1.0
+    positions = [p for p in range(width) if p != central_position]
+
+    def best_split(idx):
+        """(gain, position, question, yes mask) of the best split of the keys idx."""
+        parent = gauss_loglik(stats.occ[idx].sum(), stats.s1[idx].sum(0), stats.s2[idx].sum(0), var_floor)
+        best = (0.0, None, None, None)
+        for pos in positions:
+            m = member[:, contexts[idx, pos]]  # [Q, k]
+            yo, y1, y2 = m @ stats.occ[idx], m @ stats.s1[idx], m @ stats.s2[idx]
+            no, n1, n2 = stats.occ[idx].sum() - yo, stats.s1[idx].sum(0) - y1, stats.s2[idx].sum(0) - y2
+            gain = gauss_loglik(yo, y1, y2, var_floor) + gauss_loglik(no, n1, n2, var_floor) - parent
+            gain[(yo < min_occ) | (no < min_occ)] = -np.inf
+            q = int(np.argmax(gain))
+            if gain[q] > best[0]:
+                best = (float(gain[q]), pos, q, m[q] > 0)
+        return best
+
+    # every (phone, state) of the topology gets a root, seen or not
+    nodes, roots, members = [], {}, {}
+    heap = []
+    for phone in sorted(phone_states):
+        for state in range(phone_states[phone]):
+            idx = np.flatnonzero((contexts[:, central_position] == phone) & (states == state))
+            roots[(phone, state)] = len(nodes)
+            members[len(nodes)] = idx
+            nodes.append(["leaf"])
+    num = len(nodes)
+    if num_leaves < num:
+        raise AsrkdError(f"num_leaves {num_leaves} is below the number of (phone, state) roots {num}")
+    for node, idx in members.items():
+        if len(idx) > 1:
+            gain, pos, q, yes = best_split(idx)
+            if pos is not None:
+                heapq.heappush(heap, (-gain, node, pos, q, yes))
+    while heap and num < num_leaves:
+        _, node, pos, q, yes = heapq.heappop(heap)
+        idx = members.pop(node)
+        children = []
+        for part in (idx[yes], idx[~yes]):
+            members[len(nodes)] = part
+            children.append(len(nodes))
+            nodes.append(["leaf"])
+            if len(part) > 1:
+                g, p2, q2, y2 = best_split(part)
+                if p2 is not None:
+                    heapq.heappush(heap, (-g, children[-1], p2, q2, y2))
+        nodes[node] = ["split", pos, q, *children]
+        num += 1
+    # number the leaves as senones, root by root
+    leaf_stats, senone = [], 0
+    for root in roots.values():
+        stack = [root]
+        while stack:
+            n = stack.pop()
+            if nodes[n][0] == "split":
+                stack += [nodes[n][4], nodes[n][3]]
+                continue
+            nodes[n] = ["leaf", senone]
+            idx = members[n]
+            leaf_stats.append((stats.occ[idx].sum(), stats.s1[idx].sum(0), stats.s2[idx].sum(0)))
+            senone += 1
+    tree = ContextTree(width, central_position, questions, roots, [tuple(n) for n in nodes])
+    occ, s1, s2 = (np.stack(x) for x in zip(*leaf_stats))
+    return tree, GaussStats(occ, s1, s2)

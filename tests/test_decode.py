@@ -1,0 +1,118 @@
+"""HCLG, hybrid Viterbi decoding, LM-weight tuning and WER scoring on yesno."""
+
+import json
+
+import kaldifst
+import kaldiio
+import numpy as np
+import pytest
+
+from asrkd.data import read_table, write_table
+from asrkd.decode.decoder import GmmScorer, PosteriorScorer, choose_weight, decode, decode_utterance
+from asrkd.decode.graph import make_graph
+from asrkd.decode.score import compute_wer, format_wer, frame_accuracy, score
+from asrkd.lang import read_symbols
+from asrkd.utils import AsrkdError
+
+
+@pytest.fixture(scope="module")
+def graph(yesno, yesno_mono):
+    make_graph(yesno / "lang_test", yesno_mono / "mono", yesno_mono / "graph")
+    return yesno_mono / "graph"
+
+
+def word_ids(yesno, utt):
+    words = read_symbols(yesno / "lang/words.txt")
+    return [words[w] for w in read_table(yesno / "train_yesno/text")[utt].split()]
+
+
+def test_hclg_accepts_alignment(yesno, yesno_mono, graph):
+    info = json.loads((graph / "graph_info.json").read_text())
+    assert info["hclg_states"] > 0 and info["num_pdfs"] == 16
+    HCLG = kaldifst.StdVectorFst.read(str(graph / "HCLG.fst"))
+    ali = kaldiio.load_scp(str(yesno_mono / "mono_ali/ali.scp"))
+    for utt in list(ali)[:3]:
+        A = kaldifst.make_linear_acceptor((ali[utt] + 1).tolist())
+        kaldifst.arcsort(A, sort_type="olabel")
+        path = kaldifst.shortest_path(kaldifst.compose(A, HCLG))
+        assert path.num_states > 0, f"HCLG rejects the alignment of {utt}"
+        ok, _, words, _ = kaldifst.get_linear_symbol_sequence(path)
+        assert ok and list(words) == word_ids(yesno, utt)
+
+
+def test_decoding_alignment_posteriors_returns_transcript(yesno, yesno_mono, graph, tmp_path):
+    HCLG = kaldifst.StdVectorFst.read(str(graph / "HCLG.fst"))
+    ali = kaldiio.load_scp(str(yesno_mono / "mono_ali/ali.scp"))
+    utts = list(ali)[:4]
+    # member 1 is sure of the aligned senone; member 2 is uniform: the ensemble mean still peaks there
+    sure, flat = {}, {}
+    for utt in utts:
+        logp = np.full((len(ali[utt]), 16), np.log(0.01 / 15), dtype=np.float32)
+        logp[np.arange(len(ali[utt])), ali[utt]] = np.log(0.99)
+        sure[utt], flat[utt] = logp, np.full_like(logp, -np.log(16))
+        words, final, _ = decode_utterance(HCLG, logp, 1.0, 13.0, 7000)
+        assert final and words == word_ids(yesno, utt)
+    for name, table in (("sure", sure), ("flat", flat)):
+        kaldiio.save_ark(str(tmp_path / f"{name}.ark"), table, scp=str(tmp_path / f"{name}.scp"))
+    priors = tmp_path / "priors"
+    priors.write_text(" ".join(["0.0625"] * 16))
+    data = tmp_path / "data"
+    data.mkdir()
+    text = read_table(yesno / "train_yesno/text")
+    write_table(data / "text", {u: text[u] for u in utts})
+    scorer = PosteriorScorer([tmp_path / "sure.scp", tmp_path / "flat.scp"], priors)
+    info = decode(graph, scorer, data, tmp_path / "decode", lm_weights=[1.0])
+    assert info["wer"] == 0.0 and info["utts"] == 4
+    assert (tmp_path / "decode/wer").read_text().startswith("%WER 0.00 [ 0 / 32,")
+    r = frame_accuracy({u: scorer.log_posterior(u).argmax(1) for u in utts}, yesno_mono / "mono_ali/ali.scp")
+    assert r["frame_accuracy"] == 1.0 and r["utts"] == 4
+
+
+def test_gmm_decoding_tunes_on_dev_only(yesno, yesno_mono, graph):
+    exp = yesno_mono / "mono"
+    dev = decode(graph, GmmScorer(exp, yesno / "train_yesno"), yesno / "train_yesno", exp / "decode_train",
+                 lm_weights=[5, 10, 15], word_ins_penalties=[0, 1], nj=2)
+    assert len(list((exp / "decode_train").glob("wer_*_*"))) == 6
+    assert dev["wer"] == min(dev["wer_per_weight"].values()) and dev["wer"] <= 5.0
+    test = decode(graph, GmmScorer(exp, yesno / "test_yesno"), yesno / "test_yesno", exp / "decode_test",
+                  tuned_on=exp / "decode_train", nj=2)
+    assert (test["best_lmwt"], test["best_wip"]) == (dev["best_lmwt"], dev["best_wip"])
+    assert [p.name for p in (exp / "decode_test").glob("wer_*_*")] == \
+        [f"wer_{dev['best_lmwt']:g}_{dev['best_wip']:g}"]          # test is decoded at the dev choice only
+    assert test["wer"] <= 10.0 and 0 < test["rtf_per_core"] < 1
+    hyps = read_table(exp / "decode_test/text", allow_empty_value=True)
+    assert len(hyps) == 30 and all(set(h.split()) <= {"YES", "NO"} for h in hyps.values())
+    with pytest.raises(AsrkdError, match="best_lmwt: missing"):
+        decode(graph, GmmScorer(exp, yesno / "test_yesno"), yesno / "test_yesno", exp / "x", tuned_on=exp / "nope")
+
+
+def test_choose_weight_prefers_middle_of_ties():
+    r = lambda w: {"wer": w}  # noqa: E731
+    assert choose_weight({(5, 0): r(1.0), (10, 0): r(0.0), (15, 0): r(0.0), (20, 0): r(0.0), (10, 1): r(0.0)}) \
+        == (15, 0)
+    assert choose_weight({(5, 0): r(2.0), (10, 0): r(3.0)}) == (5, 0)
+
+
+def test_wer_hand_computed():
+    refs = {"u1": "a b c d", "u2": "a b", "u3": "", "u4": "x y"}
+    hyps = {"u1": "a x c d e", "u2": "", "u3": "z", "u5": "ignored"}
+    r = compute_wer(refs, hyps, {"u1": "s1", "u2": "s1", "u3": "s2", "u4": "s2"})
+    # u1: 1 sub + 1 ins; u2: 2 del; u3: 1 ins; u4 (no hypothesis): 2 del
+    assert (r["sub"], r["ins"], r["del"], r["err"], r["words"]) == (1, 2, 4, 7, 8)
+    assert r["wer"] == pytest.approx(87.5) and r["sent_err"] == 4 and r["missing"] == 1
+    assert r["per_spk"]["s1"]["err"] == 4 and r["per_spk"]["s2"]["err"] == 3
+    assert format_wer(r)[0] == "%WER 87.50 [ 7 / 8, 2 ins, 4 del, 1 sub ]"
+    assert r["per_utt"]["u2"]["ali"] == [("a", "<eps>"), ("b", "<eps>")]
+    assert compute_wer({"u": "a"}, {"u": "a"})["wer"] == 0.0
+    assert compute_wer({"u": ""}, {"u": ""})["wer"] == 0.0
+
+
+def test_score_cli_files(yesno, tmp_path):
+    hyp = tmp_path / "hyp.txt"
+    text = read_table(yesno / "test_yesno/text")
+    utt = next(u for u, t in text.items() if "YES" in t.split())
+    write_table(hyp, {u: (t if u != utt else "YES") for u, t in text.items()})
+    r = score(yesno / "test_yesno", hyp, tmp_path / "out")
+    assert r["err"] == 7 and r["sent_err"] == 1
+    assert (tmp_path / "out/wer").read_text().splitlines()[1] == "%SER 3.33 [ 1 / 30 ]"
+    assert f"{utt} #csid" in (tmp_path / "out/wer_details/per_utt").read_text()

@@ -203,6 +203,7 @@ def compute_cmvn_stats_dir(data_dir: str | Path, force: bool = False) -> None:
             acc = s if acc is None else acc + s
         stats[spk] = acc
     ark = d / "data" / "cmvn.ark"
+    ark.parent.mkdir(exist_ok=True)
     with open(ark, "wb") as fa, atomic_file(d / "cmvn.scp") as fs:
         for spk in sorted(stats, key=sort_key):
             kaldiio.save_ark(fa, {spk: stats[spk]}, scp=fs)

@@ -37,6 +37,17 @@ def test_yesno_recipe_stages(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert feats.stat().st_mtime_ns == stamp, "a finished stage must not run again"
     assert "skipping" in proc.stdout + proc.stderr
+    # stages 4-9: mono, tri, alignments, graphs, decoding with the weight chosen on train
+    for f in ("exp/mono/final.pt", "exp/tri/tree", "exp/tri_ali/ali.scp", "exp/tri_ali/phones.ctm",
+              "exp/tri_ali/priors", "exp/tri/graph/HCLG.fst", "exp/tri/decode_test_yesno/text"):
+        assert (recipe / f).is_file(), f
+    for m in ("mono", "tri"):
+        wer = (recipe / f"exp/{m}/decode_test_yesno/wer").read_text().split()
+        assert wer[0] == "%WER" and float(wer[1]) <= 5.0, (m, wer)
+    stamp = (recipe / "exp/tri/decode_test_yesno/decode_info.json").stat().st_mtime_ns
+    proc = run_recipe(recipe, "--stage", "9", "--corpus-dir", str(YESNO))
+    assert proc.returncode == 0, proc.stderr
+    assert (recipe / "exp/tri/decode_test_yesno/decode_info.json").stat().st_mtime_ns == stamp
 
     proc = run_recipe(recipe, "--no-such-option", "1")
     assert proc.returncode != 0 and "unknown option --no-such-option" in proc.stderr

@@ -118,12 +118,12 @@ def align_corpus(gmm, corpus: Corpus, graphs: dict, acoustic_scale=0.1, beam=10.
 def phone_segments(ali: np.ndarray, tree: ContextTree, topo: list[TopologyEntry]) -> list[tuple[int, int, int]]:
     """(phone, first frame, end frame) instances of a senone alignment. A new instance starts
     where the phone changes or the HMM state sequence takes a step its topology forbids."""
-    entry = {p: e for e in topo for p in e.phones}
+    allowed = {p: [{j for j, _ in arcs} for arcs in e.transitions] for e in topo for p in e.phones}
     segs = []
     prev = None
-    for t, pdf in enumerate(ali):
+    for t, pdf in enumerate(ali.tolist()):
         phone, state = tree.pdf_info[pdf]
-        if prev is None or prev[0] != phone or state not in {j for j, _ in entry[phone].transitions[prev[1]]}:
+        if prev is None or prev[0] != phone or state not in allowed[phone][prev[1]]:
             segs.append([phone, t, t + 1])
         segs[-1][2] = t + 1
         prev = (phone, state)

@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Decoding benchmark: HCLG build time and size; real-time factor per core and WER of the
+test set against the beam (the speed/accuracy curve), at the LM weight chosen on dev.
+
+    bash recipes/speechocean762/run.sh --stop-stage 9    # models, graphs, dev decodes
+    python bench/decode.py [--recipe-dir recipes/speechocean762] [--beams 8 10 13 16]
+
+Two acoustic inputs are timed: the tri GMM (likelihoods computed on the fly) and a table
+of log posteriors read from disk, which is how a neural model's outputs reach the decoder
+(here the tri GMM's own normalised posteriors, so only the search cost is measured).
+Writes JSON (default bench/results/decode.json). RTF per core = decoding CPU s / audio s,
+summed over the jobs, one thread each.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import torch
+
+from asrkd.decode.decoder import GmmScorer, PosteriorScorer, decode
+from asrkd.decode.graph import make_graph
+from asrkd.utils import setup_logging
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe-dir", type=Path, default=ROOT / "recipes/speechocean762")
+    p.add_argument("--model", default="tri")
+    p.add_argument("--beams", type=float, nargs="+", default=[8, 10, 13, 16])
+    p.add_argument("--posterior-beams", type=float, nargs="+", default=[10, 13])
+    p.add_argument("--nj", type=int, default=2, help="parallel jobs (RTF is per core: CPU s / audio s)")
+    p.add_argument("--max-active", type=int, default=7000)
+    p.add_argument("--out", type=Path, default=ROOT / "bench/results/decode.json")
+    a = p.parse_args()
+    setup_logging()
+    torch.set_num_threads(1)
+    r, model = a.recipe_dir, a.recipe_dir / "exp" / a.model
+    test, dev_decode = r / "data/test", model / "decode_dev"
+    result = {"model": a.model, "data": str(test.relative_to(ROOT)), "max_active": a.max_active,
+              "cpus": os.cpu_count(), "nj": a.nj, "torch_threads": 1}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        result["graph"] = make_graph(r / "data/lang_test", model, tmp / "graph")
+        gmm = GmmScorer(model, test)
+        posts = {u: (ll - np.logaddexp.reduce(ll, axis=1, keepdims=True)) for u in gmm.keys()
+                 for ll in [gmm(u).astype(np.float64)]}
+        kaldiio.save_ark(str(tmp / "post.ark"), {u: v.astype(np.float32) for u, v in posts.items()},
+                         scp=str(tmp / "post.scp"))
+        (tmp / "uniform_priors").write_text(" ".join(["1"] * gmm.num_pdfs))
+        scorers = {"gmm": gmm, "posteriors": PosteriorScorer([tmp / "post.scp"], tmp / "uniform_priors")}
+        for name, scorer in scorers.items():
+            curve = []
+            for beam in a.beams if name == "gmm" else a.posterior_beams:
+                info = decode(tmp / "graph", scorer, test, tmp / f"{name}_b{beam:g}", tuned_on=dev_decode,
+                              beam=beam, max_active=a.max_active, nj=a.nj)
+                curve.append({"beam": beam, "wer": round(info["wer"], 2), "rtf_per_core": round(info["rtf_per_core"], 4),
+                              "search_rtf_per_core": round(info["search_rtf_per_core"], 4)})
+            result[name] = curve
+        result["lm_weight"], result["word_ins_penalty"] = info["best_lmwt"], info["best_wip"]
+        result["audio_seconds"] = info["audio_seconds"]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

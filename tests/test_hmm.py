@@ -1,6 +1,7 @@
 """GMM-HMM training, decision tree and forced alignment on real recordings."""
 
 import json
+import logging
 import shutil
 
 import kaldiio
@@ -150,6 +151,30 @@ def test_oov_transcript_word_is_reported(yesno, tmp_path, caplog):
     report = align(d, yesno / "lang", tmp_path / "mono", tmp_path / "mono_ali")
     assert report["oov_words"] == 1 and report["aligned"] + report["failed"] == 30
     assert "aligned as <UNK>" in caplog.text
+
+
+def test_killed_training_resumes_from_checkpoint(yesno, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    args = (yesno / "train_yesno", yesno / "lang")
+    train_mono(*args, tmp_path / "clean", num_iters=5, tot_gauss=60)
+    mix_up, calls = DiagGmmSet.mix_up, []
+
+    def dies_at_iteration_3(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return mix_up(self, *a, **kw)
+
+    monkeypatch.setattr(DiagGmmSet, "mix_up", dies_at_iteration_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_mono(*args, tmp_path / "killed", num_iters=5, tot_gauss=60)
+    monkeypatch.setattr(DiagGmmSet, "mix_up", mix_up)
+    assert (tmp_path / "killed/checkpoint.pt").is_file() and not (tmp_path / "killed/final.pt").exists()
+    train_mono(*args, tmp_path / "killed", num_iters=5, tot_gauss=60)
+    assert "resuming from the checkpoint of iteration 2" in caplog.text
+    assert not (tmp_path / "killed/checkpoint.pt").exists()
+    clean, resumed = (torch.load(tmp_path / d / "final.pt", weights_only=True) for d in ("clean", "killed"))
+    assert all(torch.equal(clean[k], resumed[k]) for k in ("means", "vars", "logw"))
 
 
 def test_gmm_loglik_matches_direct_formula():

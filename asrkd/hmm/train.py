@@ -84,10 +84,19 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
               exp_dir: Path, num_iters: int, realign_iters: set[int], tot_gauss: int, max_iter_inc: int,
               acoustic_scale: float = 0.1, beam: float = 10.0,
               retry_beam: float = 40.0) -> tuple[DiagGmmSet, dict, list[dict]]:
-    """EM with Viterbi re-alignment and mixture splitting; returns (gmm, alignment, history)."""
-    history, failed = [], []
+    """EM with Viterbi re-alignment and mixture splitting; returns (gmm, alignment, history).
+    Every iteration is checkpointed to exp_dir/checkpoint.pt; a killed run resumes there."""
+    history, failed, start = [], [], 1
+    ckpt = exp_dir / "checkpoint.pt"
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=True)
+        if state["means"].shape[0] == gmm.means.shape[0] and state["iter"] < num_iters:
+            gmm = DiagGmmSet(state["means"], state["vars"], state["logw"])
+            ali = {u: t.numpy() for u, t in state["ali"].items()}
+            history, failed, start = state["history"], state["failed"], state["iter"] + 1
+            log.info("%s: resuming from the checkpoint of iteration %d", exp_dir, state["iter"])
     x, a = stack(corpus, ali)
-    for it in range(1, num_iters + 1):
+    for it in range(start, num_iters + 1):
         t0 = time.time()
         if it in realign_iters:
             ali, failed, _ = align_corpus(gmm, corpus, graphs, acoustic_scale, beam, retry_beam)
@@ -104,6 +113,9 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
                         "realigned": it in realign_iters, "seconds": round(time.time() - t0, 2)})
         log.info("iter %d: log-likelihood/frame %.3f, %d Gaussians, %d utts aligned, %d failed (%.1fs)",
                  it, history[-1]["loglik_per_frame"], gmm.num_gauss(), len(ali), len(failed), time.time() - t0)
+        with atomic_file(ckpt, "wb") as f:
+            torch.save({**gmm.state_dict(), "iter": it, "history": history, "failed": failed,
+                        "ali": {u: torch.from_numpy(v) for u, v in ali.items()}}, f)
     return gmm, ali, history
 
 
@@ -111,6 +123,7 @@ def _finish(exp_dir: Path, gmm: DiagGmmSet, tree: ContextTree, history: list[dic
     with atomic_file(exp_dir / "log" / "train.json") as f:
         json.dump(history, f, indent=1)
     save_model(exp_dir, gmm, tree)
+    (exp_dir / "checkpoint.pt").unlink(missing_ok=True)
     log.info("%s: %d senones, %d Gaussians, trained in %.0f s", exp_dir, tree.num_pdfs, gmm.num_gauss(),
              time.time() - t0)
     return history

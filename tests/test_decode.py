@@ -66,6 +66,10 @@ def test_decoding_alignment_posteriors_returns_transcript(yesno, yesno_mono, gra
     assert (tmp_path / "decode/wer").read_text().startswith("%WER 0.00 [ 0 / 32,")
     r = frame_accuracy({u: scorer.log_posterior(u).argmax(1) for u in utts}, yesno_mono / "mono_ali/ali.scp")
     assert r["frame_accuracy"] == 1.0 and r["utts"] == 4
+    assert PosteriorScorer([tmp_path / "sure.scp"], priors)(utts[0]).shape == sure[utts[0]].shape
+    kaldiio.save_ark(str(tmp_path / "short.ark"), {utts[0]: sure[utts[0]]}, scp=str(tmp_path / "short.scp"))
+    with pytest.raises(AsrkdError, match="covers different utterances"):
+        PosteriorScorer([tmp_path / "sure.scp", tmp_path / "short.scp"], priors)
 
 
 def test_gmm_decoding_tunes_on_dev_only(yesno, yesno_mono, graph):

@@ -68,10 +68,11 @@ class PosteriorScorer:
         self.tables = [kaldiio.load_scp(str(s)) for s in post_scps]
         self.log_prior = read_log_priors(priors)
         self.num_pdfs = len(self.log_prior)
-        missing = set(self.tables[0]).symmetric_difference(*[set(t) for t in self.tables[1:]])
-        if missing:
-            raise AsrkdError(f"{post_scps}: the posterior tables cover different utterances "
-                             f"(e.g. {sorted(missing)[0]})")
+        for scp, table in zip(post_scps[1:], self.tables[1:]):
+            differ = set(self.tables[0]) ^ set(table)
+            if differ:
+                raise AsrkdError(f"{scp}: covers different utterances from {post_scps[0]} "
+                                 f"(e.g. {sorted(differ)[0]})")
 
     def keys(self) -> list[str]:
         return sorted(self.tables[0], key=sort_key)

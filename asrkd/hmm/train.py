@@ -162,22 +162,24 @@ def train_mono(data_dir: str | Path, lang_dir: str | Path, exp_dir: str | Path, 
     return _finish(exp_dir, gmm, tree, history, t0)
 
 
+def frame_contexts(ali: np.ndarray, tree: ContextTree, topo) -> np.ndarray:
+    """[T, 4] (left phone, phone, right phone, HMM state) of every frame of an alignment;
+    the utterance edges are phone 0."""
+    segs = phone_segments(ali, tree, topo)
+    seq = [0] + [p for p, _, _ in segs] + [0]
+    out = np.zeros((len(ali), 4), dtype=np.int64)
+    for i, (_, s, e) in enumerate(segs):
+        out[s:e, :3] = seq[i:i + 3]
+    out[:, 3] = [tree.pdf_info[p][1] for p in ali.tolist()]
+    return out
+
+
 def tree_stats(corpus: Corpus, ali: dict, tree: ContextTree, topo) -> tuple[np.ndarray, np.ndarray, GaussStats]:
     """Gaussian statistics per seen (left, phone, right, HMM state) from an alignment:
-    returns (contexts [K, 3], states [K], stats). Utterance edges have context 0."""
-    keys, frames = [], []
-    for utt in corpus.utts:
-        if utt not in ali:
-            continue
-        segs = phone_segments(ali[utt], tree, topo)
-        seq = [0] + [p for p, _, _ in segs] + [0]
-        ctx = np.zeros((len(ali[utt]), 3), dtype=np.int64)
-        for i, (_, s, e) in enumerate(segs):
-            ctx[s:e] = seq[i:i + 3]
-        state = np.array([tree.pdf_info[p][1] for p in ali[utt]], dtype=np.int64)
-        keys.append(np.concatenate([ctx, state[:, None]], 1))
-        frames.append(corpus.feats[utt])
-    keys, x = np.concatenate(keys), np.concatenate(frames).astype(np.float64)
+    returns (contexts [K, 3], states [K], stats)."""
+    utts = [u for u in corpus.utts if u in ali]
+    keys = np.concatenate([frame_contexts(ali[u], tree, topo) for u in utts])
+    x = np.concatenate([corpus.feats[u] for u in utts]).astype(np.float64)
     uniq, inv = np.unique(keys, axis=0, return_inverse=True)
     inv = inv.reshape(-1)
     occ = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
@@ -225,18 +227,9 @@ def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, e
                    total.s2 / total.occ - (total.s1 / total.occ) ** 2)
     gmm = DiagGmmSet(torch.tensor(mean[:, None]), torch.tensor(var[:, None]), torch.zeros(tree.num_pdfs, 1))
     # the source alignment mapped through the new tree (Kaldi convert-ali)
-    tri_ali, cache = {}, {}
-    for utt, a in ali.items():
-        segs = phone_segments(a, src_tree, topo)
-        seq = [0] + [p for p, _, _ in segs] + [0]
-        out = np.empty(len(a), dtype=np.int32)
-        for i, (_, s, e) in enumerate(segs):
-            for t in range(s, e):
-                key = (*seq[i:i + 3], src_tree.pdf_info[a[t]][1])
-                if key not in cache:
-                    cache[key] = tree.senone(key[:3], key[3])
-                out[t] = cache[key]
-        tri_ali[utt] = out
+    senone = {tuple(k): tree.senone(tuple(k[:3]), k[3]) for k in np.c_[contexts, states].tolist()}
+    tri_ali = {u: np.array([senone[k] for k in map(tuple, frame_contexts(a, src_tree, topo).tolist())],
+                           dtype=np.int32) for u, a in ali.items()}
     graphs = compile_training_graphs(corpus, lang_dir, tree, topo)
     realign = set(range(10, num_iters, 10))
     gmm, _, history = train_gmm(corpus, graphs, gmm, tri_ali, torch.as_tensor(var_floor), exp_dir, num_iters,

@@ -13,8 +13,8 @@ corpus_dir=../../../shared/data/speechocean762
 lm_order=3
 num_leaves=1500   # tree size and Gaussians of the triphone system, suited to 2 h of speech
 tri_gauss=8000
-lm_weights=7,10,13,16       # decoding grid searched on dev
-word_ins_penalties=0,1
+lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT)
+word_ins_penalties=0,1,2
 . ../utils/parse_options.sh
 
 [ -d "$corpus_dir" ] || { echo "$0: corpus dir '$corpus_dir' not found (use --corpus-dir)" >&2; exit 1; }

@@ -46,18 +46,27 @@ class DiagGmmSet:
         return const - 0.5 * (x**2) @ inv.T + x @ minv.T
 
     def loglik(self, x: np.ndarray | torch.Tensor, chunk: int = 4096) -> np.ndarray:
-        """[T, num_pdfs] float32 log-likelihoods."""
+        """[T, num_pdfs] float32 log-likelihoods. Pdfs are grouped by their number of live
+        components, so the padding to max_gauss costs nothing."""
         inv, minv, const = self._terms()
-        P, K, D = self.means.shape
-        inv, minv = inv.reshape(P * K, D).T.float(), minv.reshape(P * K, D).T.float()
-        const = const.reshape(P * K).float()
+        live = torch.isfinite(self.logw)
+        order = torch.argsort((~live).to(torch.int8), dim=1, stable=True)  # live components first
+        groups = []
+        for k in torch.unique(live.sum(1)).tolist():
+            pdfs = torch.nonzero(live.sum(1) == k).flatten()
+            comp = order[pdfs, :k]
+            rows = pdfs[:, None]
+            w = torch.cat([-0.5 * inv[rows, comp], minv[rows, comp]], -1).reshape(len(pdfs) * k, -1).T.float()
+            groups.append((pdfs, k, w.contiguous(), const[rows, comp].reshape(-1).float()))
         x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
-        out = torch.empty(x.shape[0], P)
+        out = torch.empty(x.shape[0], self.means.shape[0])
         with torch.no_grad():
             for i in range(0, x.shape[0], chunk):
                 xb = x[i:i + chunk]
-                ll = const - 0.5 * (xb**2) @ inv + xb @ minv
-                out[i:i + chunk] = torch.logsumexp(ll.view(-1, P, K), dim=-1)
+                feats = torch.cat([xb**2, xb], 1)
+                for pdfs, k, w, c in groups:
+                    ll = torch.addmm(c, feats, w)
+                    out[i:i + chunk, pdfs] = torch.logsumexp(ll.view(len(xb), len(pdfs), k), dim=-1)
         return out.numpy()
 
     def accumulate(self, x: np.ndarray, pdf_ali: np.ndarray):

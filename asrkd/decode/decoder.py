@@ -15,7 +15,6 @@ import multiprocessing
 import time
 from pathlib import Path
 
-import kaldi_decoder
 import kaldifst
 import kaldiio
 import numpy as np
@@ -25,7 +24,7 @@ from tqdm import tqdm
 from asrkd.data import read_table, sort_key
 from asrkd.decode.score import compute_wer, format_wer, write_score
 from asrkd.features import FeatureReader
-from asrkd.hmm.align import gmm_features, load_model
+from asrkd.hmm.align import best_path, gmm_features, load_model
 from asrkd.lang import read_symbols
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
@@ -87,24 +86,19 @@ class PosteriorScorer:
 
 def decode_utterance(graph, loglikes: np.ndarray, acoustic_scale: float, beam: float, max_active: int):
     """(word ids, reached a final state, cost) of the best path for one utterance."""
-    opts = kaldi_decoder.FasterDecoderOptions()
-    opts.beam, opts.max_active = beam, max_active
-    decoder = kaldi_decoder.FasterDecoder(graph, opts)
-    decoder.decode(kaldi_decoder.DecodableCtc(np.ascontiguousarray(loglikes * acoustic_scale, dtype=np.float32)))
-    final = decoder.reached_final()
-    ok, lat = decoder.get_best_path(use_final_probs=final)
-    if not ok:
-        return None, final, float("inf")
-    ok, _, words, weight = kaldifst.get_linear_symbol_sequence(lat)
-    return list(words), final, float(weight.value1 + weight.value2) if ok else float("inf")
+    res = best_path(graph, loglikes * acoustic_scale, beam, max_active)
+    if res is None:
+        return None, False, float("inf")
+    final, _, words, cost = res
+    return words, final, cost
 
 
 def add_word_penalty(graph: kaldifst.StdVectorFst, penalty: float) -> kaldifst.StdVectorFst:
-    """A copy of `graph` with `penalty` added to every word-emitting arc (Kaldi's
-    lattice-add-penalty --word-ins-penalty, in graph-cost units)."""
-    out = graph.copy()
+    """`graph` with `penalty` added to every word-emitting arc (Kaldi's lattice-add-penalty
+    --word-ins-penalty, in graph-cost units): a copy, or `graph` itself for penalty 0."""
     if penalty == 0:
-        return out
+        return graph
+    out = graph.copy()
     for s in range(out.num_states):
         arcs = list(kaldifst.ArcIterator(out, s))
         if any(a.olabel for a in arcs):

@@ -59,12 +59,11 @@ def make_graph(lang_dir: str | Path, model_dir: str | Path, graph_dir: str | Pat
             "lg_seconds": round(t_lg, 2), "build_seconds": round(time.time() - t0, 2)}
     with atomic_dir(graph_dir) as tmp:
         HCLG.write(str(tmp / "HCLG.fst"))
+        info["hclg_bytes"] = (tmp / "HCLG.fst").stat().st_size
         for f in ("words.txt", "phones.txt"):
             shutil.copy(lang_dir / f, tmp / f)
         shutil.copy(model_dir / "tree", tmp / "tree")
         (tmp / "graph_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    info["hclg_bytes"] = (graph_dir / "HCLG.fst").stat().st_size
-    (graph_dir / "graph_info.json").write_text(json.dumps(info, indent=2) + "\n")
     log.info("%s: HCLG %d states, %d arcs, %.1f MB (LG %d states) built in %.1f s", graph_dir, info["hclg_states"],
              info["hclg_arcs"], info["hclg_bytes"] / 1e6, info["lg_states"], info["build_seconds"])
     return info

@@ -83,21 +83,30 @@ def compile_training_graphs(corpus: Corpus, lang_dir: Path, tree: ContextTree,
     return {utt: compile_graph(transcript_phone_fst(L, corpus.words[utt]), tree, topo) for utt in corpus.utts}
 
 
+def best_path(graph: kaldifst.StdVectorFst, scores: np.ndarray, beam: float, max_active: int = 2**31 - 1):
+    """kaldi-decoder's FasterDecoder over `graph` for [T, num_pdfs] already-scaled scores:
+    (reached a final state, ilabels, olabels, cost) of the best path, or None."""
+    opts = kaldi_decoder.FasterDecoderOptions()
+    opts.beam, opts.max_active = beam, max_active
+    decoder = kaldi_decoder.FasterDecoder(graph, opts)
+    decoder.decode(kaldi_decoder.DecodableCtc(np.ascontiguousarray(scores, dtype=np.float32)))
+    final = decoder.reached_final()
+    ok, lat = decoder.get_best_path(use_final_probs=final)
+    if not ok:
+        return None
+    ok, ilabels, olabels, weight = kaldifst.get_linear_symbol_sequence(lat)
+    return (final, list(ilabels), list(olabels), float(weight.value1 + weight.value2)) if ok else None
+
+
 def viterbi_align(gmm: DiagGmmSet, feats: np.ndarray, graph: kaldifst.StdVectorFst,
                   acoustic_scale: float, beam: float, retry_beam: float):
     """Best path of `graph` for the frames: (senone per frame, acoustic log-likelihood) or None."""
     ll = gmm.loglik(feats)
-    decodable = kaldi_decoder.DecodableCtc(np.ascontiguousarray(ll * acoustic_scale, dtype=np.float32))
     for b in (beam, retry_beam):
-        opts = kaldi_decoder.FasterDecoderOptions()
-        opts.beam = b
-        decoder = kaldi_decoder.FasterDecoder(graph, opts)
-        decoder.decode(decodable)
-        if decoder.reached_final():
-            ok, lat = decoder.get_best_path()
-            ok, ilabels, _, _ = kaldifst.get_linear_symbol_sequence(lat)
-            ali = np.asarray(ilabels, dtype=np.int32) - 1
-            if ok and len(ali) == len(feats):
+        res = best_path(graph, ll * acoustic_scale, b)
+        if res is not None and res[0]:
+            ali = np.asarray(res[1], dtype=np.int32) - 1
+            if len(ali) == len(feats):
                 return ali, float(ll[np.arange(len(ali)), ali].sum())
     return None
 
@@ -163,8 +172,8 @@ def write_alignment(ali_dir: Path, ali: dict, failed: list[str], tree: ContextTr
     write_list(ali_dir / "priors", [" ".join(f"{p:.6e}" for p in priors)])
     write_list(ali_dir / "align_failed.txt", sorted(failed, key=sort_key))
     edges = [0, 1, 10, 100, 1000, 10000]
-    hist = {f"{lo}-{hi - 1}" if hi else f"{lo}+": int(((counts >= lo) & ((counts < hi) if hi else True)).sum())
-            for lo, hi in zip(edges, edges[1:] + [None])}
+    binned, _ = np.histogram(counts, bins=edges + [np.inf])
+    hist = {(f"{lo}-{hi - 1}" if hi else f"{lo}+"): int(n) for lo, hi, n in zip(edges, edges[1:] + [None], binned)}
     report = {"aligned": len(ali), "failed": len(failed), "frames": int(counts.sum()), "num_pdfs": tree.num_pdfs,
               "pdfs_seen": int((counts > 0).sum()), "senone_occupancy_histogram": hist, **extra}
     with atomic_file(ali_dir / "align_report.json") as f:

@@ -1,8 +1,8 @@
 """Diagonal-covariance GMMs for all pdfs at once, in torch, with vectorised statistics.
 
 Means, variances and log-weights are padded to [num_pdfs, max_gauss, dim]; unused
-components have log-weight -inf. Log-likelihoods of a frame batch for every pdf are two
-matrix products and a logsumexp.
+components have log-weight -inf. Log-likelihoods of a frame batch for every pdf are one
+matrix product per group of pdfs with the same number of live components, and a logsumexp.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import kaldilm
@@ -32,12 +33,18 @@ def lm_sentences(text_path: str | Path, words: dict[str, int]) -> tuple[list[str
 
 
 class ArpaLM:
-    """A back-off n-gram model read from an ARPA file (log10 probabilities)."""
+    """A back-off n-gram model: log10 probabilities and back-off weights keyed by n-gram."""
 
-    def __init__(self, path: str | Path):
-        self.prob: dict[tuple[str, ...], float] = {}
-        self.bow: dict[tuple[str, ...], float] = {}
-        self.order, section = 0, 0
+    def __init__(self, prob: dict[tuple[str, ...], float], bow: dict[tuple[str, ...], float]):
+        self.prob, self.bow = prob, bow
+        self.order = max(len(ng) for ng in prob)
+        self.vocab = {ng[0] for ng in prob if len(ng) == 1}
+
+    @classmethod
+    def read(cls, path: str | Path) -> ArpaLM:
+        prob: dict[tuple[str, ...], float] = {}
+        bow: dict[tuple[str, ...], float] = {}
+        section = 0
         with open(path, encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f, 1):
                 line = line.strip()
@@ -45,18 +52,24 @@ class ArpaLM:
                     continue
                 if line.startswith("\\") and line.endswith("-grams:"):
                     section = int(line[1:-7])
-                    self.order = max(self.order, section)
                     continue
                 parts = line.split()
                 if section == 0 or len(parts) not in (section + 1, section + 2):
                     raise AsrkdError(f"{path}:{n}: malformed ARPA line")
                 ngram = tuple(parts[1:section + 1])
-                self.prob[ngram] = float(parts[0])
+                prob[ngram] = float(parts[0])
                 if len(parts) == section + 2:
-                    self.bow[ngram] = float(parts[-1])
-        if not self.prob:
+                    bow[ngram] = float(parts[-1])
+        if not prob:
             raise AsrkdError(f"{path}: no n-grams found")
-        self.vocab = {ng[0] for ng in self.prob if len(ng) == 1}
+        return cls(prob, bow)
+
+    @classmethod
+    def unigram(cls, sentences: list[str]) -> ArpaLM:
+        """Maximum-likelihood unigram over the words and </s> (kaldingram's order 1 drops words)."""
+        counts = Counter(w for s in sentences for w in s.split() + ["</s>"])
+        total = sum(counts.values())
+        return cls({("<s>",): -99.0, **{(w,): math.log10(c / total) for w, c in counts.items()}}, {})
 
     def logprob(self, word: str, history: tuple[str, ...]) -> float:
         """log10 p(word | history) with Katz-style back-off."""
@@ -70,6 +83,48 @@ class ArpaLM:
                 return -math.inf
             backoff += self.bow.get(history, 0.0)
             history = history[1:]
+
+    def fix_backoff_weights(self) -> list[tuple[str, ...]]:
+        """Recompute each context's back-off weight so its distribution sums to one (SRILM's
+        rule). A context followed by every word leaves no mass to back off to: its seen
+        probabilities are renormalised and it gets no weight. kaldingram writes a weight of about
+        1e13 there (a rounding residue divided by ~0), a negative-cost loop in G. Returns the
+        contexts whose weight changed by more than 1e-4 (log10)."""
+        successors: dict[tuple[str, ...], list[str]] = {}
+        for ngram in self.prob:
+            if len(ngram) > 1:
+                successors.setdefault(ngram[:-1], []).append(ngram[-1])
+        changed = []
+        for h in sorted(successors, key=len):
+            seen = [h + (w,) for w in successors[h]]
+            left = 1.0 - sum(10 ** self.prob[ng] for ng in seen)
+            lower_left = 1.0 - sum(10 ** self.logprob(ng[-1], h[1:]) for ng in seen)
+            old = self.bow.pop(h, 0.0)
+            if lower_left < 1e-6 or left <= 0.0:
+                for ng in seen:
+                    self.prob[ng] -= math.log10(1.0 - left)
+                new = 0.0
+            else:
+                new = self.bow[h] = math.log10(left / lower_left)
+            if abs(new - old) > 1e-4:
+                changed.append(h)
+        return changed
+
+    def write(self, path: str | Path) -> None:
+        """Write the model as an ARPA file."""
+        by_order: dict[int, list[tuple[str, ...]]] = {}
+        for ngram in self.prob:
+            by_order.setdefault(len(ngram), []).append(ngram)
+        with atomic_file(path) as f:
+            f.write("\\data\\\n")
+            for n in sorted(by_order):
+                f.write(f"ngram {n}={len(by_order[n])}\n")
+            for n in sorted(by_order):
+                f.write(f"\n\\{n}-grams:\n")
+                for ngram in by_order[n]:
+                    bow = f"\t{self.bow[ngram]:.7f}" if ngram in self.bow else ""
+                    f.write(f"{self.prob[ngram]:.7f}\t{' '.join(ngram)}{bow}\n")
+            f.write("\n\\end\\\n")
 
     def perplexity(self, sentences: list[str]) -> dict:
         """SRILM-style: OOV words are skipped and counted; </s> counts as a token."""
@@ -90,7 +145,7 @@ class ArpaLM:
 
 def train_lm(train_text: str | Path, lang_dir: str | Path, lm_dir: str | Path, order: int = 3,
              dev_text: str | Path | None = None) -> dict:
-    """Train a Kneser-Ney n-gram on the training transcripts (OOVs as <UNK>); report dev perplexity."""
+    """Train a Kneser-Ney n-gram (order 1: maximum likelihood) on the training transcripts (OOVs as <UNK>); report dev perplexity."""
     lm_dir = Path(lm_dir)
     lm_dir.mkdir(parents=True, exist_ok=True)
     words = read_symbols(Path(lang_dir) / "words.txt")
@@ -98,10 +153,20 @@ def train_lm(train_text: str | Path, lang_dir: str | Path, lm_dir: str | Path, o
     write_list(lm_dir / "lm_train.txt", sentences)
     arpa = lm_dir / f"lm_{order}gram.arpa"
     tmp = arpa.with_name(arpa.name + ".tmp")
-    kaldingram_train.main(["--ngram-order", str(order), "--text", str(lm_dir / "lm_train.txt"), "--lm", str(tmp)])
-    tmp.rename(arpa)
-    report = {"arpa": str(arpa), "order": order, "train_sentences": len(sentences), "train_oov_mapped": mapped}
-    lm = ArpaLM(arpa)
+    if order == 1:
+        lm, fixed = ArpaLM.unigram(sentences), []
+        lm.write(arpa)
+    else:
+        kaldingram_train.main(["--ngram-order", str(order), "--text", str(lm_dir / "lm_train.txt"),
+                               "--lm", str(tmp)])
+        lm = ArpaLM.read(tmp)
+        fixed = lm.fix_backoff_weights()
+        if fixed:
+            log.info("%s: recomputed %d back-off weights (e.g. after %s)", arpa, len(fixed), " ".join(fixed[0]))
+            lm.write(tmp)
+        tmp.rename(arpa)
+    report = {"arpa": str(arpa), "order": order, "train_sentences": len(sentences), "train_oov_mapped": mapped,
+              "backoff_weights_fixed": len(fixed)}
     report["train"] = lm.perplexity(sentences)
     if dev_text is not None:
         report["dev"] = lm.perplexity(lm_sentences(dev_text, words)[0])

@@ -87,7 +87,7 @@ def test_trigram_lm_and_G(lang, tmp_path):
     lang_dir, _ = lang
     report = train_lm(SO762 / "train" / "text", lang_dir, tmp_path / "lm", order=3,
                       dev_text=SO762 / "dev" / "text")
-    lm = ArpaLM(report["arpa"])
+    lm = ArpaLM.read(report["arpa"])
     assert lm.order == 3
     vocab = sorted(lm.vocab - {"<s>"})
     # every conditional distribution of the back-off model sums to one
@@ -121,3 +121,24 @@ def test_trigram_lm_and_G(lang, tmp_path):
         masses.append(np.log(np.exp(-np.array(w)).sum()))
     # stochastic-ish: back-off arcs only add mass (Kaldi's fstisstochastic shows the same on G)
     assert min(masses) > -1e-3 and max(masses) < math.log(20)
+
+
+def test_lm_where_every_word_follows_a_context(tmp_path):
+    """yesno-like text: every word (and </s>) follows NO and YES, so no mass is left to back
+    off to. Each distribution must still sum to one and G must have no negative-cost arc."""
+    write_table(tmp_path / "lexicon.txt", {"YES": "Y", "NO": "N"})
+    lexicon, _ = build_lexicon(tmp_path / "lexicon.txt", use_cmudict=False)
+    prepare_lang(lexicon, tmp_path / "lang")
+    rng = np.random.default_rng(0)
+    write_table(tmp_path / "text", {f"u{i}": " ".join(["NO", *rng.choice(["NO", "YES"], 7)]) for i in range(30)})
+    for order in (1, 2):
+        report = train_lm(tmp_path / "text", tmp_path / "lang", tmp_path / f"lm{order}", order=order)
+        lm = ArpaLM.read(report["arpa"])
+        assert lm.vocab == {"<s>", "NO", "YES", "</s>"}
+        for history in [(), ("<s>",), ("NO",), ("YES",)][:1 if order == 1 else 4]:
+            total = sum(10 ** lm.logprob(w, history) for w in ("NO", "YES", "</s>"))
+            assert total == pytest.approx(1.0, abs=1e-6), (order, history)
+        assert all(abs(b) < 5 for b in lm.bow.values())
+        make_lang_test(tmp_path / "lang", report["arpa"], tmp_path / f"lang_test{order}")
+        G = kaldifst.StdVectorFst.read(str(tmp_path / f"lang_test{order}" / "G.fst"))
+        assert min(a.weight.value for s in range(G.num_states) for a in kaldifst.ArcIterator(G, s)) >= 0

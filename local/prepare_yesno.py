@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Kaldi data dirs and lexicon for the yes/no corpus (OpenSLR 1), split like Kaldi's egs/yesno:
-files alternate between train_yesno and test_yesno. Each file name is its transcript (1=YES, 0=NO).
+"""Kaldi data dirs and lexicon for the yes/no corpus (OpenSLR 1), split as Kaldi's egs/yesno does:
+the first half of the sorted files is train_yesno, the rest test_yesno. Each file name is its
+transcript (1=YES, 0=NO).
 Usage: prepare_yesno.py WAVES_DIR data/"""
 
 import argparse
@@ -23,7 +24,8 @@ def main() -> None:
     wavs = sorted(a.waves_dir.glob("*.wav"))
     if not wavs:
         sys.exit(f"prepare_yesno: no .wav files in {a.waves_dir}")
-    splits = {"train_yesno": wavs[0::2], "test_yesno": wavs[1::2]}
+    half = len(wavs) // 2
+    splits = {"train_yesno": wavs[:half], "test_yesno": wavs[half:]}
     for name, files in splits.items():
         wav_scp, text, utt2spk = {}, {}, {}
         for f in files:

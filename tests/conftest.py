@@ -52,7 +52,7 @@ def yesno(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, str(ROOT / "local/prepare_yesno.py"), str(YESNO), str(d)], check=True)
     lexicon, _ = build_lexicon(d / "local/dict/lexicon.txt", use_cmudict=False)
     prepare_lang(lexicon, d / "lang")
-    train_lm(d / "train_yesno/text", d / "lang", d / "lm", order=2)
+    train_lm(d / "train_yesno/text", d / "lang", d / "lm", order=1)
     make_lang_test(d / "lang", next((d / "lm").glob("*.arpa*")), d / "lang_test")
     for s in ("train_yesno", "test_yesno"):
         compute_fbank_dir(d / s, FbankConfig(sample_frequency=8000, dither=0.0), nj=2)

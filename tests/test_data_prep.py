@@ -49,6 +49,7 @@ def test_prepare_yesno(tmp_path):
     train, test = (read_table(tmp_path / s / "text") for s in ("train_yesno", "test_yesno"))
     assert len(train) == len(test) == 30 and not set(train) & set(test)
     assert train["0_0_0_0_1_1_1_1"] == "NO NO NO NO YES YES YES YES"
+    assert max(train) < min(test), "Kaldi's split: the first half of the sorted files is train"
     assert validate_data_dir(tmp_path / "train_yesno") == []
     assert (tmp_path / "local" / "dict" / "lexicon.txt").read_text().split("\n")[:2] == ["YES Y", "NO N"]
 

@@ -9,7 +9,10 @@ import pytest
 
 from asrkd.data import read_table, write_table
 from asrkd.decode.decoder import GmmScorer, PosteriorScorer, choose_weight, decode, decode_utterance
-from asrkd.decode.graph import make_graph
+from asrkd.decode.graph import make_graph, make_lg
+from asrkd.hmm.graphs import compile_graph
+from asrkd.hmm.topo import read_topo
+from asrkd.hmm.tree import ContextTree
 from asrkd.decode.score import compute_wer, format_wer, frame_accuracy, score
 from asrkd.lang import read_symbols
 from asrkd.utils import AsrkdError
@@ -38,6 +41,32 @@ def test_hclg_accepts_alignment(yesno, yesno_mono, graph):
         assert path.num_states > 0, f"HCLG rejects the alignment of {utt}"
         ok, _, words, _ = kaldifst.get_linear_symbol_sequence(path)
         assert ok and list(words) == word_ids(yesno, utt)
+
+
+def path_cost(graph, senones):
+    A = kaldifst.make_linear_acceptor((senones + 1).tolist())
+    kaldifst.arcsort(A, sort_type="olabel")
+    ok, _, _, weights = kaldifst.get_linear_symbol_sequence(kaldifst.shortest_path(kaldifst.compose(A, graph)))
+    assert ok
+    return weights.value
+
+
+def test_hclg_is_deterministic_and_keeps_path_costs(yesno, yesno_mono, graph):
+    """Determinized before the self-loops went in: apart from self-loops no state has two
+    arcs with the same senone; an alignment costs what it costs in the plain H∘C∘L∘G, or a
+    little less where determinization in the log semiring summed paths with equal labels."""
+    HCLG = kaldifst.StdVectorFst.read(str(graph / "HCLG.fst"))
+    for s in range(HCLG.num_states):
+        labels = [a.ilabel for a in kaldifst.ArcIterator(HCLG, s) if a.ilabel and a.nextstate != s]
+        assert len(labels) == len(set(labels)), s
+    lang = yesno / "lang_test"
+    disambig = [int(x) for x in (lang / "phones/disambig.int").read_text().split()]
+    plain = compile_graph(make_lg(lang), ContextTree.read(graph / "tree"), read_topo(lang / "topo"), disambig)
+    assert HCLG.num_states < plain.num_states
+    ali = kaldiio.load_scp(str(yesno_mono / "mono_ali/ali.scp"))
+    for utt in list(ali)[:3]:
+        det, ref = path_cost(HCLG, ali[utt]), path_cost(plain, ali[utt])
+        assert ref - 0.05 < det < ref + 1e-3
 
 
 def test_decoding_alignment_posteriors_returns_transcript(yesno, yesno_mono, graph, tmp_path):

@@ -1,9 +1,11 @@
 """Decoding graph HCLG (Kaldi mkgraph.sh): L_disambig ∘ G determinized and minimized,
 context composition with the tree's context width, then our H over senones.
 
-H is applied by expanding each (context-dependent) phone arc of CLG into its HMM with
-Kaldi's scaled transition log-probabilities and self-loops; disambiguation symbols
-become epsilons there. Input labels of HCLG are senone + 1, output labels are words.
+As in Kaldi, H is first applied without self-loops and with one input label per
+(topology, HMM state, senone), Kaldi's transition states; disambiguation symbols stay
+on the input. That graph is determinized (log semiring), the disambiguation symbols
+become epsilons, it is minimized, and the self-loops are added back with Kaldi's scaled
+transition log-probabilities. Input labels of HCLG are senone + 1, output labels words.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pathlib import Path
 
 import kaldifst
 
-from asrkd.hmm.graphs import compile_graph
-from asrkd.hmm.topo import read_topo
+from asrkd.hmm.graphs import ContextHmms, add_hmm_self_loops, expand_hmms, transition_costs
+from asrkd.hmm.topo import TopologyEntry, read_topo
 from asrkd.hmm.tree import ContextTree
 from asrkd.utils import AsrkdError, atomic_dir
 
@@ -38,6 +40,45 @@ def make_lg(lang_dir: Path) -> kaldifst.StdVectorFst:
     return LG
 
 
+def make_hclg(LG: kaldifst.StdVectorFst, tree: ContextTree, topo: list[TopologyEntry], disambig: list[int],
+              self_loop_scale: float = 0.1) -> kaldifst.StdVectorFst:
+    """min(det(H' ∘ C ∘ LG)) with H' free of self-loops, then the self-loops added."""
+    info = None
+    if tree.context_width > 1:
+        LG, info = kaldifst.compose_context(disambig_syms=disambig, context_width=tree.context_width,
+                                            central_position=tree.central_position, ifst=LG)
+    tstates: dict[tuple[int, int, int], int] = {}  # (topology entry, state, senone) -> label
+    loop, pdf_label = {}, {}
+
+    def label(entry: TopologyEntry, state: int, pdf: int) -> int:
+        key = (id(entry), state, pdf)
+        if key not in tstates:
+            t = tstates[key] = len(tstates) + 1
+            pdf_label[t] = pdf + 1
+            loop_cost = dict(transition_costs(entry, self_loop_scale)[state]).get(state)
+            if loop_cost is not None:
+                loop[t] = (pdf + 1, loop_cost)
+        return tstates[key]
+
+    first_disambig = 1 << 24  # above every transition-state label
+    HCLG = expand_hmms(LG, ContextHmms(tree, topo, info), self_loop_scale, label=label,
+                       keep=lambda ilabel: first_disambig + ilabel)
+    if len(tstates) >= first_disambig:
+        raise AsrkdError(f"{len(tstates)} transition states: too many")
+    kaldifst.determinize_star(HCLG, use_log=True)
+    for s in range(HCLG.num_states):  # disambiguation symbols -> epsilon
+        arcs = list(kaldifst.ArcIterator(HCLG, s))
+        if any(a.ilabel >= first_disambig for a in arcs):
+            HCLG.delete_arcs(s, len(arcs))
+            for a in arcs:
+                HCLG.add_arc(s, kaldifst.StdArc(0 if a.ilabel >= first_disambig else a.ilabel, a.olabel,
+                                                a.weight.value, a.nextstate))
+    kaldifst.minimize_encoded(HCLG)
+    HCLG = add_hmm_self_loops(HCLG, loop, pdf_label)
+    kaldifst.arcsort(HCLG, sort_type="ilabel")
+    return HCLG
+
+
 def make_graph(lang_dir: str | Path, model_dir: str | Path, graph_dir: str | Path, force: bool = False) -> dict:
     """Build `graph_dir/HCLG.fst` for the tree in `model_dir`; returns size and timing info."""
     lang_dir, model_dir, graph_dir = Path(lang_dir), Path(model_dir), Path(graph_dir)
@@ -52,7 +93,7 @@ def make_graph(lang_dir: str | Path, model_dir: str | Path, graph_dir: str | Pat
     disambig = [int(x) for x in (lang_dir / "phones" / "disambig.int").read_text().split()]
     LG = make_lg(lang_dir)
     t_lg = time.time() - t0
-    HCLG = compile_graph(LG, tree, read_topo(lang_dir / "topo"), disambig)
+    HCLG = make_hclg(LG, tree, read_topo(lang_dir / "topo"), disambig)
     info = {"lg_states": LG.num_states, "hclg_states": HCLG.num_states,
             "hclg_arcs": sum(HCLG.num_arcs(s) for s in range(HCLG.num_states)),
             "num_pdfs": tree.num_pdfs, "context_width": tree.context_width,

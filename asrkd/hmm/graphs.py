@@ -80,9 +80,14 @@ def expand_hmms(
     fst: kaldifst.StdVectorFst,
     hmm_for: Callable[[int], tuple[TopologyEntry, list[int]]],
     self_loop_scale: float = 0.1,
+    label: Callable[[TopologyEntry, int, int], int] | None = None,
+    keep: Callable[[int], int] = lambda ilabel: 0,
 ) -> kaldifst.StdVectorFst:
     """Replace every non-epsilon arc by its HMM; `hmm_for(ilabel)` gives (topology, pdf per
-    state), or None for a label to drop (epsilon)."""
+    state), or None for a label not to expand, which becomes `keep(ilabel)` (epsilon by
+    default). Arcs entering HMM state i are labelled pdf + 1, with self-loops; or, given
+    `label(topology, i, pdf)`, labelled with that and without self-loops (Kaldi's H
+    before determinization; `add_hmm_self_loops` puts them back)."""
     out = kaldifst.StdVectorFst()
     n = fst.num_states
     for _ in range(n):
@@ -96,18 +101,53 @@ def expand_hmms(
         for arc in kaldifst.ArcIterator(fst, s):
             hmm = hmm_for(arc.ilabel) if arc.ilabel else None
             if hmm is None:
-                out.add_arc(s, kaldifst.StdArc(0, arc.olabel, arc.weight.value, arc.nextstate))
+                out.add_arc(s, kaldifst.StdArc(keep(arc.ilabel) if arc.ilabel else 0, arc.olabel, arc.weight.value,
+                                               arc.nextstate))
                 continue
             entry, pdfs = hmm
+            lab = [pdf + 1 if label is None else label(entry, i, pdf) for i, pdf in enumerate(pdfs)]
             states = [out.add_state() for _ in range(entry.num_states)]
-            out.add_arc(s, kaldifst.StdArc(pdfs[0] + 1, arc.olabel, arc.weight.value, states[0]))
+            out.add_arc(s, kaldifst.StdArc(lab[0], arc.olabel, arc.weight.value, states[0]))
             if id(entry) not in costs:
                 costs[id(entry)] = transition_costs(entry, self_loop_scale)
             for i, transitions in enumerate(costs[id(entry)]):
                 for j, cost in transitions:
                     if j == entry.num_states:
                         out.add_arc(states[i], kaldifst.StdArc(0, 0, cost, arc.nextstate))
-                    else:
-                        out.add_arc(states[i], kaldifst.StdArc(pdfs[j] + 1, 0, cost, states[j]))
+                    elif j != i or label is None:
+                        out.add_arc(states[i], kaldifst.StdArc(lab[j], 0, cost, states[j]))
     return out
 
+
+def add_hmm_self_loops(fst: kaldifst.StdVectorFst, loop: dict[int, tuple[int, float]],
+                       relabel: dict[int, int]) -> kaldifst.StdVectorFst:
+    """Kaldi's AddSelfLoops for a graph whose arc labelled t enters an HMM state whose self-loop
+    is loop[t] = (its final ilabel, cost). A state entered by arcs that disagree on the self-loop (or
+    that is the start state and also entered by an arc) is first split, one copy per
+    self-loop. Input labels are then mapped through `relabel` (0 stays 0)."""
+    n = fst.num_states
+    arcs = [list(kaldifst.ArcIterator(fst, s)) for s in range(n)]
+    copies = [{} for _ in range(n)]  # state -> {self-loop: copy}
+    copies[fst.start][None] = fst.start
+    for s in range(n):
+        for a in arcs[s]:
+            copies[a.nextstate].setdefault(loop.get(a.ilabel), None)
+    out = kaldifst.StdVectorFst()
+    for _ in range(n):
+        out.add_state()
+    out.start = fst.start
+    home = []  # (state of out, original state, self-loop)
+    for s in range(n):
+        for k, c in enumerate(list(copies[s])):
+            copies[s][c] = s if k == 0 else out.add_state()
+            home.append((copies[s][c], s, c))
+    for q, s, c in home:
+        final = fst.final(s).value
+        if final != math.inf:
+            out.set_final(q, final)
+        if c is not None:
+            out.add_arc(q, kaldifst.StdArc(c[0], 0, c[1], q))
+        for a in arcs[s]:
+            out.add_arc(q, kaldifst.StdArc(relabel.get(a.ilabel, 0), a.olabel, a.weight.value,
+                                           copies[a.nextstate][loop.get(a.ilabel)]))
+    return out

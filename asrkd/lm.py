@@ -145,7 +145,8 @@ class ArpaLM:
 
 def train_lm(train_text: str | Path, lang_dir: str | Path, lm_dir: str | Path, order: int = 3,
              dev_text: str | Path | None = None) -> dict:
-    """Train a Kneser-Ney n-gram (order 1: maximum likelihood) on the training transcripts (OOVs as <UNK>); report dev perplexity."""
+    """Train a Kneser-Ney n-gram (order 1: maximum likelihood) on the training transcripts
+    (OOVs as <UNK>); report dev perplexity."""
     lm_dir = Path(lm_dir)
     lm_dir.mkdir(parents=True, exist_ok=True)
     words = read_symbols(Path(lang_dir) / "words.txt")

@@ -3,7 +3,7 @@
 test set against the beam (the speed/accuracy curve), at the LM weight chosen on dev.
 
     bash recipes/speechocean762/run.sh --stop-stage 9    # models, graphs, dev decodes
-    python bench/decode.py [--recipe-dir recipes/speechocean762] [--beams 8 10 11 12 13 16]
+    python bench/decode.py [--recipe-dir recipes/speechocean762] [--beams 8 10 11 12 13 16 20]
 
 Two acoustic inputs are timed: the tri GMM (likelihoods computed on the fly) and a table
 of log posteriors read from disk, which is how a neural model's outputs reach the decoder
@@ -33,9 +33,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe-dir", type=Path, default=ROOT / "recipes/speechocean762")
     p.add_argument("--model", default="tri")
-    p.add_argument("--beams", type=float, nargs="+", default=[8, 10, 11, 12, 13, 16])
+    p.add_argument("--beams", type=float, nargs="+", default=[8, 10, 11, 12, 13, 16, 20])
     p.add_argument("--posterior-beams", type=float, nargs="+", default=[10, 13])
-    p.add_argument("--max-actives", type=int, nargs="+", default=[2000, 4000, 5000],
+    p.add_argument("--max-actives", type=int, nargs="+", default=[4000],
                    help="also decode with the GMM at beam 13 and these max-active limits")
     p.add_argument("--nj", type=int, default=2, help="parallel jobs (RTF is per core: CPU s / audio s)")
     p.add_argument("--max-active", type=int, default=7000)

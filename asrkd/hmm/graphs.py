@@ -121,10 +121,10 @@ def expand_hmms(
 
 def add_hmm_self_loops(fst: kaldifst.StdVectorFst, loop: dict[int, tuple[int, float]],
                        relabel: dict[int, int]) -> kaldifst.StdVectorFst:
-    """Kaldi's AddSelfLoops for a graph whose arc labelled t enters an HMM state whose self-loop
-    is loop[t] = (its final ilabel, cost). A state entered by arcs that disagree on the self-loop (or
-    that is the start state and also entered by an arc) is first split, one copy per
-    self-loop. Input labels are then mapped through `relabel` (0 stays 0)."""
+    """Kaldi's AddSelfLoops for a graph whose arc labelled t enters an HMM state with the
+    self-loop loop[t] = (final ilabel, cost). A state entered by arcs that disagree on the
+    self-loop (or the start state, if an arc enters it) is first split, one copy per
+    self-loop. Input labels are mapped through `relabel`; labels not in it become 0."""
     n = fst.num_states
     arcs = [list(kaldifst.ArcIterator(fst, s)) for s in range(n)]
     copies = [{} for _ in range(n)]  # state -> {self-loop: copy}

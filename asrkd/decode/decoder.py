@@ -25,6 +25,7 @@ from asrkd.data import read_table, sort_key
 from asrkd.decode.score import compute_wer, format_wer, write_score
 from asrkd.features import FeatureReader
 from asrkd.hmm.align import best_path, gmm_features, load_model
+from asrkd.hmm.graphs import map_arcs
 from asrkd.lang import read_symbols
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
@@ -99,13 +100,8 @@ def add_word_penalty(graph: kaldifst.StdVectorFst, penalty: float) -> kaldifst.S
     if penalty == 0:
         return graph
     out = graph.copy()
-    for s in range(out.num_states):
-        arcs = list(kaldifst.ArcIterator(out, s))
-        if any(a.olabel for a in arcs):
-            out.delete_arcs(s, len(arcs))
-            for a in arcs:
-                out.add_arc(s, kaldifst.StdArc(a.ilabel, a.olabel, a.weight.value + (penalty if a.olabel else 0.0),
-                                               a.nextstate))
+    map_arcs(out, lambda a: kaldifst.StdArc(a.ilabel, a.olabel, a.weight.value + penalty, a.nextstate)
+             if a.olabel else None)
     return out
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import kaldifst
 
-from asrkd.hmm.graphs import ContextHmms, add_hmm_self_loops, expand_hmms, transition_costs
+from asrkd.hmm.graphs import ContextHmms, add_hmm_self_loops, expand_hmms, map_arcs, transition_costs
 from asrkd.hmm.topo import TopologyEntry, read_topo
 from asrkd.hmm.tree import ContextTree
 from asrkd.utils import AsrkdError, atomic_dir
@@ -66,13 +66,8 @@ def make_hclg(LG: kaldifst.StdVectorFst, tree: ContextTree, topo: list[TopologyE
     if len(tstates) >= first_disambig:
         raise AsrkdError(f"{len(tstates)} transition states: too many")
     kaldifst.determinize_star(HCLG, use_log=True)
-    for s in range(HCLG.num_states):  # disambiguation symbols -> epsilon
-        arcs = list(kaldifst.ArcIterator(HCLG, s))
-        if any(a.ilabel >= first_disambig for a in arcs):
-            HCLG.delete_arcs(s, len(arcs))
-            for a in arcs:
-                HCLG.add_arc(s, kaldifst.StdArc(0 if a.ilabel >= first_disambig else a.ilabel, a.olabel,
-                                                a.weight.value, a.nextstate))
+    map_arcs(HCLG, lambda a: kaldifst.StdArc(0, a.olabel, a.weight.value, a.nextstate)  # disambig -> eps
+             if a.ilabel >= first_disambig else None)
     kaldifst.minimize_encoded(HCLG)
     HCLG = add_hmm_self_loops(HCLG, loop, pdf_label)
     kaldifst.arcsort(HCLG, sort_type="ilabel")

@@ -60,6 +60,17 @@ def compile_graph(LW: kaldifst.StdVectorFst, tree: ContextTree, topo: list[Topol
     return graph
 
 
+def map_arcs(fst: kaldifst.StdVectorFst, change: Callable[[kaldifst.StdArc], kaldifst.StdArc | None]) -> None:
+    """Replace, in place and in order, every arc for which `change(arc)` gives a new arc."""
+    for s in range(fst.num_states):
+        arcs = list(kaldifst.ArcIterator(fst, s))
+        new = [change(a) for a in arcs]
+        if any(n is not None for n in new):
+            fst.delete_arcs(s, len(arcs))
+            for a, n in zip(arcs, new):
+                fst.add_arc(s, a if n is None else n)
+
+
 def transition_costs(entry: TopologyEntry, self_loop_scale: float) -> list[list[tuple[int, float]]]:
     """Kaldi's scaled transitions: a self-loop costs -s log p; leaving a state costs
     -s log(1-p) - log(p_j / (1-p)) (the other transitions renormalised)."""

@@ -84,10 +84,7 @@ fi
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   echo "stage 9: GMM decoding: LM weight and insertion penalty chosen on dev, applied to test"
   for m in mono tri; do
-    run_log exp/$m/decode_dev/log/run.log asrkd decode --model-dir exp/$m --nj $nj \
-      --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties exp/$m/graph data/dev exp/$m/decode_dev
-    run_log exp/$m/decode_test/log/run.log asrkd decode --model-dir exp/$m --nj $nj \
-      --tuned-on exp/$m/decode_dev exp/$m/graph data/test exp/$m/decode_test
+    decode_tuned exp/$m dev test $nj --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties
   done
   # the paper's other metric, on the senone set the neural models will share
   run_log exp/tri/decode_test/log/frame_accuracy.log asrkd frame-accuracy --model-dir exp/tri \

@@ -13,3 +13,13 @@ run_log() {
   "$@" 2>&1 | tee -a "$logfile"
   return "${PIPESTATUS[0]}"
 }
+
+# decode_tuned MODEL_DIR TUNE_SET TEST_SET NJ GRID_OPTS...: decode data/TUNE_SET over the LM
+# weight / insertion penalty grid, then data/TEST_SET with the pair chosen on TUNE_SET only.
+decode_tuned() {
+  local m=$1 tune=$2 test=$3 nj=$4; shift 4
+  run_log $m/decode_$tune/log/run.log asrkd decode --model-dir $m --nj $nj "$@" \
+    $m/graph data/$tune $m/decode_$tune
+  run_log $m/decode_$test/log/run.log asrkd decode --model-dir $m --nj $nj --tuned-on $m/decode_$tune \
+    $m/graph data/$test $m/decode_$test
+}

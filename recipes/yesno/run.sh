@@ -74,10 +74,7 @@ fi
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   echo "stage 9: GMM decoding (yesno has no dev set: weights are chosen on train, applied to test)"
   for m in mono tri; do
-    run_log exp/$m/decode_train_yesno/log/run.log asrkd decode --model-dir exp/$m --nj $nj \
-      --lm-weights 2,5,10,15,20 --word-ins-penalties 0,1 exp/$m/graph data/train_yesno exp/$m/decode_train_yesno
-    run_log exp/$m/decode_test_yesno/log/run.log asrkd decode --model-dir exp/$m --nj $nj \
-      --tuned-on exp/$m/decode_train_yesno exp/$m/graph data/test_yesno exp/$m/decode_test_yesno
+    decode_tuned exp/$m train_yesno test_yesno $nj --lm-weights 2,5,10,15,20 --word-ins-penalties 0,1
   done
   grep -H WER exp/*/decode_*/wer
 fi

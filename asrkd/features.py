@@ -131,12 +131,21 @@ def compute_fbank_dir(
     Writes `feats.scp`, `utt2num_frames`, `utt2dur` and `conf/fbank.yaml`; arks go to
     `<dir>/data/`. Unreadable or empty audio is skipped and listed in
     `<dir>/log/fbank_skipped.txt`, then removed from the dir (fix_data_dir). Finished
-    jobs of a killed run are reused. Returns a summary dict.
+    jobs of a killed run are reused if the options are unchanged; finished features computed
+    with other options are an error without `force`. Returns a summary dict.
     """
     d = Path(data_dir).resolve()
+    conf = d / "conf" / "fbank.yaml"
+    same_cfg = conf.is_file() and yaml.safe_load(conf.read_text()) == asdict(cfg)
     if (d / "feats.scp").is_file() and not force:
+        if not same_cfg:
+            raise AsrkdError(f"{d}: feats.scp was computed with other options than these ({conf}); "
+                             "use --force to recompute")
         log.info("%s: feats.scp exists, skipping (use --force to recompute)", d)
         return {"skipped_stage": True}
+    force = force or not same_cfg  # finished jobs of a killed run are reused only under the same options
+    with atomic_file(conf) as f:
+        yaml.safe_dump(asdict(cfg), f, sort_keys=False)
     wav = read_table(d / "wav.scp")
     items = list(wav.items())
     nj = max(1, min(nj, len(items)))
@@ -174,8 +183,6 @@ def compute_fbank_dir(
         log.info("%s: resampled %d utterances to %d Hz", d, resampled, cfg.sample_frequency)
     write_table(d / "utt2num_frames", num_frames)
     write_table(d / "utt2dur", durs)
-    with atomic_file(d / "conf" / "fbank.yaml") as f:
-        yaml.safe_dump(asdict(cfg), f, sort_keys=False)
     write_table(d / "feats.scp", feats_scp)  # written last: marks the stage complete
     fix_data_dir(d)
     frames = sum(int(v) for v in num_frames.values())
@@ -186,9 +193,11 @@ def compute_fbank_dir(
 
 
 def compute_cmvn_stats_dir(data_dir: str | Path, force: bool = False) -> None:
-    """Per-speaker CMVN statistics in Kaldi's 2 x (D+1) layout: `cmvn.scp` -> `data/cmvn.ark`."""
+    """Per-speaker CMVN statistics in Kaldi's 2 x (D+1) layout: `cmvn.scp` -> `data/cmvn.ark`;
+    recomputed when feats.scp is newer than cmvn.scp."""
     d = Path(data_dir).resolve()
-    if (d / "cmvn.scp").is_file() and not force:
+    cmvn = d / "cmvn.scp"
+    if cmvn.is_file() and not force and cmvn.stat().st_mtime_ns >= (d / "feats.scp").stat().st_mtime_ns:
         log.info("%s: cmvn.scp exists, skipping", d)
         return
     feats = read_table(d / "feats.scp")

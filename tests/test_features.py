@@ -1,5 +1,6 @@
 """fbank against an independent numpy implementation of Kaldi's definition; CMVN; splicing; jobs."""
 
+import kaldiio
 import numpy as np
 import pytest
 
@@ -7,6 +8,7 @@ from asrkd.audio import read_audio
 from asrkd.data import read_table, write_table
 from asrkd.features import (FbankConfig, FeatureReader, compute_cmvn_stats_dir, compute_fbank,
                             compute_fbank_dir, splice)
+from asrkd.utils import AsrkdError
 from conftest import SO762, YESNO
 
 
@@ -99,6 +101,17 @@ def test_fbank_dir_jobs_cmvn_and_resume(small_dir, tmp_path):
     (small_dir / "data" / "raw_fbank.2.scp").unlink()
     compute_fbank_dir(small_dir, cfg, nj=2)
     assert (small_dir / "feats.scp").read_text() == before
+
+    # changed options: finished features are not silently reused, nor are finished jobs
+    other = FbankConfig(dither=0.0, num_mel_bins=23)
+    with pytest.raises(AsrkdError, match="other options"):
+        compute_fbank_dir(small_dir, other, nj=2)
+    (small_dir / "feats.scp").unlink()
+    compute_fbank_dir(small_dir, other, nj=2)
+    utt, ark = next(iter(read_table(small_dir / "feats.scp").items()))
+    assert kaldiio.load_mat(ark).shape[1] == 23
+    compute_cmvn_stats_dir(small_dir)  # stale stats (40 bins) are recomputed
+    assert FeatureReader(small_dir, cmvn=True)[utt].shape[1] == 23
 
 
 def test_unreadable_audio_is_skipped_and_listed(small_dir):

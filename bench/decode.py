@@ -8,6 +8,10 @@ test set against the beam (the speed/accuracy curve), at the LM weight chosen on
 Two acoustic inputs are timed: the tri GMM (likelihoods computed on the fly) and a table
 of log posteriors read from disk, which is how a neural model's outputs reach the decoder
 (here the tri GMM's own normalised posteriors, so only the search cost is measured).
+The neural models' share is their forward pass over the test set (SenoneDnn, 26 spliced
+frames, one thread), timed for the paper's 8x2560 network and smaller ones; its cost does
+not depend on the weights, so untrained networks are timed, and a neural decode's RTF is
+reported as forward pass + the posterior-table search at beam 13.
 Writes JSON (default bench/results/decode.json). RTF per core = decoding CPU s / audio s,
 summed over the jobs, one thread each.
 """
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import kaldiio
@@ -24,6 +29,8 @@ import torch
 
 from asrkd.decode.decoder import GmmScorer, PosteriorScorer, decode
 from asrkd.decode.graph import make_graph
+from asrkd.features import FeatureReader
+from asrkd.nnet.model import SenoneDnn
 from asrkd.utils import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +44,8 @@ def main() -> None:
     p.add_argument("--posterior-beams", type=float, nargs="+", default=[10, 13])
     p.add_argument("--max-actives", type=int, nargs="+", default=[4000],
                    help="also decode with the GMM at beam 13 and these max-active limits")
+    p.add_argument("--nnet-sizes", nargs="+", default=["2560x8", "1024x4", "512x4"],
+                   help="hidden units x layers of the DNNs whose forward pass is timed")
     p.add_argument("--nj", type=int, default=2, help="parallel jobs (RTF is per core: CPU s / audio s)")
     p.add_argument("--max-active", type=int, default=7000)
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/decode.json")
@@ -73,6 +82,21 @@ def main() -> None:
                                              "rtf_per_core": round(info["rtf_per_core"], 4)})
         result["lm_weight"], result["word_ins_penalty"] = info["best_lmwt"], info["best_wip"]
         result["audio_seconds"] = info["audio_seconds"]
+    search_b13 = next(c["rtf_per_core"] for c in result["posteriors"] if c["beam"] == 13)
+    reader = FeatureReader(test)
+    feats = [reader[u] for u in gmm.keys()]
+    result["nnet"] = []
+    for size in a.nnet_sizes:
+        hidden, layers = map(int, size.split("x"))
+        torch.manual_seed(0)
+        net = SenoneDnn(feats[0].shape[1], gmm.num_pdfs, hidden=hidden, layers=layers).eval()
+        t0 = time.process_time()
+        for x in feats:
+            net.log_posteriors(x)
+        forward = (time.process_time() - t0) / result["audio_seconds"]
+        result["nnet"].append({"hidden": hidden, "layers": layers, "params": net.num_params(),
+                               "forward_rtf_per_core": round(forward, 4),
+                               "decode_rtf_per_core_beam13": round(forward + search_b13, 4)})
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

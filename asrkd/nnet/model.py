@@ -1,0 +1,40 @@
+"""Frame-level senone classifiers: Hinton et al.'s (2015) speech DNN, a window of fbank
+frames (20 left, 5 right of the target frame) through ReLU layers to senone logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class SenoneDnn(nn.Module):
+    """Spliced frames [B, (left+1+right)*feat_dim] -> ReLU MLP -> senone logits [B, num_senones].
+    The paper's network is 8 hidden layers of 2560 units over 14,000 senones (about 85M weights)."""
+
+    def __init__(self, feat_dim: int, num_senones: int, hidden: int = 2560, layers: int = 8,
+                 left: int = 20, right: int = 5):
+        super().__init__()
+        self.feat_dim, self.left, self.right = feat_dim, left, right
+        dims = [(left + 1 + right) * feat_dim] + [hidden] * layers
+        blocks = []
+        for i, o in zip(dims, dims[1:]):
+            blocks += [nn.Linear(i, o), nn.ReLU()]
+        self.body = nn.Sequential(*blocks, nn.Linear(dims[-1], num_senones))
+
+    def forward(self, spliced: torch.Tensor) -> torch.Tensor:
+        return self.body(spliced)
+
+    def splice(self, feats: torch.Tensor) -> torch.Tensor:
+        """[T, D] -> [T, (left+1+right)*D] with the edge frames repeated (Kaldi splice-feats)."""
+        padded = torch.cat([feats[:1].expand(self.left, -1), feats, feats[-1:].expand(self.right, -1)])
+        return padded.unfold(0, self.left + 1 + self.right, 1).transpose(1, 2).reshape(len(feats), -1)
+
+    @torch.no_grad()
+    def log_posteriors(self, feats: np.ndarray, chunk: int = 2048) -> np.ndarray:
+        """[T, D] CMVN'd fbank of one utterance -> [T, num_senones] log posteriors (float32)."""
+        x = self.splice(torch.as_tensor(feats, dtype=torch.float32))
+        return torch.cat([torch.log_softmax(self(x[i:i + chunk]), -1) for i in range(0, len(x), chunk)]).numpy()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

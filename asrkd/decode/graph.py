@@ -18,7 +18,8 @@ from pathlib import Path
 
 import kaldifst
 
-from asrkd.hmm.graphs import ContextHmms, add_hmm_self_loops, expand_hmms, map_arcs, transition_costs
+from asrkd.hmm.graphs import (ContextHmms, add_hmm_self_loops, compose_context, expand_hmms, map_arcs,
+                              transition_costs)
 from asrkd.hmm.topo import TopologyEntry, read_topo
 from asrkd.hmm.tree import ContextTree
 from asrkd.utils import AsrkdError, atomic_dir
@@ -43,10 +44,7 @@ def make_lg(lang_dir: Path) -> kaldifst.StdVectorFst:
 def make_hclg(LG: kaldifst.StdVectorFst, tree: ContextTree, topo: list[TopologyEntry], disambig: list[int],
               self_loop_scale: float = 0.1) -> kaldifst.StdVectorFst:
     """min(det(H' ∘ C ∘ LG)) with H' free of self-loops, then the self-loops added."""
-    info = None
-    if tree.context_width > 1:
-        LG, info = kaldifst.compose_context(disambig_syms=disambig, context_width=tree.context_width,
-                                            central_position=tree.central_position, ifst=LG)
+    CLG, info = compose_context(LG, tree, disambig)
     tstates: dict[tuple[int, int, int], int] = {}  # (topology entry, state, senone) -> label
     loop, pdf_label = {}, {}
 
@@ -61,7 +59,7 @@ def make_hclg(LG: kaldifst.StdVectorFst, tree: ContextTree, topo: list[TopologyE
         return tstates[key]
 
     first_disambig = 1 << 24  # above every transition-state label
-    HCLG = expand_hmms(LG, ContextHmms(tree, topo, info), self_loop_scale, label=label,
+    HCLG = expand_hmms(CLG, ContextHmms(tree, topo, info), self_loop_scale, label=label,
                        keep=lambda ilabel: first_disambig + ilabel)
     if len(tstates) >= first_disambig:
         raise AsrkdError(f"{len(tstates)} transition states: too many")

@@ -47,15 +47,20 @@ class ContextHmms:
         return self.cache[context]
 
 
+def compose_context(fst: kaldifst.StdVectorFst, tree: ContextTree, disambig: list[int] = ()):
+    """C ∘ fst for the tree's context width: (CLW, ilabel_info), or (fst, None) for monophones."""
+    if tree.context_width == 1:
+        return fst, None
+    return kaldifst.compose_context(disambig_syms=list(disambig), context_width=tree.context_width,
+                                    central_position=tree.central_position, ifst=fst)
+
+
 def compile_graph(LW: kaldifst.StdVectorFst, tree: ContextTree, topo: list[TopologyEntry],
                   disambig: list[int] = ()) -> kaldifst.StdVectorFst:
     """H ∘ C ∘ LW for phones->words FST LW: context composition when the tree has context,
     then HMM expansion over senones; ilabel-sorted for the decoder."""
-    info = None
-    if tree.context_width > 1:
-        LW, info = kaldifst.compose_context(disambig_syms=list(disambig), context_width=tree.context_width,
-                                            central_position=tree.central_position, ifst=LW)
-    graph = expand_hmms(LW, ContextHmms(tree, topo, info))
+    CLW, info = compose_context(LW, tree, disambig)
+    graph = expand_hmms(CLW, ContextHmms(tree, topo, info))
     kaldifst.arcsort(graph, sort_type="ilabel")
     return graph
 

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from asrkd.features import splice
+
 
 class SenoneDnn(nn.Module):
     """Spliced frames [B, (left+1+right)*feat_dim] -> ReLU MLP -> senone logits [B, num_senones].
@@ -25,15 +27,10 @@ class SenoneDnn(nn.Module):
     def forward(self, spliced: torch.Tensor) -> torch.Tensor:
         return self.body(spliced)
 
-    def splice(self, feats: torch.Tensor) -> torch.Tensor:
-        """[T, D] -> [T, (left+1+right)*D] with the edge frames repeated (Kaldi splice-feats)."""
-        padded = torch.cat([feats[:1].expand(self.left, -1), feats, feats[-1:].expand(self.right, -1)])
-        return padded.unfold(0, self.left + 1 + self.right, 1).transpose(1, 2).reshape(len(feats), -1)
-
     @torch.no_grad()
     def log_posteriors(self, feats: np.ndarray, chunk: int = 2048) -> np.ndarray:
         """[T, D] CMVN'd fbank of one utterance -> [T, num_senones] log posteriors (float32)."""
-        x = self.splice(torch.as_tensor(feats, dtype=torch.float32))
+        x = torch.from_numpy(splice(feats, self.left, self.right))
         return torch.cat([torch.log_softmax(self(x[i:i + chunk]), -1) for i in range(0, len(x), chunk)]).numpy()
 
     def num_params(self) -> int:

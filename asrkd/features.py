@@ -10,7 +10,7 @@ import logging
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import kaldi_native_fbank as knf
@@ -43,18 +43,6 @@ class FbankConfig:
     energy_floor: float = 0.0
     seed: int = 0
     channel: int | None = None  # None: average channels
-
-    @classmethod
-    def from_yaml(cls, path: str | Path | None) -> "FbankConfig":
-        if path is None:
-            return cls()
-        with open(path, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f) or {}
-        known = {f.name for f in fields(cls)}
-        unknown = set(cfg) - known
-        if unknown:
-            raise AsrkdError(f"{path}: unknown fbank options {sorted(unknown)}")
-        return cls(**cfg)
 
     def knf_options(self) -> knf.FbankOptions:
         o = knf.FbankOptions()

@@ -64,8 +64,8 @@ def main() -> None:
                  for ll in [gmm(u).astype(np.float64)]}
         kaldiio.save_ark(str(tmp / "post.ark"), {u: v.astype(np.float32) for u, v in posts.items()},
                          scp=str(tmp / "post.scp"))
-        (tmp / "uniform_priors").write_text(" ".join(["1"] * gmm.num_pdfs))
-        scorers = {"gmm": gmm, "posteriors": PosteriorScorer([tmp / "post.scp"], tmp / "uniform_priors")}
+        uniform = np.zeros(gmm.num_pdfs, dtype=np.float32)  # log of equal (unnormalised) priors
+        scorers = {"gmm": gmm, "posteriors": PosteriorScorer([tmp / "post.scp"], uniform)}
         for name, scorer in scorers.items():
             curve = []
             for beam in a.beams if name == "gmm" else a.posterior_beams:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from asrkd.data import read_table
+from asrkd.config import load_config
 from asrkd.features import FbankConfig, compute_fbank_dir, compute_cmvn_stats_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ def main() -> None:
     p.add_argument("--config", default=ROOT / "recipes/speechocean762/conf/fbank.yaml")
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/features.json")
     a = p.parse_args()
-    cfg = FbankConfig.from_yaml(a.config)
+    cfg = load_config(FbankConfig, a.config)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, str(ROOT / "local/prepare_speechocean762.py"), str(a.corpus_dir), tmp],

@@ -7,6 +7,7 @@ import kaldiio
 import numpy as np
 import pytest
 
+from asrkd.alignment import AlignmentDir
 from asrkd.data import read_table, write_table
 from asrkd.decode.decoder import GmmScorer, PosteriorScorer, choose_weight, decode, decode_utterance
 from asrkd.decode.graph import make_graph, make_lg
@@ -83,8 +84,7 @@ def test_decoding_alignment_posteriors_returns_transcript(yesno, yesno_mono, gra
         assert final and words == word_ids(yesno, utt)
     for name, table in (("sure", sure), ("flat", flat)):
         kaldiio.save_ark(str(tmp_path / f"{name}.ark"), table, scp=str(tmp_path / f"{name}.scp"))
-    priors = tmp_path / "priors"
-    priors.write_text(" ".join(["0.0625"] * 16))
+    priors = np.full(16, np.log(0.0625), dtype=np.float32)
     data = tmp_path / "data"
     data.mkdir()
     text = read_table(yesno / "train_yesno/text")
@@ -93,7 +93,7 @@ def test_decoding_alignment_posteriors_returns_transcript(yesno, yesno_mono, gra
     info = decode(graph, scorer, data, tmp_path / "decode", lm_weights=[1.0])
     assert info["wer"] == 0.0 and info["utts"] == 4
     assert (tmp_path / "decode/wer").read_text().startswith("%WER 0.00 [ 0 / 32,")
-    r = frame_accuracy({u: scorer.log_posterior(u).argmax(1) for u in utts}, yesno_mono / "mono_ali/ali.scp")
+    r = frame_accuracy({u: scorer.log_posterior(u).argmax(1) for u in utts}, AlignmentDir(yesno_mono / "mono_ali"))
     assert r["frame_accuracy"] == 1.0 and r["utts"] == 4
     assert PosteriorScorer([tmp_path / "sure.scp"], priors)(utts[0]).shape == sure[utts[0]].shape
     kaldiio.save_ark(str(tmp_path / "short.ark"), {utts[0]: sure[utts[0]]}, scp=str(tmp_path / "short.scp"))

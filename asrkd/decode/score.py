@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 
 import kaldialign
-import kaldiio
 import numpy as np
 
+from asrkd.alignment import AlignmentDir
 from asrkd.data import read_table, sort_key
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
@@ -84,21 +84,20 @@ def score(data_dir: str | Path, hyp_text: str | Path, out_dir: str | Path) -> di
     return result
 
 
-def frame_accuracy(predictions: dict[str, np.ndarray], ali_scp: str | Path, out_json: str | Path | None = None) -> dict:
+def frame_accuracy(predictions: dict[str, np.ndarray], ali: AlignmentDir, out_json: str | Path | None = None) -> dict:
     """Fraction of frames whose predicted senone (argmax) equals the forced alignment's."""
-    ali = kaldiio.load_scp(str(ali_scp))
     correct = frames = utts = 0
     mismatched = []
     for utt, pred in predictions.items():
-        if utt not in ali:
+        if utt not in ali.ali:
             continue
-        ref = ali[utt]
+        ref = ali.ali[utt]
         if len(ref) != len(pred):
             mismatched.append(utt)
             continue
         correct, frames, utts = correct + int((ref == pred).sum()), frames + len(ref), utts + 1
     if not frames:
-        raise AsrkdError(f"{ali_scp}: no utterance shared with the model's outputs")
+        raise AsrkdError(f"{ali.path}: no utterance shared with the model's outputs")
     result = {"frame_accuracy": correct / frames, "frames": frames, "utts": utts,
               "not_aligned": len(predictions) - utts - len(mismatched), "length_mismatch": mismatched}
     if mismatched:

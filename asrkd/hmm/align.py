@@ -3,8 +3,7 @@
 GMMs see MFCC-like features: the DCT of the CMVN-normalised log-mel frames (13 cepstra,
 liftered) with deltas and delta-deltas, because diagonal Gaussians need decorrelated
 dimensions. Senone targets are per frame of the original fbank features (same frames).
-An alignment dir holds `ali.{ark,scp}` (int32 senone per frame), `phones.ctm`,
-`pdf_counts`, `priors`, the `tree` and `final.pt` it came from, and `align_report.json`.
+The alignment dir it writes is owned by `asrkd.alignment.AlignmentDir`.
 """
 
 from __future__ import annotations
@@ -19,10 +18,10 @@ from pathlib import Path
 import kaldi_decoder
 import kaldi_native_fbank as knf
 import kaldifst
-import kaldiio
 import numpy as np
-import torch
 
+from asrkd.alignment import AlignmentDir
+from asrkd.checkpoint import load_checkpoint, save_checkpoint
 from asrkd.data import read_table, sort_key
 from asrkd.features import FeatureReader
 from asrkd.hmm.gmm import DiagGmmSet
@@ -30,7 +29,7 @@ from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
 from asrkd.hmm.topo import TopologyEntry, read_topo
 from asrkd.hmm.tree import ContextTree
 from asrkd.lang import UNK, read_symbols
-from asrkd.utils import AsrkdError, atomic_file, write_list
+from asrkd.utils import AsrkdError
 
 log = logging.getLogger(__name__)
 
@@ -144,41 +143,13 @@ def load_model(model_dir: str | Path) -> tuple[DiagGmmSet, ContextTree]:
     for f in ("final.pt", "tree"):
         if not (model_dir / f).is_file():
             raise AsrkdError(f"{model_dir}/{f}: missing (train the model first)")
-    state = torch.load(model_dir / "final.pt", weights_only=True)
+    state = load_checkpoint(model_dir / "final.pt")
     return DiagGmmSet(state["means"], state["vars"], state["logw"]), ContextTree.read(model_dir / "tree")
 
 
 def save_model(model_dir: Path, gmm: DiagGmmSet, tree: ContextTree) -> None:
     tree.write(model_dir / "tree")
-    with atomic_file(model_dir / "final.pt", "wb") as f:
-        torch.save(gmm.state_dict(), f)
-
-
-def write_alignment(ali_dir: Path, ali: dict, failed: list[str], tree: ContextTree, topo, phones: dict,
-                    extra: dict, frame_shift: float = 0.01) -> dict:
-    """ali.{ark,scp}, phones.ctm, pdf_counts, priors, align_failed.txt and align_report.json."""
-    ali_dir.mkdir(parents=True, exist_ok=True)
-    inv = {i: p for p, i in phones.items()}
-    utts = sorted(ali, key=sort_key)
-    with open(ali_dir / "ali.ark", "wb") as fa, atomic_file(ali_dir / "ali.scp") as fs:
-        for utt in utts:
-            kaldiio.save_ark(fa, {utt: ali[utt].astype(np.int32)}, scp=fs)
-    write_list(ali_dir / "phones.ctm", [f"{utt} 1 {s * frame_shift:.2f} {(e - s) * frame_shift:.2f} {inv[p]}"
-                                        for utt in utts for p, s, e in phone_segments(ali[utt], tree, topo)])
-    counts = np.bincount(np.concatenate([ali[u] for u in utts]), minlength=tree.num_pdfs) if utts \
-        else np.zeros(tree.num_pdfs, dtype=np.int64)
-    write_list(ali_dir / "pdf_counts", [" ".join(map(str, counts))])
-    priors = (counts + 1.0) / (counts.sum() + tree.num_pdfs)  # add-one: unseen senones keep a finite prior
-    write_list(ali_dir / "priors", [" ".join(f"{p:.6e}" for p in priors)])
-    write_list(ali_dir / "align_failed.txt", sorted(failed, key=sort_key))
-    edges = [0, 1, 10, 100, 1000, 10000]
-    binned, _ = np.histogram(counts, bins=edges + [np.inf])
-    hist = {(f"{lo}-{hi - 1}" if hi else f"{lo}+"): int(n) for lo, hi, n in zip(edges, edges[1:] + [None], binned)}
-    report = {"aligned": len(ali), "failed": len(failed), "frames": int(counts.sum()), "num_pdfs": tree.num_pdfs,
-              "pdfs_seen": int((counts > 0).sum()), "senone_occupancy_histogram": hist, **extra}
-    with atomic_file(ali_dir / "align_report.json") as f:
-        json.dump(report, f, indent=2)
-    return report
+    save_checkpoint(model_dir / "final.pt", gmm.state_dict(), {"kind": "gmm"})
 
 
 def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali_dir: str | Path,
@@ -199,10 +170,12 @@ def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali
     ali_dir.mkdir(parents=True, exist_ok=True)
     for f in ("final.pt", "tree"):
         shutil.copy(model_dir / f, ali_dir / f)
-    report = write_alignment(ali_dir, ali, failed + [s.split()[0] for s in corpus.skipped], tree, topo,
-                             read_symbols(lang_dir / "phones.txt"),
-                             {"avg_loglik_per_frame": avg_ll, "oov_words": corpus.oov_words,
-                              "skipped": corpus.skipped, "seconds": round(time.time() - t0, 1)})
+    inv = {i: p for p, i in read_symbols(lang_dir / "phones.txt").items()}
+    ctm = [f"{utt} 1 {s * 0.01:.2f} {(e - s) * 0.01:.2f} {inv[p]}"  # 10 ms frame shift
+           for utt in sorted(ali, key=sort_key) for p, s, e in phone_segments(ali[utt], tree, topo)]
+    report = AlignmentDir.write(ali_dir, ali, tree.num_pdfs, failed + [s.split()[0] for s in corpus.skipped], ctm,
+                                {"avg_loglik_per_frame": avg_ll, "oov_words": corpus.oov_words,
+                                 "skipped": corpus.skipped, "seconds": round(time.time() - t0, 1)})
     log.info("%s: %d aligned, %d failed, avg log-likelihood/frame %.3f (%.0f s)",
              ali_dir, len(ali), len(failed), avg_ll, time.time() - t0)
     return report

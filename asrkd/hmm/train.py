@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import kaldifst
-import kaldiio
 import numpy as np
 import torch
 
+from asrkd.alignment import AlignmentDir
+from asrkd.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from asrkd.hmm.align import (Corpus, align_corpus, compile_training_graphs, load_corpus, load_model,
                              phone_segments, save_model)
 from asrkd.hmm.gmm import DiagGmmSet
@@ -82,15 +83,17 @@ def stack(corpus: Corpus, ali: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floor: torch.Tensor,
               exp_dir: Path, num_iters: int, realign_iters: set[int], tot_gauss: int, max_iter_inc: int,
-              acoustic_scale: float = 0.1, beam: float = 10.0,
+              meta: dict, acoustic_scale: float = 0.1, beam: float = 10.0,
               retry_beam: float = 40.0) -> tuple[DiagGmmSet, dict, list[dict]]:
     """EM with Viterbi re-alignment and mixture splitting; returns (gmm, alignment, history).
-    Every iteration is checkpointed to exp_dir/checkpoint.pt; a killed run resumes there."""
+    Every iteration is checkpointed to exp_dir/checkpoint.pt; a killed run resumes there when
+    `meta` (options and data fingerprint) matches the checkpoint's."""
     history, failed, start = [], [], 1
     ckpt = exp_dir / "checkpoint.pt"
+    meta = {**meta, "num_iters": num_iters, "tot_gauss": tot_gauss, "num_pdfs": gmm.means.shape[0]}
     if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=True)
-        if state["means"].shape[0] == gmm.means.shape[0] and state["iter"] < num_iters:
+        state = load_checkpoint(ckpt, meta)
+        if state["iter"] < num_iters:
             gmm = DiagGmmSet(state["means"], state["vars"], state["logw"])
             ali = {u: t.numpy() for u, t in state["ali"].items()}
             history, failed, start = state["history"], state["failed"], state["iter"] + 1
@@ -113,9 +116,8 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
                         "realigned": it in realign_iters, "seconds": round(time.time() - t0, 2)})
         log.info("iter %d: log-likelihood/frame %.3f, %d Gaussians, %d utts aligned, %d failed (%.1fs)",
                  it, history[-1]["loglik_per_frame"], gmm.num_gauss(), len(ali), len(failed), time.time() - t0)
-        with atomic_file(ckpt, "wb") as f:
-            torch.save({**gmm.state_dict(), "iter": it, "history": history, "failed": failed,
-                        "ali": {u: torch.from_numpy(v) for u, v in ali.items()}}, f)
+        save_checkpoint(ckpt, {**gmm.state_dict(), "iter": it, "history": history, "failed": failed,
+                               "ali": {u: torch.from_numpy(v) for u, v in ali.items()}}, meta)
     return gmm, ali, history
 
 
@@ -133,8 +135,16 @@ def _done(exp_dir: Path, force: bool) -> list[dict] | None:
     if (exp_dir / "final.pt").is_file() and (exp_dir / "log" / "train.json").is_file() and not force:
         log.info("%s: final.pt exists, skipping (use --force to retrain)", exp_dir)
         return json.loads((exp_dir / "log" / "train.json").read_text())
+    if force:
+        (exp_dir / "checkpoint.pt").unlink(missing_ok=True)
     (exp_dir / "log").mkdir(parents=True, exist_ok=True)
     return None
+
+
+def _data_meta(data_dir: str | Path, **options) -> dict:
+    """What a GMM checkpoint must share with the run that resumes it."""
+    d = Path(data_dir)
+    return {"data": fingerprint(d / "feats.scp", d / "text"), **options}
 
 
 def train_mono(data_dir: str | Path, lang_dir: str | Path, exp_dir: str | Path, num_iters: int = 30,
@@ -158,7 +168,7 @@ def train_mono(data_dir: str | Path, lang_dir: str | Path, exp_dir: str | Path, 
     realign = set(range(2, 11)) | set(range(12, 21, 2)) | set(range(23, num_iters + 1, 3))
     var_floor = torch.as_tensor(0.01 * x.var(0), dtype=torch.float64)
     gmm, _, history = train_gmm(corpus, graphs, gmm, ali, var_floor, exp_dir, num_iters, realign, tot_gauss,
-                                max_iter_inc=max(1, num_iters * 3 // 4))
+                                max_iter_inc=max(1, num_iters * 3 // 4), meta=_data_meta(data_dir, seed=seed))
     return _finish(exp_dir, gmm, tree, history, t0)
 
 
@@ -201,11 +211,8 @@ def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, e
     topo = read_topo(lang_dir / "topo")
     _, src_tree = load_model(ali_dir)
     corpus = load_corpus(data_dir, lang_dir)
-    ali = {u: a for u, a in kaldiio.load_scp(str(ali_dir / "ali.scp")).items() if u in corpus.feats}
-    bad = [u for u, a in ali.items() if len(a) != len(corpus.feats[u])]
-    if bad:
-        raise AsrkdError(f"{ali_dir}/ali.scp: {bad[0]}: alignment length differs from the features "
-                         f"({len(bad)} such utterances): realign this data")
+    src = AlignmentDir(ali_dir)
+    ali = {u: src.targets(u, len(corpus.feats[u])) for u in src.keys() if u in corpus.feats}
     if not ali:
         raise AsrkdError(f"{ali_dir}/ali.scp: no alignment for any utterance of {data_dir}")
     contexts, states, stats = tree_stats(corpus, ali, src_tree, topo)
@@ -233,6 +240,8 @@ def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, e
     graphs = compile_training_graphs(corpus, lang_dir, tree, topo)
     realign = set(range(10, num_iters, 10))
     gmm, _, history = train_gmm(corpus, graphs, gmm, tri_ali, torch.as_tensor(var_floor), exp_dir, num_iters,
-                                realign, tot_gauss, max_iter_inc=max(1, num_iters * 5 // 7))
+                                realign, tot_gauss, max_iter_inc=max(1, num_iters * 5 // 7),
+                                meta=_data_meta(data_dir, ali=fingerprint(ali_dir / "ali.scp"),
+                                                num_leaves=num_leaves, min_leaf_occ=min_leaf_occ))
     history[0]["tree_leaves"] = tree.num_pdfs
     return _finish(exp_dir, gmm, tree, history, t0)

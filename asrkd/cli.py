@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from asrkd.utils import AsrkdError, setup_logging
+from asrkd.utils import AsrkdError, atomic_file, setup_logging
 
 log = logging.getLogger("asrkd")
 
@@ -69,9 +69,10 @@ def cmd_train_lm(a):
 
 
 def cmd_compute_fbank(a):
+    from asrkd.config import load_config
     from asrkd.features import FbankConfig, compute_fbank_dir
 
-    cfg = FbankConfig.from_yaml(a.config)
+    cfg = load_config(FbankConfig, a.config)
     for d in a.data_dirs:
         compute_fbank_dir(d, cfg, nj=a.nj, allow_pipes=a.allow_pipes, force=a.force)
 
@@ -109,16 +110,26 @@ def cmd_make_graph(a):
     make_graph(a.lang_dir, a.model_dir, a.graph_dir, force=a.force)
 
 
-def _scorer(a, data_dir):
-    from asrkd.decode.decoder import GmmScorer, PosteriorScorer
+def _priors(a):
+    """An alignment dir's log priors; --priors names the dir (or, as before, its `priors` file)."""
+    from asrkd.alignment import AlignmentDir
 
-    if bool(a.model_dir) == bool(a.posteriors):
-        raise AsrkdError("give either --model-dir (a GMM) or --posteriors (a neural model or ensemble)")
+    path = Path(a.priors)
+    return AlignmentDir(path.parent if path.name == "priors" and path.is_file() else path).log_priors
+
+
+def _scorer(a, data_dir):
+    from asrkd.decode.decoder import GmmScorer, NnetScorer, PosteriorScorer
+
+    if sum(map(bool, (a.model_dir, a.posteriors, a.nnet))) != 1:
+        raise AsrkdError("give one of --model-dir (a GMM), --nnet (neural models) or --posteriors (stored log posteriors)")
+    if (a.posteriors or a.nnet) and not a.priors:
+        raise AsrkdError("--nnet and --posteriors need --priors (the training alignment dir)")
     if a.posteriors:
-        if not a.priors:
-            raise AsrkdError("--posteriors needs --priors (an alignment dir's priors file)")
-        return PosteriorScorer(a.posteriors, a.priors)
-    return GmmScorer(a.model_dir, data_dir, a.priors)
+        return PosteriorScorer(a.posteriors, _priors(a))
+    if a.nnet:
+        return NnetScorer(a.nnet, data_dir, _priors(a))
+    return GmmScorer(a.model_dir, data_dir, _priors(a) if a.priors else None)
 
 
 def _floats(s: str) -> list[float]:
@@ -143,19 +154,94 @@ def cmd_score(a):
 
 
 def cmd_frame_accuracy(a):
+    from asrkd.alignment import AlignmentDir
     from asrkd.decode.score import frame_accuracy
+    from asrkd.nnet.soft_targets import average_posteriors
 
-    scorer = _scorer(a, a.data_dir)
-    pred = {u: scorer.log_posterior(u).argmax(1) for u in scorer.keys()}
-    r = frame_accuracy(pred, Path(a.ali_dir) / "ali.scp", a.out_json)
+    if Path(a.out_json).is_file() and not a.force:
+        log.info("%s exists, skipping (use --force to recompute)", a.out_json)
+        return
+    scorer, ali = _scorer(a, a.data_dir), AlignmentDir(a.ali_dir)
+    if not (a.nnet and a.per_member):
+        pred = {u: scorer.log_posterior(u).argmax(1) for u in scorer.keys()}
+        r = frame_accuracy(pred, ali, a.out_json)
+    else:  # the ensemble and each member from one forward pass per member
+        preds = [{} for _ in range(len(a.nnet) + 1)]
+        for u in scorer.keys():
+            logits = scorer.member_logits(u)
+            for p, z in zip(preds, logits + [average_posteriors(logits)]):
+                p[u] = z.argmax(1).numpy()
+        members = [frame_accuracy(p, ali) | {"model": m} for p, m in zip(preds, a.nnet)]
+        r = frame_accuracy(preds[-1], ali)
+        accs = [m["frame_accuracy"] for m in members]
+        r |= {"members": members, "member_mean": sum(accs) / len(accs), "member_min": min(accs), "member_max": max(accs)}
+        with atomic_file(a.out_json) as f:
+            json.dump(r, f, indent=2)
     log.info("frame accuracy %.2f%% over %d frames of %d utterances", 100 * r["frame_accuracy"], r["frames"], r["utts"])
+
+
+def _nnet_config(a):
+    from asrkd.config import load_config
+    from asrkd.nnet.config import NnetConfig
+
+    return load_config(NnetConfig, a.config)
+
+
+def cmd_train_dnn(a):
+    from asrkd.nnet.train import train_model
+
+    train_model(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, seed=a.seed,
+                soft_dir=a.soft_targets, device=a.device, force=a.force)
+
+
+def cmd_train_ensemble(a):
+    from asrkd.nnet.train import train_ensemble
+
+    train_ensemble(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, device=a.device,
+                   force=a.force)
+
+
+def cmd_make_soft_targets(a):
+    from asrkd.nnet.model import load_nnet
+    from asrkd.nnet.soft_targets import make_soft_targets
+    from asrkd.nnet.train import set_threads
+
+    cfg = _nnet_config(a)
+    set_threads()
+    out = {t: Path(a.out_dir) / f"soft_T{t:g}" for t in cfg.temperatures}
+    make_soft_targets([load_nnet(d) for d in a.nnet], a.data_dir, out, k=cfg.top_k, mean=cfg.ensemble_mean,
+                      bf16=cfg.precision == "bf16", force=a.force)
+
+
+def cmd_nnet_forward(a):
+    import kaldiio
+
+    from asrkd.decode.decoder import NnetScorer
+    from asrkd.utils import atomic_dir
+
+    scorer = NnetScorer(a.nnet, a.data_dir)
+    with atomic_dir(Path(a.out_dir).resolve()) as tmp:
+        with open(tmp / "logpost.ark", "wb") as fa, open(tmp / "logpost.scp", "w") as fs:
+            for u in scorer.keys():
+                kaldiio.save_ark(fa, {u: scorer.log_posterior(u)}, scp=fs)
+        scp = tmp / "logpost.scp"
+        scp.write_text(scp.read_text().replace(str(tmp), str(Path(a.out_dir).resolve())))
+    log.info("%s: log posteriors of %d utterances", a.out_dir, len(scorer.keys()))
+
+
+def cmd_compare(a):
+    from asrkd.report import compare
+
+    compare(a.gmm, a.nnet, a.out_dir, sets=tuple(a.sets.split(",")))
+    print(Path(a.out_dir, "results.md").read_text())
 
 
 def _add_model_args(s):
     s.add_argument("--model-dir", help="GMM-HMM dir (final.pt + tree)")
     s.add_argument("--posteriors", action="append", help="log-posterior scp of a model; repeat for an "
                    "ensemble (arithmetic mean of the members' probabilities)")
-    s.add_argument("--priors", help="senone priors (an alignment dir's `priors`)")
+    s.add_argument("--nnet", action="append", help="neural model dir (final.pt); repeat for an ensemble")
+    s.add_argument("--priors", help="alignment dir whose senone priors turn posteriors into scaled likelihoods")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,9 +363,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("frame-accuracy", help="argmax senone vs a forced alignment")
     _add_model_args(s)
+    s.add_argument("--per-member", action="store_true", help="with several --nnet: also each member's accuracy")
+    s.add_argument("--force", action="store_true")
     for name in ("data_dir", "ali_dir", "out_json"):
         s.add_argument(name)
     s.set_defaults(func=cmd_frame_accuracy)
+
+    def nnet_sets(s):
+        s.add_argument("--config", help="nnet YAML (conf/nnet.yaml; default: asrkd.nnet.config.NnetConfig)")
+        s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        s.add_argument("--force", action="store_true")
+        for name in ("data_dir", "ali_dir", "dev_dir", "dev_ali_dir", "exp_dir"):
+            s.add_argument(name)
+
+    s = sub.add_parser("train-dnn", help="one senone DNN: hard targets, or distillation with --soft-targets")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--soft-targets", help="soft-target dir (make-soft-targets): train a student on it")
+    nnet_sets(s)
+    s.set_defaults(func=cmd_train_dnn)
+
+    s = sub.add_parser("train-ensemble", help="num_members DNNs differing in seed -> EXP/member_<k>")
+    nnet_sets(s)
+    s.set_defaults(func=cmd_train_ensemble)
+
+    s = sub.add_parser("make-soft-targets", help="members' averaged softmax(z/T), top-k -> OUT/soft_T<T>")
+    s.add_argument("--config", help="nnet YAML (temperatures, top_k, ensemble_mean)")
+    s.add_argument("--nnet", action="append", required=True, help="member model dir (repeat)")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("data_dir")
+    s.add_argument("out_dir")
+    s.set_defaults(func=cmd_make_soft_targets)
+
+    s = sub.add_parser("nnet-forward", help="log posteriors of a model (or ensemble) -> OUT/logpost.{ark,scp}")
+    s.add_argument("--nnet", action="append", required=True, help="model dir (repeat for an ensemble)")
+    s.add_argument("data_dir")
+    s.add_argument("out_dir")
+    s.set_defaults(func=cmd_nnet_forward)
+
+    s = sub.add_parser("compare", help="baseline / ensemble / distilled table -> OUT/results.{md,json}, plots")
+    s.add_argument("--gmm", required=True, help="GMM system dir (exp/tri)")
+    s.add_argument("--nnet", required=True, help="neural dir with member_<k>, ensemble, distilled (exp/nnet)")
+    s.add_argument("--sets", default="dev,test", help="tuning set and test set names (decode_<set> dirs)")
+    s.add_argument("out_dir")
+    s.set_defaults(func=cmd_compare)
     return p
 
 

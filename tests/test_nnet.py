@@ -1,10 +1,32 @@
-"""The senone DNN: utterance log posteriors over Kaldi-spliced frames."""
+"""Senone DNNs, frame data, soft targets, distillation loss, training and its resume."""
+
+import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
+import asrkd.nnet.train as nnet_train
+from asrkd.alignment import AlignmentDir
+from asrkd.checkpoint import load_checkpoint, save_checkpoint
+from asrkd.config import load_config
+from asrkd.decode.decoder import NnetScorer, PosteriorScorer
 from asrkd.features import FeatureReader, splice
-from asrkd.nnet.model import SenoneDnn
+from asrkd.nnet.config import NnetConfig
+from asrkd.nnet.data import load_frames
+from asrkd.nnet.model import SenoneDnn, load_nnet
+from asrkd.nnet.soft_targets import SoftTargets, average_posteriors, make_soft_targets
+from asrkd.nnet.train import distillation_loss, train_dnn
+from asrkd.utils import AsrkdError
+from conftest import run_script
+
+TINY = NnetConfig(hidden=32, layers=2, dropout=0.1, batch_size=256, max_epochs=3, num_members=2,
+                  temperatures=[1.0, 2.0], top_k=4, temperature=2.0, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def frames(yesno, yesno_mono):
+    return load_frames(yesno / "train_yesno", AlignmentDir(yesno_mono / "mono_ali"))
 
 
 def test_dnn_log_posteriors(yesno):
@@ -19,3 +41,161 @@ def test_dnn_log_posteriors(yesno):
     np.testing.assert_allclose(np.exp(logp).sum(1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(logp, torch.log_softmax(net(spliced), -1).detach().numpy(), atol=1e-5)
     assert net.num_params() == 26 * 40 * 32 + 32 + 32 * 32 + 32 + 32 * 11 + 11
+    assert net.flops_per_frame() == 2 * (26 * 40 * 32 + 32 * 32 + 32 * 11)
+
+
+def test_splice_gather_equals_features_splice(yesno, frames):
+    reader = FeatureReader(yesno / "train_yesno")
+    assert len(frames.utts) == 30 and frames.feat_dim == 40
+    for i in (0, 7, 29):
+        sl = frames.utterance(i)
+        got = frames.spliced(torch.arange(sl.start, sl.stop), 20, 5).numpy()
+        np.testing.assert_array_equal(got, splice(reader[frames.utts[i]], 20, 5))
+    # a shuffled batch crossing utterances: each row is its own utterance's window
+    idx = torch.randperm(len(frames), generator=torch.Generator().manual_seed(0))[:300]
+    full = {i: splice(reader[u], 20, 5) for i, u in enumerate(frames.utts)}
+    utt_of = np.searchsorted(frames.offsets, idx.numpy(), side="right") - 1
+    want = np.stack([full[u][t - frames.offsets[u]] for u, t in zip(utt_of, idx.numpy())])
+    np.testing.assert_array_equal(frames.spliced(idx, 20, 5).numpy(), want)
+
+
+def test_average_posteriors_hand_computed():
+    z1, z2, t = np.array([2.0, 0.0, -1.0]), np.array([0.0, 1.0, 3.0]), 2.0
+    p1, p2 = np.exp(z1 / t) / np.exp(z1 / t).sum(), np.exp(z2 / t) / np.exp(z2 / t).sum()
+    logits = [torch.from_numpy(z1[None]), torch.from_numpy(z2[None])]
+    arith = average_posteriors(logits, t).exp().numpy()[0]
+    np.testing.assert_allclose(arith, (p1 + p2) / 2, rtol=1e-6)
+    geo = np.sqrt(p1 * p2)
+    np.testing.assert_allclose(average_posteriors(logits, t, "geometric").exp().numpy()[0], geo / geo.sum(), rtol=1e-6)
+    # one member at T=1 is its own softmax
+    np.testing.assert_allclose(average_posteriors([torch.from_numpy(z1[None])]).exp().numpy()[0],
+                               np.exp(z1) / np.exp(z1).sum(), rtol=1e-6)
+    with pytest.raises(AsrkdError, match="unknown ensemble mean"):
+        average_posteriors(logits, t, "median")
+
+
+def test_distillation_gradient_is_temperature_invariant():
+    """Hinton et al. eq. 3: at high T, d(KL)/dz ~ (z - v) / (N T^2); times T^2 it does not depend on T."""
+    torch.manual_seed(0)
+    n = 50
+    v = torch.randn(1, n)
+    v -= v.mean()
+    z0 = torch.randn(1, n)
+    z0 -= z0.mean()
+    grads = {}
+    for t in (5.0, 10.0, 20.0):
+        q = torch.softmax(v / t, -1)
+        ids = torch.arange(n)[None]
+        z = z0.clone().requires_grad_(True)
+        distillation_loss(z, ids, q, t).backward()
+        grads[t] = z.grad[0]
+    approx = (z0 - v)[0] / n
+    err = {t: float((g - approx).norm() / approx.norm()) for t, g in grads.items()}
+    assert err[5.0] < 0.25 and err[20.0] < 0.05, err
+    assert 1.6 < err[5.0] / err[10.0] < 2.4 and 1.6 < err[10.0] / err[20.0] < 2.4, err  # first order in 1/T
+    assert abs(float(grads[5.0].norm() / grads[20.0].norm()) - 1) < 0.1
+    # and the loss is zero when the student matches the teacher
+    assert distillation_loss(v, torch.arange(n)[None], torch.softmax(v / 2, -1), 2.0).abs() < 1e-6
+
+
+def test_soft_targets_top_k_round_trip(yesno, tmp_path):
+    torch.manual_seed(0)
+    members = [SenoneDnn(40, 16, 16, 1, 20, 5).eval() for _ in range(2)]
+    out = {t: tmp_path / f"soft_T{t:g}" for t in (1.0, 2.0)}
+    info = make_soft_targets(members, yesno / "train_yesno", out, k=4)
+    reader = FeatureReader(yesno / "train_yesno")
+    utt = reader.keys()[3]
+    for t, d in out.items():
+        soft = SoftTargets(d)
+        assert soft.temperature == t and info[t]["frames"] == sum(len(reader[u]) for u in reader.keys())
+        ids, probs = soft.read(utt, len(reader[utt]))
+        assert ids.dtype == np.uint16 and probs.dtype == np.float16 and ids.shape == (len(reader[utt]), 4)
+        dense = average_posteriors([m.logits(reader[utt]) for m in members], t).exp().numpy()
+        want = np.argsort(-dense, 1)[:, :4]
+        np.testing.assert_array_equal(np.sort(ids, 1), np.sort(want, 1))
+        kept = np.take_along_axis(dense, ids.astype(np.int64), 1)
+        np.testing.assert_allclose(probs, kept / kept.sum(1, keepdims=True), atol=2e-3)
+        np.testing.assert_allclose(probs.astype(np.float32).sum(1), 1.0, atol=4e-3)
+        assert 0 < info[t]["mean_topk_mass"] <= 1 and info[t]["bytes_topk"] < info[t]["bytes_dense_float32"]
+        with pytest.raises(AsrkdError, match="remake them"):
+            soft.read(utt, len(reader[utt]) + 1)
+    # higher T spreads the mass: the top 4 keep less of it
+    assert info[2.0]["mean_topk_mass"] < info[1.0]["mean_topk_mass"]
+
+
+def test_training_learns_and_resumes_after_kill(frames, tmp_path, monkeypatch, caplog):
+    cfg = dataclasses.replace(TINY, max_epochs=3)
+    hist = train_dnn(cfg, frames, frames, 16, tmp_path / "clean", seed=3)
+    assert hist[-1]["dev_frame_accuracy"] > 0.5  # 16 senones: chance is about 6%
+    save, calls = nnet_train.save_checkpoint, []
+
+    def killed_after_first_checkpoint(*a, **kw):
+        save(*a, **kw)
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nnet_train, "save_checkpoint", killed_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_dnn(cfg, frames, frames, 16, tmp_path / "killed", seed=3)
+    monkeypatch.setattr(nnet_train, "save_checkpoint", save)
+    assert (tmp_path / "killed/checkpoint.pt").is_file() and not (tmp_path / "killed/final.pt").exists()
+    # another config must not resume from it
+    with pytest.raises(AsrkdError, match="use --force"):
+        train_dnn(dataclasses.replace(cfg, learning_rate=0.01), frames, frames, 16, tmp_path / "killed", seed=3)
+    caplog.set_level("INFO")
+    train_dnn(cfg, frames, frames, 16, tmp_path / "killed", seed=3)
+    assert "resuming after epoch 1" in caplog.text and not (tmp_path / "killed/checkpoint.pt").exists()
+    a, b = (load_nnet(tmp_path / d).state_dict() for d in ("clean", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished model is skipped
+    again = train_dnn(cfg, frames, frames, 16, tmp_path / "killed", seed=3)
+    assert [h["dev_frame_accuracy"] for h in again] == [h["dev_frame_accuracy"] for h in hist]
+
+
+def test_distillation_trains_on_soft_targets(yesno, yesno_mono, frames, tmp_path):
+    ali = AlignmentDir(yesno_mono / "mono_ali")
+    train_dnn(TINY, frames, frames, 16, tmp_path / "teacher", seed=0)
+    make_soft_targets([load_nnet(tmp_path / "teacher")], yesno / "train_yesno", {2.0: tmp_path / "soft_T2"}, k=4)
+    data = load_frames(yesno / "train_yesno", ali, SoftTargets(tmp_path / "soft_T2"))
+    assert data.soft_ids.shape == (len(data), 4) and torch.allclose(data.soft_probs.sum(1), torch.ones(1), atol=4e-3)
+    # nnet-forward's stored log posteriors are what the decoder computes on the fly
+    proc = run_script("nnet-forward", "--nnet", str(tmp_path / "teacher"), str(yesno / "train_yesno"),
+                      str(tmp_path / "post"))
+    assert proc.returncode == 0, proc.stderr
+    stored = PosteriorScorer([tmp_path / "post/logpost.scp"], np.zeros(16, np.float32))
+    live = NnetScorer([tmp_path / "teacher"], yesno / "train_yesno")
+    assert stored.keys() == live.keys()
+    np.testing.assert_allclose(stored(live.keys()[0]), live(live.keys()[0]), atol=1e-5)
+    hist = train_dnn(TINY, data, frames, 16, tmp_path / "student", distill=True)
+    assert hist[-1]["dev_frame_accuracy"] > 0.5
+    with pytest.raises(AsrkdError, match="needs soft targets"):
+        train_dnn(TINY, frames, frames, 16, tmp_path / "nope", distill=True)
+
+
+def test_config_and_checkpoint_errors(tmp_path):
+    conf = tmp_path / "nnet.yaml"
+    conf.write_text("hidden: 64\nlayers: 3\n")
+    cfg = load_config(NnetConfig, conf)
+    assert (cfg.hidden, cfg.layers, cfg.dropout) == (64, 3, NnetConfig().dropout)
+    conf.write_text("hiden: 64\n")
+    with pytest.raises(AsrkdError, match=r"unknown options \['hiden'\]"):
+        load_config(NnetConfig, conf)
+    conf.write_text("hidden: wide\n")
+    with pytest.raises(AsrkdError, match="'hidden' must be int"):
+        load_config(NnetConfig, conf)
+    conf.write_text("temperatures: [1, 2]\ntemperature: 5\n")
+    with pytest.raises(AsrkdError, match="not among the soft-target temperatures"):
+        load_config(NnetConfig, conf)
+    with pytest.raises(AsrkdError, match="config file not found"):
+        load_config(NnetConfig, tmp_path / "nope.yaml")
+    ckpt = tmp_path / "c.pt"
+    save_checkpoint(ckpt, {"x": torch.ones(2)}, {"data": "abc"})
+    assert torch.equal(load_checkpoint(ckpt, {"data": "abc"})["x"], torch.ones(2))
+    with pytest.raises(AsrkdError, match="was made with data='abc'"):
+        load_checkpoint(ckpt, {"data": "xyz"})
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(AsrkdError, match="not a readable asrkd checkpoint"):
+        load_checkpoint(ckpt)
+    with pytest.raises(AsrkdError, match="not a neural model file"):
+        save_checkpoint(tmp_path / "m/final.pt", {"means": torch.zeros(1)}, {"kind": "gmm"})
+        load_nnet(tmp_path / "m")

@@ -2,7 +2,7 @@
 
 An acoustic scorer gives every utterance a [T, num_senones] matrix of log-likelihoods:
 a GMM's directly, a neural model's as log posterior − log prior (an ensemble's as the log
-of its members' mean posterior). kaldi-decoder's FasterDecoder searches HCLG with the
+of its members' mean posterior), from the models themselves or from stored posteriors. kaldi-decoder's FasterDecoder searches HCLG with the
 scores multiplied by the acoustic scale 1/LMWT. Several LM weights are decoded on a tuning
 set (dev); the best one is then applied, alone, to the test set.
 """
@@ -27,27 +27,21 @@ from asrkd.features import FeatureReader
 from asrkd.hmm.align import best_path, gmm_features, load_model
 from asrkd.hmm.graphs import map_arcs
 from asrkd.lang import read_symbols
+from asrkd.nnet.model import load_nnet
+from asrkd.nnet.soft_targets import average_posteriors
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
 log = logging.getLogger(__name__)
 
 
-def read_log_priors(path: str | Path) -> np.ndarray:
-    """Log senone priors from an alignment dir's `priors` file."""
-    p = np.array(Path(path).read_text().split(), dtype=np.float64)
-    if len(p) == 0 or not np.all(p > 0):
-        raise AsrkdError(f"{path}: priors must be positive numbers")
-    return np.log(p).astype(np.float32)
-
-
 class GmmScorer:
     """Log-likelihoods of a GMM-HMM model dir (final.pt + tree) on a data dir's features."""
 
-    def __init__(self, model_dir: str | Path, data_dir: str | Path, priors: str | Path | None = None):
+    def __init__(self, model_dir: str | Path, data_dir: str | Path, log_prior: np.ndarray | None = None):
         self.gmm, tree = load_model(model_dir)
         self.num_pdfs = tree.num_pdfs
         self.reader = FeatureReader(data_dir, cmvn=True)
-        self.log_prior = read_log_priors(priors) if priors else np.zeros(self.num_pdfs, dtype=np.float32)
+        self.log_prior = np.zeros(self.num_pdfs, dtype=np.float32) if log_prior is None else log_prior
 
     def keys(self) -> list[str]:
         return self.reader.keys()
@@ -64,9 +58,12 @@ class PosteriorScorer:
     """Scaled likelihoods from log-posterior matrices (one scp per model): log of the
     members' arithmetic mean posterior minus the log prior from alignment counts."""
 
-    def __init__(self, post_scps: list[str | Path], priors: str | Path):
+    def __init__(self, post_scps: list[str | Path], log_prior: np.ndarray):
+        for s in post_scps:
+            if not Path(s).is_file():
+                raise AsrkdError(f"{s}: no such posterior scp")
         self.tables = [kaldiio.load_scp(str(s)) for s in post_scps]
-        self.log_prior = read_log_priors(priors)
+        self.log_prior = log_prior
         self.num_pdfs = len(self.log_prior)
         for scp, table in zip(post_scps[1:], self.tables[1:]):
             differ = set(self.tables[0]) ^ set(table)
@@ -78,8 +75,34 @@ class PosteriorScorer:
         return sorted(self.tables[0], key=sort_key)
 
     def log_posterior(self, utt: str) -> np.ndarray:
-        logp = np.stack([t[utt] for t in self.tables]).astype(np.float64)
-        return (np.logaddexp.reduce(logp, axis=0) - np.log(len(self.tables))).astype(np.float32)
+        return average_posteriors([torch.from_numpy(t[utt]) for t in self.tables]).numpy()
+
+    def __call__(self, utt: str) -> np.ndarray:
+        return self.log_posterior(utt) - self.log_prior
+
+
+class NnetScorer:
+    """Scaled likelihoods of neural models run on a data dir's features: one model, or an
+    ensemble (log of the members' mean posterior, `average_posteriors` at T=1), minus the log prior."""
+
+    def __init__(self, model_dirs: list[str | Path], data_dir: str | Path, log_prior: np.ndarray | None = None):
+        self.models = [load_nnet(d) for d in model_dirs]
+        self.num_pdfs = self.models[0].arch["num_senones"]
+        self.log_prior = np.zeros(self.num_pdfs, dtype=np.float32) if log_prior is None else log_prior
+        for d, m in zip(model_dirs, self.models):
+            if m.arch["num_senones"] != len(self.log_prior):
+                raise AsrkdError(f"{d}: model has {m.arch['num_senones']} senones, the priors {len(self.log_prior)}")
+        self.reader = FeatureReader(data_dir, cmvn=True)
+
+    def keys(self) -> list[str]:
+        return self.reader.keys()
+
+    def member_logits(self, utt: str) -> list[torch.Tensor]:
+        feats = self.reader[utt]
+        return [m.logits(feats) for m in self.models]
+
+    def log_posterior(self, utt: str) -> np.ndarray:
+        return average_posteriors(self.member_logits(utt)).numpy()
 
     def __call__(self, utt: str) -> np.ndarray:
         return self.log_posterior(utt) - self.log_prior

@@ -1,37 +1,72 @@
 """Frame-level senone classifiers: Hinton et al.'s (2015) speech DNN, a window of fbank
-frames (20 left, 5 right of the target frame) through ReLU layers to senone logits."""
+frames (20 left, 5 right of the target frame) through ReLU layers to senone logits.
+A model file (`final.pt`) holds the weights and the architecture; `load_nnet` rebuilds it."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from asrkd.checkpoint import load_checkpoint, save_checkpoint
 from asrkd.features import splice
+from asrkd.utils import AsrkdError
 
 
 class SenoneDnn(nn.Module):
-    """Spliced frames [B, (left+1+right)*feat_dim] -> ReLU MLP -> senone logits [B, num_senones].
-    The paper's network is 8 hidden layers of 2560 units over 14,000 senones (about 85M weights)."""
+    """Spliced frames [B, (left+1+right)*feat_dim] -> ReLU MLP (dropout after each hidden
+    layer) -> senone logits [B, num_senones]. The paper's network is 8 hidden layers of 2560
+    units over 14,000 senones (about 85M weights)."""
 
     def __init__(self, feat_dim: int, num_senones: int, hidden: int = 2560, layers: int = 8,
-                 left: int = 20, right: int = 5):
+                 left: int = 20, right: int = 5, dropout: float = 0.0):
         super().__init__()
+        self.arch = dict(feat_dim=feat_dim, num_senones=num_senones, hidden=hidden, layers=layers,
+                         left=left, right=right, dropout=dropout)
         self.feat_dim, self.left, self.right = feat_dim, left, right
         dims = [(left + 1 + right) * feat_dim] + [hidden] * layers
         blocks = []
         for i, o in zip(dims, dims[1:]):
-            blocks += [nn.Linear(i, o), nn.ReLU()]
+            blocks += [nn.Linear(i, o), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
         self.body = nn.Sequential(*blocks, nn.Linear(dims[-1], num_senones))
 
     def forward(self, spliced: torch.Tensor) -> torch.Tensor:
         return self.body(spliced)
 
     @torch.no_grad()
-    def log_posteriors(self, feats: np.ndarray, chunk: int = 2048) -> np.ndarray:
-        """[T, D] CMVN'd fbank of one utterance -> [T, num_senones] log posteriors (float32)."""
+    def logits(self, feats: np.ndarray, chunk: int = 4096, bf16: bool = False) -> torch.Tensor:
+        """[T, D] CMVN'd fbank of one utterance -> [T, num_senones] float32 logits."""
         x = torch.from_numpy(splice(feats, self.left, self.right))
-        return torch.cat([torch.log_softmax(self(x[i:i + chunk]), -1) for i in range(0, len(x), chunk)]).numpy()
+        dev = next(self.parameters()).device
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            return torch.cat([self(x[i:i + chunk].to(dev)).float().cpu() for i in range(0, len(x), chunk)])
+
+    def log_posteriors(self, feats: np.ndarray, chunk: int = 4096, bf16: bool = False) -> np.ndarray:
+        """[T, D] CMVN'd fbank -> [T, num_senones] log posteriors (float32)."""
+        return torch.log_softmax(self.logits(feats, chunk, bf16), -1).numpy()
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def flops_per_frame(self) -> int:
+        """Multiply-adds x 2 of one forward pass (the linear layers)."""
+        return 2 * sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+
+
+def save_nnet(path: str | Path, model: SenoneDnn, info: dict | None = None) -> None:
+    """A model file: weights (float32, CPU), architecture and `info` (epoch, dev accuracy...)."""
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(path, {"model": state, "arch": model.arch, "info": info or {}}, {"kind": "senone_dnn"})
+
+
+def load_nnet(model_dir: str | Path, device: str = "cpu") -> SenoneDnn:
+    """The SenoneDnn of a model dir's `final.pt`, in eval mode."""
+    path = Path(model_dir) / "final.pt"
+    state = load_checkpoint(path)
+    if state.get("meta", {}).get("kind") != "senone_dnn":
+        raise AsrkdError(f"{path}: not a neural model file (train it with `asrkd train-dnn`)")
+    model = SenoneDnn(**state["arch"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()

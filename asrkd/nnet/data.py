@@ -1,0 +1,96 @@
+"""Frame-level training data: CMVN'd fbank frames of a data dir in one array, each frame's
+utterance bounds, its senone target (an alignment dir) and optionally its soft target
+(top-k ids and probabilities). Context windows are gathered per minibatch, so memory holds
+the unspliced frames only (the 26-frame window would be 26 times larger)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asrkd.alignment import AlignmentDir
+from asrkd.features import FeatureReader
+from asrkd.nnet.soft_targets import SoftTargets
+from asrkd.utils import AsrkdError, write_list
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameSet:
+    """Frames [N, D] of `utts` in order; frame i belongs to the utterance spanning
+    first[i]..last[i]; `targets` [N] senones; `soft_ids`/`soft_probs` [N, k] or None."""
+
+    utts: list[str]
+    offsets: np.ndarray  # [U + 1] frame offset of each utterance
+    feats: torch.Tensor
+    first: torch.Tensor
+    last: torch.Tensor
+    targets: torch.Tensor
+    soft_ids: torch.Tensor | None = None
+    soft_probs: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    @property
+    def feat_dim(self) -> int:
+        return self.feats.shape[1]
+
+    def spliced(self, idx: torch.Tensor, left: int, right: int) -> torch.Tensor:
+        """[B, (left+1+right)*D] context windows of frames `idx`, edge frames repeated
+        (Kaldi splice-feats within each utterance) by a clamped index gather."""
+        j = idx[:, None] + torch.arange(-left, right + 1)
+        j = torch.minimum(torch.maximum(j, self.first[idx, None]), self.last[idx, None])
+        return self.feats[j].reshape(len(idx), -1)
+
+    def utterance(self, i: int) -> slice:
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None):
+        """Frame indices in minibatches: shuffled with `generator`, in order without."""
+        order = torch.randperm(len(self), generator=generator) if generator is not None else torch.arange(len(self))
+        return order.split(batch_size)
+
+
+def load_frames(data_dir: str | Path, ali: AlignmentDir, soft: SoftTargets | None = None,
+                skip_log: str | Path | None = None) -> FrameSet:
+    """Frames of every utterance of `data_dir` that has an alignment (and soft targets when
+    given); utterances without are skipped, counted and listed in `skip_log`."""
+    reader = FeatureReader(data_dir, cmvn=True)
+    feats, targets, utts, skipped, soft_rows = [], [], [], [], []
+    for utt in reader.keys():
+        if utt not in ali.ali:
+            skipped.append(f"{utt} no alignment")
+            continue
+        if soft is not None and utt not in soft:
+            skipped.append(f"{utt} no soft targets")
+            continue
+        x = reader[utt]
+        feats.append(x)
+        targets.append(ali.targets(utt, len(x)))
+        if soft is not None:
+            soft_rows.append(soft.read(utt, len(x)))
+        utts.append(utt)
+    if not utts:
+        raise AsrkdError(f"{data_dir}: no utterance has an alignment in {ali.path}")
+    if skipped:
+        log.warning("%s: %d of %d utterances skipped (no alignment or soft targets)%s", data_dir, len(skipped),
+                    len(reader), f", listed in {skip_log}" if skip_log else "")
+    if skip_log:
+        write_list(skip_log, skipped)
+    lengths = np.array([len(x) for x in feats])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    first = np.repeat(offsets[:-1], lengths)
+    out = FrameSet(utts, offsets, torch.from_numpy(np.concatenate(feats)), torch.from_numpy(first),
+                   torch.from_numpy(first + np.repeat(lengths, lengths) - 1),
+                   torch.from_numpy(np.concatenate(targets).astype(np.int64)))
+    if soft is not None:
+        out.soft_ids = torch.from_numpy(np.concatenate([r[0] for r in soft_rows]).astype(np.int64))
+        out.soft_probs = torch.from_numpy(np.concatenate([r[1] for r in soft_rows]).astype(np.float32))
+    log.info("%s: %d utterances, %d frames", data_dir, len(utts), len(out))
+    return out

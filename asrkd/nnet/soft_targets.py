@@ -1,0 +1,130 @@
+"""Ensemble soft targets (Hinton et al. 2015): the members' tempered posteriors
+softmax(z/T), averaged, kept as the top k senones per frame.
+
+A soft-target dir (`exp/nnet/soft_T<T>/`) holds `ids.{ark,scp}` ([T, k] senone ids,
+uint16, or int32 beyond 65,535 senones) and `probs.{ark,scp}` ([T, k] float16, renormalised
+to sum to 1), keyed by utterance and written with kaldiio's npy-in-ark format, plus
+`info.json` (temperature, members, k, the probability mass the top k kept and the KL
+divergence of the stored top-k distribution from the dense one, sizes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from asrkd.data import sort_key
+from asrkd.features import FeatureReader
+from asrkd.utils import AsrkdError, atomic_dir
+
+log = logging.getLogger(__name__)
+
+
+def average_posteriors(logits: list[torch.Tensor], temperature: float = 1.0,
+                       mean: str = "arithmetic") -> torch.Tensor:
+    """log of the members' averaged softmax(z/T) ([..., N] each -> [..., N] log-probs).
+    arithmetic: log mean_m p_m (the paper's); geometric: normalised exp(mean_m log p_m)."""
+    logp = torch.stack([torch.log_softmax(z.float() / temperature, -1) for z in logits])
+    if mean == "arithmetic":
+        return torch.logsumexp(logp, 0) - math.log(len(logits))
+    if mean == "geometric":
+        return torch.log_softmax(logp.mean(0), -1)
+    raise AsrkdError(f"unknown ensemble mean {mean!r} (arithmetic or geometric)")
+
+
+def top_k(logp: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """The k most likely senones of each frame: (ids, probabilities renormalised to sum 1,
+    float16, and the mass they held before renormalising)."""
+    vals, ids = logp.topk(min(k, logp.shape[-1]), -1)
+    p = vals.exp()
+    mass = p.sum(-1)
+    return ids.numpy(), (p / mass[:, None]).numpy().astype(np.float16), mass
+
+
+class SoftTargets:
+    """Read access to a soft-target dir."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "info.json").is_file():
+            raise AsrkdError(f"{self.path}: no soft targets here (run `asrkd make-soft-targets`)")
+        self.info = json.loads((self.path / "info.json").read_text())
+        self.temperature = float(self.info["temperature"])
+        self.ids = kaldiio.load_scp(str(self.path / "ids.scp"))
+        self.probs = kaldiio.load_scp(str(self.path / "probs.scp"))
+
+    def __contains__(self, utt: str) -> bool:
+        return utt in self.ids
+
+    def read(self, utt: str, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """([T, k] ids, [T, k] probabilities) of `utt`, checked against its frame count."""
+        ids, probs = self.ids[utt], self.probs[utt]
+        if ids.shape != probs.shape or len(ids) != num_frames:
+            raise AsrkdError(f"{self.path}: '{utt}' has soft targets of shape {ids.shape}/{probs.shape} "
+                             f"for {num_frames} frames: remake them")
+        return ids, probs
+
+
+def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict[float, Path], k: int = 20,
+                      mean: str = "arithmetic", bf16: bool = False, force: bool = False) -> dict[float, dict]:
+    """One pass over `data_dir`: every member's logits once, then for each temperature T the
+    averaged tempered posteriors, top-k, written to out_dirs[T]. Returns each dir's info."""
+    todo = {t: d for t, d in out_dirs.items() if force or not (Path(d) / "info.json").is_file()}
+    for t in set(out_dirs) - set(todo):
+        log.info("%s: soft targets exist, skipping (use --force to remake)", out_dirs[t])
+    if not todo:
+        return {t: json.loads((Path(d) / "info.json").read_text()) for t, d in out_dirs.items()}
+    reader = FeatureReader(data_dir, cmvn=True)
+    num_pdfs = models[0].arch["num_senones"]
+    id_type = np.uint16 if num_pdfs <= 65536 else np.int32
+    t0 = time.time()
+    stats = {t: {"frames": 0, "mass": 0.0, "kl": 0.0} for t in todo}
+    with ExitStack() as stack:
+        tmps = {t: stack.enter_context(atomic_dir(Path(d).resolve())) for t, d in todo.items()}
+        files = {t: {n: (open(tmps[t] / f"{n}.ark", "wb"), open(tmps[t] / f"{n}.scp", "w"))
+                     for n in ("ids", "probs")} for t in todo}
+        for utt in tqdm(sorted(reader.keys(), key=sort_key), desc="soft targets", disable=None):
+            feats = reader[utt]
+            logits = [m.logits(feats, bf16=bf16) for m in models]
+            for t, f in files.items():
+                ids, probs, mass = top_k(average_posteriors(logits, t, mean), k)
+                for name, arr in (("ids", ids.astype(id_type)), ("probs", probs)):
+                    kaldiio.save_ark(f[name][0], {utt: arr}, scp=f[name][1], write_function="numpy")
+                s = stats[t]
+                s["frames"] += len(ids)
+                s["mass"] += float(mass.sum())
+                s["kl"] += float(-mass.log().sum())  # KL(top-k renormalised || dense) = -log(mass kept)
+        for f in files.values():
+            for ark, scp in f.values():
+                ark.close()
+                scp.close()
+        seconds = time.time() - t0
+        for t, d in todo.items():
+            s = stats[t]
+            n = max(s["frames"], 1)
+            info = {"temperature": t, "top_k": k, "mean": mean, "members": len(models), "num_pdfs": num_pdfs,
+                    "utts": len(reader), "frames": s["frames"], "mean_topk_mass": s["mass"] / n,
+                    "kl_topk_vs_dense": s["kl"] / n,
+                    "bytes_topk": sum((tmps[t] / f"{x}.ark").stat().st_size for x in ("ids", "probs")),
+                    "bytes_dense_float32": 4 * s["frames"] * num_pdfs,
+                    "seconds_all_temperatures": round(seconds, 1),
+                    "frames_per_second": round(s["frames"] / seconds, 1)}
+            # the scp files point into the temporary dir: rewrite them for the final location
+            for x in ("ids", "probs"):
+                scp = tmps[t] / f"{x}.scp"
+                scp.write_text(scp.read_text().replace(str(tmps[t]), str(Path(d).resolve())))
+            (tmps[t] / "info.json").write_text(json.dumps(info, indent=2))
+            stats[t] = info
+            log.info("%s: T=%g, %d frames, top-%d mass %.4f, KL %.4f nats, %.1f MB (dense %.0f MB)", d, t,
+                     info["frames"], k, info["mean_topk_mass"], info["kl_topk_vs_dense"],
+                     info["bytes_topk"] / 1e6, info["bytes_dense_float32"] / 1e6)
+    return {t: (stats[t] if t in todo else json.loads((Path(d) / "info.json").read_text()))
+            for t, d in out_dirs.items()}

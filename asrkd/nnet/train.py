@@ -1,0 +1,233 @@
+"""Frame-level training of a senone DNN: cross-entropy to the hard (forced-alignment)
+targets, or distillation (Hinton et al. 2015): T^2 KL(soft_T || student_T) + w CE(hard).
+
+Adam; after every epoch the dev frame accuracy is measured, the learning rate halved when
+it gained less than `min_improvement` (Kaldi nnet1's newbob), and the best epoch kept.
+Each epoch ends with a checkpoint (weights, optimizer, RNG, history); a killed run resumes
+there and reaches the same final weights. Outputs: `final.pt`, `nnet.yaml`, `log/train.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from asrkd.checkpoint import load_checkpoint, save_checkpoint
+from asrkd.config import save_config
+from asrkd.nnet.config import NnetConfig
+from asrkd.nnet.data import FrameSet
+from asrkd.nnet.model import SenoneDnn, save_nnet
+from asrkd.utils import AsrkdError, atomic_file
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AsrkdError("--device cuda: no CUDA device is available to torch")
+    return torch.device(device)
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Intra-op threads for CPU training: all cores unless told otherwise."""
+    n = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
+
+
+def _finished(exp_dir: Path, force: bool) -> list[dict] | None:
+    """The history of a finished model (skip it), or None when it must be trained."""
+    if (exp_dir / "final.pt").is_file() and (exp_dir / "log" / "train.json").is_file() and not force:
+        log.info("%s: final.pt exists, skipping (use --force to retrain)", exp_dir)
+        return json.loads((exp_dir / "log" / "train.json").read_text())
+    return None
+
+
+def distillation_loss(logits: torch.Tensor, soft_ids: torch.Tensor, soft_probs: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """T^2 * KL(q || softmax(z/T)) averaged over frames, q given by its top-k ids and probs.
+    The T^2 keeps the gradient's size independent of T (it scales as 1/T^2)."""
+    logq = torch.log(soft_probs.clamp_min(1e-30))
+    logp = torch.log_softmax(logits / temperature, -1).gather(1, soft_ids)
+    return temperature**2 * (soft_probs * (logq - logp)).sum(1).mean()
+
+
+def batch_loss(logits: torch.Tensor, data: FrameSet, idx: torch.Tensor, cfg: NnetConfig, distill: bool):
+    hard = data.targets[idx].to(logits.device)
+    ce = F.cross_entropy(logits, hard)
+    if not distill:
+        return ce
+    soft = distillation_loss(logits, data.soft_ids[idx].to(logits.device), data.soft_probs[idx].to(logits.device),
+                             cfg.temperature)
+    return soft + cfg.hard_weight * ce
+
+
+@torch.no_grad()
+def evaluate(model: SenoneDnn, data: FrameSet, cfg: NnetConfig, device: torch.device, chunk: int = 4096) -> dict:
+    """Frame accuracy and cross-entropy against the hard targets, dropout off."""
+    model.eval()
+    correct, loss = 0, 0.0
+    for idx in data.batches(chunk):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            logits = model(data.spliced(idx, cfg.left_context, cfg.right_context).to(device)).float()
+        y = data.targets[idx].to(device)
+        correct += int((logits.argmax(1) == y).sum())
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+    model.train()
+    return {"frame_accuracy": correct / len(data), "cross_entropy": loss / len(data)}
+
+
+def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, exp_dir: str | Path, seed: int = 0,
+              distill: bool = False, device: str = "auto", meta: dict | None = None, force: bool = False) -> list[dict]:
+    """Train one model into `exp_dir`; returns the per-epoch history. `meta` (data
+    fingerprints) must match a checkpoint's for the run to resume from it."""
+    exp_dir = Path(exp_dir)
+    if (done := _finished(exp_dir, force)) is not None:
+        return done
+    if distill and train.soft_ids is None:
+        raise AsrkdError(f"{exp_dir}: distillation needs soft targets for the training frames")
+    dev_ = pick_device(device)
+    threads = set_threads() if dev_.type == "cpu" else None
+    (exp_dir / "log").mkdir(parents=True, exist_ok=True)
+    save_config(cfg, exp_dir / "nnet.yaml")
+    ckpt = exp_dir / "checkpoint.pt"
+    if force:
+        ckpt.unlink(missing_ok=True)
+    meta = {**(meta or {}), "config": json.dumps(cfg.__dict__, sort_keys=True), "seed": seed, "distill": distill,
+            "frames": len(train)}
+
+    torch.manual_seed(seed)
+    model = SenoneDnn(train.feat_dim, num_pdfs, cfg.hidden, cfg.layers, cfg.left_context, cfg.right_context,
+                      cfg.dropout).to(dev_)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    history, best, best_acc, lr, halvings, start = [], None, -1.0, cfg.learning_rate, 0, 1
+    if ckpt.is_file():
+        state = load_checkpoint(ckpt, meta)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        best, best_acc, lr, halvings = state["best"], state["best_acc"], state["lr"], state["halvings"]
+        history, start = state["history"], state["epoch"] + 1
+        torch.set_rng_state(state["rng"])
+        log.info("%s: resuming after epoch %d (best dev frame accuracy %.2f%%)", exp_dir, state["epoch"],
+                 100 * best_acc)
+    log.info("%s: %s model, %.2fM parameters, %d training frames, %s on %s%s", exp_dir,
+             "distilled" if distill else "hard-target", model.num_params() / 1e6, len(train), cfg.precision,
+             dev_, f" ({threads} threads)" if threads else "")
+
+    stop = start > cfg.max_epochs or halvings > cfg.max_halvings
+    for epoch in range(start, cfg.max_epochs + 1):
+        if stop:
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr
+        t0 = time.time()
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        tot_loss, correct = 0.0, 0
+        for idx in tqdm(train.batches(cfg.batch_size, gen), desc=f"epoch {epoch}", disable=None, mininterval=10):
+            x = train.spliced(idx, cfg.left_context, cfg.right_context).to(dev_)
+            with torch.autocast(dev_.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                logits = model(x)
+            loss = batch_loss(logits.float(), train, idx, cfg, distill)
+            if not torch.isfinite(loss):
+                raise AsrkdError(f"{exp_dir}: the training loss became {float(loss)} at epoch {epoch}; "
+                                 "lower learning_rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1).cpu() == train.targets[idx]).sum())
+        train_s = time.time() - t0
+        ev = evaluate(model, dev, cfg, dev_)
+        improved = ev["frame_accuracy"] - max(best_acc, 0.0)
+        if ev["frame_accuracy"] > best_acc:
+            best, best_acc = copy.deepcopy(model.state_dict()), ev["frame_accuracy"]
+        history.append({"epoch": epoch, "lr": lr, "train_loss": tot_loss / len(train),
+                        "train_frame_accuracy": correct / len(train), "dev_frame_accuracy": ev["frame_accuracy"],
+                        "dev_cross_entropy": ev["cross_entropy"], "train_seconds": round(train_s, 1),
+                        "frames_per_second": round(len(train) / train_s, 1),
+                        "eval_seconds": round(time.time() - t0 - train_s, 1)})
+        log.info("epoch %d: lr %.2g, train loss %.4f, train acc %.2f%%, dev acc %.2f%% (%.0f frames/s, %.0f s)",
+                 epoch, lr, history[-1]["train_loss"], 100 * history[-1]["train_frame_accuracy"],
+                 100 * ev["frame_accuracy"], history[-1]["frames_per_second"], time.time() - t0)
+        if epoch > 1 and improved < cfg.min_improvement:
+            halvings += 1
+            lr /= 2
+            stop = halvings > cfg.max_halvings
+        save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "best": best,
+                               "best_acc": best_acc, "lr": lr, "halvings": halvings, "epoch": epoch,
+                               "history": history, "rng": torch.get_rng_state()}, meta)
+    model.load_state_dict(best)
+    best_epoch = max(history, key=lambda h: h["dev_frame_accuracy"])
+    save_nnet(exp_dir / "final.pt", model, {"epoch": best_epoch["epoch"], "dev_frame_accuracy": best_acc,
+                                             "seed": seed, "distill": distill})
+    with atomic_file(exp_dir / "log" / "train.json") as f:
+        json.dump(history, f, indent=1)
+    ckpt.unlink(missing_ok=True)
+    log.info("%s: best dev frame accuracy %.2f%% at epoch %d, %.0f s of training", exp_dir, 100 * best_acc,
+             best_epoch["epoch"], sum(h["train_seconds"] + h["eval_seconds"] for h in history))
+    return history
+
+
+def _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir: Path, soft_dir=None):
+    from asrkd.alignment import AlignmentDir
+    from asrkd.checkpoint import fingerprint
+    from asrkd.nnet.data import load_frames
+    from asrkd.nnet.soft_targets import SoftTargets
+
+    ali, dev_ali = AlignmentDir(ali_dir), AlignmentDir(dev_ali_dir)
+    if ali.num_pdfs != dev_ali.num_pdfs:
+        raise AsrkdError(f"{dev_ali.path}: {dev_ali.num_pdfs} senones, but {ali.path} has {ali.num_pdfs}: "
+                         "align both with the same tree")
+    soft = SoftTargets(soft_dir) if soft_dir else None
+    if soft is not None and soft.info["num_pdfs"] != ali.num_pdfs:
+        raise AsrkdError(f"{soft.path}: soft targets over {soft.info['num_pdfs']} senones, alignment has {ali.num_pdfs}")
+    train = load_frames(data_dir, ali, soft, skip_log=exp_dir / "log" / "skipped_train.txt")
+    dev = load_frames(dev_dir, dev_ali, skip_log=exp_dir / "log" / "skipped_dev.txt")
+    files = [Path(data_dir) / "feats.scp", Path(data_dir) / "cmvn.scp", ali.path / "ali.scp"]
+    meta = {"data": fingerprint(*files), "soft": fingerprint(soft.path / "info.json") if soft else ""}
+    return train, dev, ali.num_pdfs, meta
+
+
+def train_ensemble(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, device: str = "auto",
+                   force: bool = False) -> list[Path]:
+    """`cfg.num_members` hard-target models differing only in seed (member k: seed k), in
+    exp_dir/member_<k>; finished members are skipped, a killed one resumes."""
+    exp_dir = Path(exp_dir)
+    members = [exp_dir / f"member_{k}" for k in range(cfg.num_members)]
+    todo = [m for m in members if force or not (m / "final.pt").is_file()]
+    if todo:
+        train, dev, num_pdfs, meta = _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir)
+        for k, m in enumerate(members):
+            if m in todo:
+                train_dnn(cfg, train, dev, num_pdfs, m, seed=k, device=device, meta=meta, force=force)
+    log.info("%s: %d members trained", exp_dir, len(members))
+    return members
+
+
+def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, seed: int = 0,
+                soft_dir=None, device: str = "auto", force: bool = False) -> list[dict]:
+    """One model: hard targets, or with `soft_dir` a student trained on those soft targets at
+    their temperature plus `cfg.hard_weight` times the hard-target cross-entropy."""
+    from asrkd.nnet.soft_targets import SoftTargets
+
+    exp_dir = Path(exp_dir)
+    if soft_dir and (t := SoftTargets(soft_dir).temperature) != cfg.temperature:
+        log.info("%s: distilling at T=%g, the temperature of %s", exp_dir, t, soft_dir)
+        cfg = dataclasses.replace(cfg, temperature=t, temperatures=sorted(set(cfg.temperatures) | {t}))
+    if (done := _finished(exp_dir, force)) is not None:
+        return done
+    (exp_dir / "log").mkdir(parents=True, exist_ok=True)
+    train, dev, num_pdfs, meta = _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, soft_dir)
+    return train_dnn(cfg, train, dev, num_pdfs, exp_dir, seed=seed, distill=bool(soft_dir), device=device,
+                     meta=meta, force=force)

@@ -117,6 +117,8 @@ def test_gmm_decoding_tunes_on_dev_only(yesno, yesno_mono, graph):
     assert len(hyps) == 30 and all(set(h.split()) <= {"YES", "NO"} for h in hyps.values())
     with pytest.raises(AsrkdError, match="best_lmwt: missing"):
         decode(graph, GmmScorer(exp, yesno / "test_yesno"), yesno / "test_yesno", exp / "x", tuned_on=exp / "nope")
+    with pytest.raises(AsrkdError, match="LM weights must be positive"):
+        decode(graph, GmmScorer(exp, yesno / "test_yesno"), yesno / "test_yesno", exp / "x", lm_weights=[0, 10])
 
 
 def test_choose_weight_prefers_middle_of_ties():

@@ -1,5 +1,7 @@
-"""The yesno recipe end to end through run.sh: stages, outputs, and no-op re-runs."""
+"""The yesno recipe end to end through run.sh (GMMs, then the tiny DNN ensemble, soft targets,
+student and comparison): stages, outputs, and no-op re-runs."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -44,6 +46,17 @@ def test_yesno_recipe_stages(tmp_path):
     for m, max_wer in (("mono", 0.0), ("tri", 2.0)):  # Kaldi's yesno: 0% with the monophones
         wer = (recipe / f"exp/{m}/decode_test_yesno/wer").read_text().split()
         assert wer[0] == "%WER" and float(wer[1]) <= max_wer, (m, wer)
+    # stages 10-15: ensemble, soft targets, student, frame accuracy, decoding, comparison
+    res = json.loads((recipe / "exp/compare/results.json").read_text())
+    systems = res["systems"]
+    assert list(systems) == ["tri GMM", "baseline (member 0)", "mean of members", "ensemble of 2", "distilled"]
+    for name in ("baseline (member 0)", "ensemble of 2", "distilled"):
+        assert systems[name]["test_yesno_frame_acc"] > 50, name  # 20 senones: chance is 5%
+        assert systems[name]["test_yesno_wer"] <= 10, name
+    assert systems["ensemble of 2"]["params"] == 2 * systems["baseline (member 0)"]["params"]
+    assert "| distilled |" in (recipe / "exp/compare/results.md").read_text()
+    assert (recipe / "exp/compare/wer.png").stat().st_size > 0
+    assert set(res["soft_targets"]) == {"soft_T1", "soft_T2"}
     stamp = (recipe / "exp/tri/decode_test_yesno/decode_info.json").stat().st_mtime_ns
     proc = run_recipe(recipe, "--stage", "9", "--corpus-dir", str(YESNO))
     assert proc.returncode == 0, proc.stderr

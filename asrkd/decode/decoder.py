@@ -75,7 +75,7 @@ class PosteriorScorer:
         return sorted(self.tables[0], key=sort_key)
 
     def log_posterior(self, utt: str) -> np.ndarray:
-        return average_posteriors([torch.from_numpy(t[utt]) for t in self.tables]).numpy()
+        return average_posteriors([torch.tensor(t[utt]) for t in self.tables]).numpy()
 
     def __call__(self, utt: str) -> np.ndarray:
         return self.log_posterior(utt) - self.log_prior
@@ -179,6 +179,8 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
             raise AsrkdError(f"{chosen}: missing (decode the tuning set with several LM weights first)")
         lmwt, wip = map(float, chosen.read_text().split())
         lm_weights, word_ins_penalties = [lmwt], [wip]
+    if min(lm_weights) <= 0:
+        raise AsrkdError(f"LM weights must be positive (the acoustic scale is 1/LMWT), got {list(lm_weights)}")
     weights = [(float(w), float(p)) for w in lm_weights for p in word_ins_penalties]
     refs = read_table(data_dir / "text", allow_empty_value=True) if (data_dir / "text").is_file() else None
     if refs is None and len(weights) > 1:

@@ -21,10 +21,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asrkd.checkpoint import load_checkpoint, save_checkpoint
+from asrkd.alignment import AlignmentDir
+from asrkd.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from asrkd.config import save_config
 from asrkd.nnet.config import NnetConfig
-from asrkd.nnet.data import FrameSet
+from asrkd.nnet.data import FrameSet, load_frames
+from asrkd.nnet.soft_targets import SoftTargets
 from asrkd.nnet.model import SenoneDnn, save_nnet
 from asrkd.utils import AsrkdError, atomic_file
 
@@ -180,11 +182,8 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
 
 
 def _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir: Path, soft_dir=None):
-    from asrkd.alignment import AlignmentDir
-    from asrkd.checkpoint import fingerprint
-    from asrkd.nnet.data import load_frames
-    from asrkd.nnet.soft_targets import SoftTargets
-
+    """Training frames (with soft targets from `soft_dir`), dev frames, senone count, and the
+    data fingerprints a checkpoint must match."""
     ali, dev_ali = AlignmentDir(ali_dir), AlignmentDir(dev_ali_dir)
     if ali.num_pdfs != dev_ali.num_pdfs:
         raise AsrkdError(f"{dev_ali.path}: {dev_ali.num_pdfs} senones, but {ali.path} has {ali.num_pdfs}: "
@@ -219,8 +218,6 @@ def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_di
                 soft_dir=None, device: str = "auto", force: bool = False) -> list[dict]:
     """One model: hard targets, or with `soft_dir` a student trained on those soft targets at
     their temperature plus `cfg.hard_weight` times the hard-target cross-entropy."""
-    from asrkd.nnet.soft_targets import SoftTargets
-
     exp_dir = Path(exp_dir)
     if soft_dir and (t := SoftTargets(soft_dir).temperature) != cfg.temperature:
         log.info("%s: distilling at T=%g, the temperature of %s", exp_dir, t, soft_dir)

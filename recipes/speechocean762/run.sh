@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# speechocean762 recipe: data, lang, LM, fbank features, GMM-HMM (mono, tri) and senone
-# alignments (later stages: ensemble, distillation, decoding). Run from anywhere:
+# speechocean762 recipe: data, lang, LM, fbank features, GMM-HMM (mono, tri), senone
+# alignments, GMM decoding; then the paper's experiment: an ensemble of senone DNNs, its
+# tempered soft targets, a distilled student, decoding and the comparison. Run from anywhere:
 #   bash recipes/speechocean762/run.sh [--stage N] [--stop-stage N] [--nj N] [--corpus-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,6 +16,10 @@ num_leaves=1500   # tree size and Gaussians of the triphone system, suited to 2 
 tri_gauss=8000
 lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT)
 word_ins_penalties=0,1,2
+nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU
+nnet_lm_weights=6,8,10,12,15 # decoding grid of the neural models
+nnet_word_ins_penalties=0,1
+device=auto
 . ../utils/parse_options.sh
 
 [ -d "$corpus_dir" ] || { echo "$0: corpus dir '$corpus_dir' not found (use --corpus-dir)" >&2; exit 1; }
@@ -84,11 +89,53 @@ fi
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   echo "stage 9: GMM decoding: LM weight and insertion penalty chosen on dev, applied to test"
   for m in mono tri; do
-    decode_tuned exp/$m dev test $nj --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties
+    decode_tuned exp/$m exp/$m/graph dev test $nj --model-dir exp/$m \
+      --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties
   done
-  # the paper's other metric, on the senone set the neural models will share
-  run_log exp/tri/decode_test/log/frame_accuracy.log asrkd frame-accuracy --model-dir exp/tri \
-    --priors exp/tri_ali/priors data/test exp/tri_ali_test exp/tri/decode_test/frame_accuracy.json
   grep -H WER exp/*/decode_*/wer
 fi
 
+nnet_opts="--config $nnet_config --device $device data/train exp/tri_ali data/dev exp/tri_ali_dev"
+if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
+  echo "stage 10: ensemble of senone DNNs on the tri alignment (member 0 is the baseline)"
+  run_log exp/nnet/log/train_ensemble.log asrkd train-ensemble $nnet_opts exp/nnet
+fi
+members=$(for m in exp/nnet/member_*; do if [ -d $m ]; then echo "--nnet $m"; fi; done)
+
+if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
+  echo "stage 11: soft targets: members' averaged softmax(z/T) on train, top-k, every T of $nnet_config"
+  run_log exp/nnet/log/make_soft_targets.log asrkd make-soft-targets --config $nnet_config $members data/train exp/nnet
+fi
+
+if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
+  kd_t=$(config_value $nnet_config temperature)
+  echo "stage 12: distillation into one DNN at T=$kd_t (soft + hard targets)"
+  run_log exp/nnet/distilled/log/run.log asrkd train-dnn --soft-targets exp/nnet/soft_T$kd_t $nnet_opts exp/nnet/distilled
+fi
+
+if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
+  echo "stage 13: frame accuracy on dev and test (tri GMM, every member and the ensemble, the student)"
+  for s in dev test; do
+    fa_args="data/$s exp/tri_ali_$s"
+    run_log exp/tri/log/frame_accuracy_$s.log asrkd frame-accuracy --model-dir exp/tri --priors exp/tri_ali \
+      $fa_args exp/tri/frame_accuracy_$s.json
+    run_log exp/nnet/ensemble/log/frame_accuracy_$s.log asrkd frame-accuracy $members --per-member \
+      --priors exp/tri_ali $fa_args exp/nnet/ensemble/frame_accuracy_$s.json
+    run_log exp/nnet/distilled/log/frame_accuracy_$s.log asrkd frame-accuracy --nnet exp/nnet/distilled \
+      --priors exp/tri_ali $fa_args exp/nnet/distilled/frame_accuracy_$s.json
+  done
+fi
+
+if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
+  echo "stage 14: hybrid decoding with the tri HCLG: baseline, ensemble, student (weights chosen on dev)"
+  grid="--lm-weights $nnet_lm_weights --word-ins-penalties $nnet_word_ins_penalties"
+  decode_tuned exp/nnet/member_0 exp/tri/graph dev test $nj --nnet exp/nnet/member_0 --priors exp/tri_ali $grid
+  decode_tuned exp/nnet/ensemble exp/tri/graph dev test $nj $members --priors exp/tri_ali $grid
+  decode_tuned exp/nnet/distilled exp/tri/graph dev test $nj --nnet exp/nnet/distilled --priors exp/tri_ali $grid
+  grep -H WER exp/tri/decode_*/wer exp/nnet/*/decode_*/wer
+fi
+
+if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
+  echo "stage 15: comparison table -> exp/compare/results.md"
+  run_log exp/compare/log/compare.log asrkd compare --gmm exp/tri --nnet exp/nnet exp/compare
+fi

@@ -14,12 +14,17 @@ run_log() {
   return "${PIPESTATUS[0]}"
 }
 
-# decode_tuned MODEL_DIR TUNE_SET TEST_SET NJ GRID_OPTS...: decode data/TUNE_SET over the LM
-# weight / insertion penalty grid, then data/TEST_SET with the pair chosen on TUNE_SET only.
+# decode_tuned DIR GRAPH TUNE_SET TEST_SET NJ OPTS...: decode data/TUNE_SET into DIR/decode_TUNE_SET
+# over the LM weight / insertion penalty grid, then data/TEST_SET with the pair chosen on
+# TUNE_SET only. OPTS name the model (--model-dir, --nnet..., --priors) and the grid.
 decode_tuned() {
-  local m=$1 tune=$2 test=$3 nj=$4; shift 4
-  run_log $m/decode_$tune/log/run.log asrkd decode --model-dir $m --nj $nj "$@" \
-    $m/graph data/$tune $m/decode_$tune
-  run_log $m/decode_$test/log/run.log asrkd decode --model-dir $m --nj $nj --tuned-on $m/decode_$tune \
-    $m/graph data/$test $m/decode_$test
+  local d=$1 graph=$2 tune=$3 test=$4 nj=$5; shift 5
+  run_log $d/decode_$tune/log/run.log asrkd decode --nj $nj "$@" $graph data/$tune $d/decode_$tune
+  run_log $d/decode_$test/log/run.log asrkd decode --nj $nj --tuned-on $d/decode_$tune "$@" \
+    $graph data/$test $d/decode_$test
+}
+
+# config_value YAML KEY: print one option of a config file (e.g. the distillation temperature).
+config_value() {
+  python -c "import sys, yaml; print('%g' % yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# yes/no recipe (Kaldi egs/yesno): a whole system on 60 short files, for smoke tests.
+# yes/no recipe (Kaldi egs/yesno): a whole system on 60 short files, for smoke tests: GMM-HMMs,
+# then a tiny DNN ensemble, soft targets, a distilled student and the comparison table.
 #   bash recipes/yesno/run.sh [--stage N] [--stop-stage N] [--nj N] [--corpus-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,6 +10,7 @@ stage=0
 stop_stage=100
 nj=2
 corpus_dir=../../../shared/data/yesno/waves_yesno
+device=auto
 . ../utils/parse_options.sh
 
 [ -d "$corpus_dir" ] || { echo "$0: corpus dir '$corpus_dir' not found (use --corpus-dir)" >&2; exit 1; }
@@ -74,8 +76,55 @@ fi
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   echo "stage 9: GMM decoding (yesno has no dev set: weights are chosen on train, applied to test)"
   for m in mono tri; do
-    decode_tuned exp/$m train_yesno test_yesno $nj --lm-weights 2,5,10,15,20 --word-ins-penalties 0,1
+    decode_tuned exp/$m exp/$m/graph train_yesno test_yesno $nj --model-dir exp/$m \
+      --lm-weights 2,5,10,15,20 --word-ins-penalties 0,1
   done
   grep -H WER exp/*/decode_*/wer
 fi
 
+# yesno has no dev set: the training set drives the LR schedule and the LM weight, as above
+ali_sets="data/train_yesno exp/tri_ali data/train_yesno exp/tri_ali"
+if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
+  echo "stage 10: ensemble of senone DNNs"
+  run_log exp/nnet/log/train_ensemble.log asrkd train-ensemble --config conf/nnet.yaml --device $device $ali_sets exp/nnet
+fi
+members=$(for m in exp/nnet/member_*; do if [ -d $m ]; then echo "--nnet $m"; fi; done)
+
+if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
+  echo "stage 11: soft targets"
+  run_log exp/nnet/log/make_soft_targets.log asrkd make-soft-targets --config conf/nnet.yaml $members data/train_yesno exp/nnet
+fi
+
+if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
+  echo "stage 12: distillation"
+  run_log exp/nnet/distilled/log/run.log asrkd train-dnn --config conf/nnet.yaml --device $device \
+    --soft-targets exp/nnet/soft_T$(config_value conf/nnet.yaml temperature) $ali_sets exp/nnet/distilled
+fi
+
+if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
+  echo "stage 13: frame accuracy"
+  for s in train_yesno test_yesno; do
+    ali=exp/tri_ali; [ $s = test_yesno ] && ali=exp/tri_ali_test
+    run_log exp/tri/log/frame_accuracy_$s.log asrkd frame-accuracy --model-dir exp/tri --priors exp/tri_ali \
+      data/$s $ali exp/tri/frame_accuracy_$s.json
+    run_log exp/nnet/ensemble/log/frame_accuracy_$s.log asrkd frame-accuracy $members --per-member \
+      --priors exp/tri_ali data/$s $ali exp/nnet/ensemble/frame_accuracy_$s.json
+    run_log exp/nnet/distilled/log/frame_accuracy_$s.log asrkd frame-accuracy --nnet exp/nnet/distilled \
+      --priors exp/tri_ali data/$s $ali exp/nnet/distilled/frame_accuracy_$s.json
+  done
+fi
+
+if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
+  echo "stage 14: decoding of the baseline, the ensemble and the student"
+  for d in member_0 ensemble distilled; do
+    nnets="--nnet exp/nnet/$d"; [ $d = ensemble ] && nnets=$members
+    decode_tuned exp/nnet/$d exp/tri/graph train_yesno test_yesno $nj $nnets --priors exp/tri_ali \
+      --lm-weights 2,5,10 --word-ins-penalties 0,1
+  done
+  grep -H WER exp/nnet/*/decode_*/wer
+fi
+
+if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
+  echo "stage 15: comparison table"
+  run_log exp/compare/log/compare.log asrkd compare --gmm exp/tri --nnet exp/nnet --sets train_yesno,test_yesno exp/compare
+fi

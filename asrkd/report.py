@@ -130,12 +130,14 @@ def write_markdown(res: dict, path: Path) -> None:
               "| system | test frame accuracy | WER |", "|---|---|---|"]
     lines += [f"| {k} | {fa}% | {w}% |" for k, (fa, w) in res["paper_table1"].items()]
     if res["soft_targets"]:
-        lines += ["", "## Soft targets", "", "| dir | T | top-k | mass kept | KL(top-k ‖ dense) | size | dense float32 |",
+        lines += ["", "## Soft targets", "", "Stored: the ensemble's top k per frame, the rest of its mass spread evenly "
+                  "over the other senones.", "",
+                  "| dir | T | top-k | mass in the top k | KL(dense ‖ stored) | size | dense float32 |",
                   "|---|---|---|---|---|---|---|"]
         for name, i in res["soft_targets"].items():
             if i:
                 lines.append(f"| {name} | {i['temperature']:g} | {i['top_k']} | {i['mean_topk_mass']:.4f} | "
-                             f"{i['kl_topk_vs_dense']:.4f} | {i['bytes_topk'] / 1e6:.0f} MB | "
+                             f"{i['kl_dense_vs_stored']:.4f} | {i['bytes_topk'] / 1e6:.0f} MB | "
                              f"{i['bytes_dense_float32'] / 1e6:.0f} MB |")
     lines += ["", "Plots: `dev_frame_accuracy.png` (per epoch), `wer.png` (test WER)."]
     write_list(path, lines)

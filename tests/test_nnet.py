@@ -15,7 +15,7 @@ from asrkd.features import FeatureReader, splice
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import load_frames
 from asrkd.nnet.model import SenoneDnn, load_nnet
-from asrkd.nnet.soft_targets import SoftTargets, average_posteriors, make_soft_targets
+from asrkd.nnet.soft_targets import SoftTargets, average_posteriors, make_soft_targets, tail_probability, top_k
 from asrkd.nnet.train import distillation_loss, train_dnn
 from asrkd.utils import AsrkdError
 from conftest import run_script
@@ -98,6 +98,22 @@ def test_distillation_gradient_is_temperature_invariant():
     assert distillation_loss(v, torch.arange(n)[None], torch.softmax(v / 2, -1), 2.0).abs() < 1e-6
 
 
+def test_distillation_loss_is_kl_to_top_k_plus_even_tail():
+    """The stored distribution is the teacher's top k plus the rest of its mass spread evenly;
+    the loss is T^2 KL to it, and KL(dense || stored) is what make-soft-targets reports."""
+    torch.manual_seed(0)
+    n, k, t = 50, 5, 2.0
+    v, z = 3 * torch.randn(3, n), torch.randn(3, n)
+    ids, probs, kl = top_k(torch.log_softmax(v / t, -1), k)
+    ids, probs = torch.from_numpy(ids).long(), torch.from_numpy(probs).float()
+    stored = tail_probability(probs, n)[:, None].repeat(1, n).scatter(1, ids, probs)
+    assert torch.allclose(stored.sum(1), torch.ones(3), atol=1e-6)
+    direct = (t**2 * (stored * (stored.log() - torch.log_softmax(z / t, -1))).sum(1)).mean()
+    assert torch.allclose(distillation_loss(z, ids, probs, t), direct, rtol=1e-5)
+    dense = torch.softmax(v / t, -1)
+    assert torch.allclose(kl, (dense * (dense.log() - stored.log())).sum(1), atol=1e-3)
+
+
 def test_soft_targets_top_k_round_trip(yesno, tmp_path):
     torch.manual_seed(0)
     members = [SenoneDnn(40, 16, 16, 1, 20, 5).eval() for _ in range(2)]
@@ -114,9 +130,10 @@ def test_soft_targets_top_k_round_trip(yesno, tmp_path):
         want = np.argsort(-dense, 1)[:, :4]
         np.testing.assert_array_equal(np.sort(ids, 1), np.sort(want, 1))
         kept = np.take_along_axis(dense, ids.astype(np.int64), 1)
-        np.testing.assert_allclose(probs, kept / kept.sum(1, keepdims=True), atol=2e-3)
-        np.testing.assert_allclose(probs.astype(np.float32).sum(1), 1.0, atol=4e-3)
+        np.testing.assert_allclose(probs, kept, rtol=2e-3)  # the ensemble's own probabilities, float16
+        assert (probs.astype(np.float32).sum(1) <= 1.002).all()
         assert 0 < info[t]["mean_topk_mass"] <= 1 and info[t]["bytes_topk"] < info[t]["bytes_dense_float32"]
+        assert info[t]["kl_dense_vs_stored"] > 0
         with pytest.raises(AsrkdError, match="remake them"):
             soft.read(utt, len(reader[utt]) + 1)
     # higher T spreads the mass: the top 4 keep less of it
@@ -157,7 +174,7 @@ def test_distillation_trains_on_soft_targets(yesno, yesno_mono, frames, tmp_path
     train_dnn(TINY, frames, frames, 16, tmp_path / "teacher", seed=0)
     make_soft_targets([load_nnet(tmp_path / "teacher")], yesno / "train_yesno", {2.0: tmp_path / "soft_T2"}, k=4)
     data = load_frames(yesno / "train_yesno", ali, SoftTargets(tmp_path / "soft_T2"))
-    assert data.soft_ids.shape == (len(data), 4) and torch.allclose(data.soft_probs.sum(1), torch.ones(1), atol=4e-3)
+    assert data.soft_ids.shape == (len(data), 4) and (data.soft_probs.sum(1) <= 1.002).all()
     # nnet-forward's stored log posteriors are what the decoder computes on the fly
     proc = run_script("nnet-forward", "--nnet", str(tmp_path / "teacher"), str(yesno / "train_yesno"),
                       str(tmp_path / "post"))

@@ -2,10 +2,14 @@
 softmax(z/T), averaged, kept as the top k senones per frame.
 
 A soft-target dir (`exp/nnet/soft_T<T>/`) holds `ids.{ark,scp}` ([T, k] senone ids,
-uint16, or int32 beyond 65,535 senones) and `probs.{ark,scp}` ([T, k] float16, renormalised
-to sum to 1), keyed by utterance and written with kaldiio's npy-in-ark format, plus
-`info.json` (temperature, members, k, the probability mass the top k kept and the KL
-divergence of the stored top-k distribution from the dense one, sizes)."""
+uint16, or int32 beyond 65,535 senones) and `probs.{ark,scp}` ([T, k] float16, the
+ensemble's probabilities of those senones), keyed by utterance and written with kaldiio's
+npy-in-ark format, plus `info.json` (temperature, members, k, the mass the top k hold,
+the KL divergence of the dense distribution from the stored one, sizes). The stored
+distribution is the top k plus the remaining mass spread evenly over the other senones
+(`tail_probability`): renormalising the top k instead gives every other senone a target
+of 0, and at T = 2 the top 20 hold only half the mass, so a student learns to push those
+logits down without bound and becomes overconfident (measured: see the README)."""
 
 from __future__ import annotations
 
@@ -41,12 +45,22 @@ def average_posteriors(logits: list[torch.Tensor], temperature: float = 1.0,
 
 
 def top_k(logp: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """The k most likely senones of each frame: (ids, probabilities renormalised to sum 1,
-    float16, and the mass they held before renormalising)."""
-    vals, ids = logp.topk(min(k, logp.shape[-1]), -1)
-    p = vals.exp()
-    mass = p.sum(-1)
-    return ids.numpy(), (p / mass[:, None]).numpy().astype(np.float16), mass
+    """The k most likely senones of each frame: (ids, their probabilities as float16, and
+    KL(dense || stored) per frame, the stored distribution having the top k and the rest of
+    the mass spread evenly over the other senones)."""
+    k = min(k, logp.shape[-1])
+    vals, ids = logp.topk(k, -1)
+    p16 = vals.exp().to(torch.float16)
+    tail = tail_probability(p16.float(), logp.shape[-1])
+    rest = logp.clone().scatter_(-1, ids, float("-inf")).exp()  # dense probabilities outside the top k
+    kl = (torch.xlogy(rest, rest) - rest * torch.log(tail.clamp_min(1e-30))[:, None]).sum(-1)
+    return ids.numpy(), p16.numpy(), kl
+
+
+def tail_probability(probs: torch.Tensor, num_pdfs: int) -> torch.Tensor:
+    """[B] probability of each senone outside the stored top k: (1 - their mass) / (N - k)."""
+    k = probs.shape[-1]
+    return (1 - probs.sum(-1)).clamp_min(0) / max(num_pdfs - k, 1)
 
 
 class SoftTargets:
@@ -95,13 +109,13 @@ def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict[float, 
             feats = reader[utt]
             logits = [m.logits(feats, bf16=bf16) for m in models]
             for t, f in files.items():
-                ids, probs, mass = top_k(average_posteriors(logits, t, mean), k)
+                ids, probs, kl = top_k(average_posteriors(logits, t, mean), k)
                 for name, arr in (("ids", ids.astype(id_type)), ("probs", probs)):
                     kaldiio.save_ark(f[name][0], {utt: arr}, scp=f[name][1], write_function="numpy")
                 s = stats[t]
                 s["frames"] += len(ids)
-                s["mass"] += float(mass.sum())
-                s["kl"] += float(-mass.log().sum())  # KL(top-k renormalised || dense) = -log(mass kept)
+                s["mass"] += float(probs.astype(np.float64).sum())
+                s["kl"] += float(kl.sum())
         for f in files.values():
             for ark, scp in f.values():
                 ark.close()
@@ -112,7 +126,7 @@ def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict[float, 
             n = max(s["frames"], 1)
             info = {"temperature": t, "top_k": k, "mean": mean, "members": len(models), "num_pdfs": num_pdfs,
                     "utts": len(reader), "frames": s["frames"], "mean_topk_mass": s["mass"] / n,
-                    "kl_topk_vs_dense": s["kl"] / n,
+                    "kl_dense_vs_stored": s["kl"] / n,
                     "bytes_topk": sum((tmps[t] / f"{x}.ark").stat().st_size for x in ("ids", "probs")),
                     "bytes_dense_float32": 4 * s["frames"] * num_pdfs,
                     "seconds_all_temperatures": round(seconds, 1),
@@ -123,8 +137,8 @@ def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict[float, 
                 scp.write_text(scp.read_text().replace(str(tmps[t]), str(Path(d).resolve())))
             (tmps[t] / "info.json").write_text(json.dumps(info, indent=2))
             stats[t] = info
-            log.info("%s: T=%g, %d frames, top-%d mass %.4f, KL %.4f nats, %.1f MB (dense %.0f MB)", d, t,
-                     info["frames"], k, info["mean_topk_mass"], info["kl_topk_vs_dense"],
+            log.info("%s: T=%g, %d frames, top-%d mass %.4f, KL(dense || stored) %.4f nats, %.1f MB (dense %.0f MB)",
+                     d, t, info["frames"], k, info["mean_topk_mass"], info["kl_dense_vs_stored"],
                      info["bytes_topk"] / 1e6, info["bytes_dense_float32"] / 1e6)
     return {t: (stats[t] if t in todo else json.loads((Path(d) / "info.json").read_text()))
             for t, d in out_dirs.items()}

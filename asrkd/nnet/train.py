@@ -26,7 +26,7 @@ from asrkd.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from asrkd.config import save_config
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import FrameSet, load_frames
-from asrkd.nnet.soft_targets import SoftTargets
+from asrkd.nnet.soft_targets import SoftTargets, tail_probability
 from asrkd.nnet.model import SenoneDnn, save_nnet
 from asrkd.utils import AsrkdError, atomic_file
 
@@ -58,11 +58,15 @@ def _finished(exp_dir: Path, force: bool) -> list[dict] | None:
 
 def distillation_loss(logits: torch.Tensor, soft_ids: torch.Tensor, soft_probs: torch.Tensor,
                       temperature: float) -> torch.Tensor:
-    """T^2 * KL(q || softmax(z/T)) averaged over frames, q given by its top-k ids and probs.
+    """T^2 * KL(q || softmax(z/T)) averaged over frames. q is the teacher's top k (ids, probs)
+    with the rest of its mass spread evenly over the other senones (`tail_probability`).
     The T^2 keeps the gradient's size independent of T (it scales as 1/T^2)."""
-    logq = torch.log(soft_probs.clamp_min(1e-30))
-    logp = torch.log_softmax(logits / temperature, -1).gather(1, soft_ids)
-    return temperature**2 * (soft_probs * (logq - logp)).sum(1).mean()
+    logp = torch.log_softmax(logits / temperature, -1)
+    top = (torch.xlogy(soft_probs, soft_probs) - soft_probs * logp.gather(1, soft_ids)).sum(1)
+    tail = tail_probability(soft_probs, logits.shape[-1])
+    rest = logp.sum(1) - logp.gather(1, soft_ids).sum(1)  # sum of log p over the other senones
+    others = logits.shape[-1] - soft_ids.shape[1]
+    return temperature**2 * (top + others * torch.xlogy(tail, tail) - tail * rest).mean()
 
 
 def batch_loss(logits: torch.Tensor, data: FrameSet, idx: torch.Tensor, cfg: NnetConfig, distill: bool):

@@ -17,7 +17,7 @@ tri_gauss=8000
 lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT)
 word_ins_penalties=0,1,2
 nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU
-nnet_lm_weights=6,8,10,12,15 # decoding grid of the neural models
+nnet_lm_weights=9,12,15,18,21 # decoding grid of the neural models (the GMM's LM weights)
 nnet_word_ins_penalties=0,1
 device=auto
 . ../utils/parse_options.sh

@@ -69,10 +69,6 @@ class AlignmentDir:
             raise AsrkdError(f"{path}: expected {self.num_pdfs} positive priors, got {len(p)} values")
         return np.log(p).astype(np.float32)
 
-    @cached_property
-    def report(self) -> dict:
-        return json.loads((self.path / "align_report.json").read_text())
-
     def targets(self, utt: str, num_frames: int) -> np.ndarray:
         """The senone alignment of `utt`, checked against its feature length."""
         a = self.ali[utt]

@@ -214,19 +214,10 @@ def cmd_make_soft_targets(a):
 
 
 def cmd_nnet_forward(a):
-    import kaldiio
+    from asrkd.decode.decoder import NnetScorer, write_log_posteriors
 
-    from asrkd.decode.decoder import NnetScorer
-    from asrkd.utils import atomic_dir
-
-    scorer = NnetScorer(a.nnet, a.data_dir)
-    with atomic_dir(Path(a.out_dir).resolve()) as tmp:
-        with open(tmp / "logpost.ark", "wb") as fa, open(tmp / "logpost.scp", "w") as fs:
-            for u in scorer.keys():
-                kaldiio.save_ark(fa, {u: scorer.log_posterior(u)}, scp=fs)
-        scp = tmp / "logpost.scp"
-        scp.write_text(scp.read_text().replace(str(tmp), str(Path(a.out_dir).resolve())))
-    log.info("%s: log posteriors of %d utterances", a.out_dir, len(scorer.keys()))
+    n = write_log_posteriors(NnetScorer(a.nnet, a.data_dir), a.out_dir)
+    log.info("%s: log posteriors of %d utterances", a.out_dir, n)
 
 
 def cmd_compare(a):

@@ -34,8 +34,8 @@ def _check_type(path, key: str, value, hint) -> object:
     return value
 
 
-def load_config(cls: type[C], path: str | Path | None, **overrides) -> C:
-    """Read a dataclass `cls` from YAML (None: the defaults); `overrides` that are not None win."""
+def load_config(cls: type[C], path: str | Path | None) -> C:
+    """Read a dataclass `cls` from YAML (None: the defaults)."""
     values = {}
     if path is not None:
         path = Path(path)
@@ -47,7 +47,6 @@ def load_config(cls: type[C], path: str | Path | None, **overrides) -> C:
             raise AsrkdError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(values, dict):
             raise AsrkdError(f"{path}: expected a mapping of options")
-    values.update({k: v for k, v in overrides.items() if v is not None})
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)

@@ -58,6 +58,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def relocate_scp(scp: str | Path, old_dir: Path, new_dir: Path) -> None:
+    """Point an scp written inside `atomic_dir`'s temporary dir at the dir's final place."""
+    scp = Path(scp)
+    scp.write_text(scp.read_text().replace(str(old_dir), str(new_dir)))
+
+
 def write_list(path: str | Path, lines) -> None:
     """Write one item per line, atomically."""
     with atomic_file(path) as f:

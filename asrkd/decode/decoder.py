@@ -2,8 +2,9 @@
 
 An acoustic scorer gives every utterance a [T, num_senones] matrix of log-likelihoods:
 a GMM's directly, a neural model's as log posterior − log prior (an ensemble's as the log
-of its members' mean posterior), from the models themselves or from stored posteriors. kaldi-decoder's FasterDecoder searches HCLG with the
-scores multiplied by the acoustic scale 1/LMWT. Several LM weights are decoded on a tuning
+of its members' mean posterior), from the models themselves or from stored posteriors.
+kaldi-decoder's FasterDecoder searches HCLG with the scores multiplied by the acoustic
+scale 1/LMWT. Several LM weights are decoded on a tuning
 set (dev); the best one is then applied, alone, to the test set.
 """
 
@@ -29,7 +30,7 @@ from asrkd.hmm.graphs import map_arcs
 from asrkd.lang import read_symbols
 from asrkd.nnet.model import load_nnet
 from asrkd.nnet.soft_targets import average_posteriors
-from asrkd.utils import AsrkdError, atomic_file, write_list
+from asrkd.utils import AsrkdError, atomic_dir, atomic_file, relocate_scp, write_list
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,18 @@ class NnetScorer:
 
     def __call__(self, utt: str) -> np.ndarray:
         return self.log_posterior(utt) - self.log_prior
+
+
+def write_log_posteriors(scorer, out_dir: str | Path) -> int:
+    """`out_dir/logpost.{ark,scp}`: every utterance's log posteriors (Kaldi float matrices),
+    written atomically; returns the number of utterances."""
+    out_dir = Path(out_dir).resolve()
+    with atomic_dir(out_dir) as tmp:
+        with open(tmp / "logpost.ark", "wb") as fa, open(tmp / "logpost.scp", "w") as fs:
+            for u in scorer.keys():
+                kaldiio.save_ark(fa, {u: scorer.log_posterior(u)}, scp=fs)
+        relocate_scp(tmp / "logpost.scp", tmp, out_dir)
+    return len(scorer.keys())
 
 
 def decode_utterance(graph, loglikes: np.ndarray, acoustic_scale: float, beam: float, max_active: int):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from asrkd.utils import AsrkdError
+
 
 @dataclass
 class NnetConfig:
@@ -32,8 +34,6 @@ class NnetConfig:
     hard_weight: float = 0.5
 
     def __post_init__(self):
-        from asrkd.utils import AsrkdError
-
         if self.precision not in ("bf16", "fp32"):
             raise AsrkdError(f"precision must be bf16 or fp32, not {self.precision!r}")
         if self.ensemble_mean not in ("arithmetic", "geometric"):

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from asrkd.data import sort_key
 from asrkd.features import FeatureReader
-from asrkd.utils import AsrkdError, atomic_dir
+from asrkd.utils import AsrkdError, atomic_dir, relocate_scp
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +131,8 @@ def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict[float, 
                     "bytes_dense_float32": 4 * s["frames"] * num_pdfs,
                     "seconds_all_temperatures": round(seconds, 1),
                     "frames_per_second": round(s["frames"] / seconds, 1)}
-            # the scp files point into the temporary dir: rewrite them for the final location
-            for x in ("ids", "probs"):
-                scp = tmps[t] / f"{x}.scp"
-                scp.write_text(scp.read_text().replace(str(tmps[t]), str(Path(d).resolve())))
+            for x in ("ids", "probs"):  # the scp files point into the temporary dir
+                relocate_scp(tmps[t] / f"{x}.scp", tmps[t], Path(d).resolve())
             (tmps[t] / "info.json").write_text(json.dumps(info, indent=2))
             stats[t] = info
             log.info("%s: T=%g, %d frames, top-%d mass %.4f, KL(dense || stored) %.4f nats, %.1f MB (dense %.0f MB)",

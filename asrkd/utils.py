@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
+import signal
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -69,3 +72,29 @@ def write_list(path: str | Path, lines) -> None:
     with atomic_file(path) as f:
         for line in lines:
             f.write(f"{line}\n")
+
+
+@contextmanager
+def new_ark(stem: str | Path) -> Iterator[Path]:
+    """Yield a fresh ark path `<stem>.<tag>.ark` for a table that is being rewritten: the old
+    ark stays intact until the block (which commits the new scp) succeeds, then older
+    `<stem>.*.ark` files are removed; on failure the new ark is removed instead."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    ark = stem.with_name(f"{stem.name}.{uuid.uuid4().hex[:8]}.ark")
+    try:
+        yield ark
+    except BaseException:
+        ark.unlink(missing_ok=True)
+        raise
+    for old in stem.parent.glob(f"{stem.name}.*.ark"):
+        if old != ark:
+            old.unlink()
+
+
+def die_with_parent() -> None:
+    """Worker initializer: the kernel kills this process when its parent dies (even by kill -9)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before prctl
+        os._exit(1)

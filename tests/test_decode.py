@@ -9,8 +9,10 @@ import pytest
 
 from asrkd.alignment import AlignmentDir
 from asrkd.data import read_table, write_table
-from asrkd.decode.decoder import GmmScorer, PosteriorScorer, choose_weight, decode, decode_utterance
+from asrkd.decode.decoder import (GmmScorer, PosteriorScorer, add_word_penalty, choose_weight, decode,
+                                  decode_utterance)
 from asrkd.decode.graph import make_graph, make_lg
+from asrkd.decode.lattice import RawLattice, decode_lattice
 from asrkd.hmm.graphs import compile_graph
 from asrkd.hmm.topo import read_topo
 from asrkd.hmm.tree import ContextTree
@@ -99,6 +101,52 @@ def test_decoding_alignment_posteriors_returns_transcript(yesno, yesno_mono, gra
     kaldiio.save_ark(str(tmp_path / "short.ark"), {utts[0]: sure[utts[0]]}, scp=str(tmp_path / "short.scp"))
     with pytest.raises(AsrkdError, match="covers different utterances"):
         PosteriorScorer([tmp_path / "sure.scp", tmp_path / "short.scp"], priors)
+
+
+def test_lattice_rescoring_by_hand():
+    """Two paths: one word costly to the acoustics, or two cheap ones. A larger acoustic
+    ratio favours the two words; a word insertion penalty the single one."""
+    lat = kaldifst.Lattice()
+    s = [lat.add_state() for _ in range(4)]
+    lat.start = s[0]
+    W = kaldifst.LatticeWeight
+    lat.add_arc(s[0], kaldifst.LatticeArc(1, 7, W(1.0, 4.0), s[3]))   # one word, acoustic cost 4
+    lat.add_arc(s[0], kaldifst.LatticeArc(2, 8, W(1.0, 1.0), s[1]))   # two words, acoustic cost 2
+    lat.add_arc(s[1], kaldifst.LatticeArc(0, 0, W(0.0, 0.0), s[2]))   # an epsilon in between
+    lat.add_arc(s[2], kaldifst.LatticeArc(3, 9, W(1.0, 1.0), s[3]))
+    lat.set_final(s[3], W(0.5, 0.0))
+    r = RawLattice(lat.to_str(), lat.start)
+    (w1, c1), (w2, c2), (w3, c3) = r.best_paths(np.array([1.0, 0.1, 1.0]), np.array([0.0, 0.0, 3.0]))
+    assert (w1, c1) == ([8, 9], 4.5) and (w2, c2) == ([7], pytest.approx(1.9)) and (w3, c3) == ([7], 8.5)
+
+
+def test_lattice_rescoring_matches_kaldifst_and_single_decodes(yesno, yesno_mono, graph):
+    """On real lattices the grid's best paths are kaldifst's scale_lattice + shortest_path
+    (no penalty) and, with a wide beam, the FasterDecoder's best path at each weight."""
+    HCLG = kaldifst.StdVectorFst.read(str(graph / "HCLG.fst"))
+    scorer = GmmScorer(yesno_mono / "mono", yesno / "train_yesno")
+    grid = [(lmwt, p) for lmwt in (2.0, 10.0, 20.0) for p in (0.0, 1.0)]
+    for utt in scorer.keys()[:3]:
+        ll = scorer(utt)
+        lat, final = decode_lattice(HCLG, ll / 10.0, 16.0, 8.0)
+        assert final and lat.num_arcs > 0
+        paths = lat.best_paths(np.array([10.0 / w for w, _ in grid]), np.array([p for _, p in grid]))
+        for (lmwt, p), (words, cost) in zip(grid, paths):
+            one = decode_utterance(add_word_penalty(HCLG, p), ll, 1.0 / lmwt, 16.0, 100000)
+            assert words == one[0] and cost == pytest.approx(one[2], rel=1e-4)
+            if p == 0:
+                raw = kaldi_raw_lattice(HCLG, ll / 10.0)
+                kaldifst.scale_lattice([[1.0, 0.0], [0.0, 10.0 / lmwt]], raw)
+                ok, _, olabels, w = kaldifst.get_linear_symbol_sequence(kaldifst.shortest_path(raw))
+                assert ok and list(olabels) == words and w.value1 + w.value2 == pytest.approx(cost, rel=1e-4)
+
+
+def kaldi_raw_lattice(HCLG, scores):
+    import kaldi_decoder
+
+    dec = kaldi_decoder.LatticeSimpleDecoder(HCLG, kaldi_decoder.LatticeSimpleDecoderConfig(beam=16.0, lattice_beam=8.0))
+    dec.decode(kaldi_decoder.DecodableCtc(np.ascontiguousarray(scores, dtype=np.float32)))
+    return dec.get_raw_lattice()[1]
 
 
 def test_gmm_decoding_tunes_on_dev_only(yesno, yesno_mono, graph):

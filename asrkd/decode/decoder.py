@@ -4,8 +4,9 @@ An acoustic scorer gives every utterance a [T, num_senones] matrix of log-likeli
 a GMM's directly, a neural model's as log posterior − log prior (an ensemble's as the log
 of its members' mean posterior), from the models themselves or from stored posteriors.
 kaldi-decoder's FasterDecoder searches HCLG with the scores multiplied by the acoustic
-scale 1/LMWT. Several LM weights are decoded on a tuning
-set (dev); the best one is then applied, alone, to the test set.
+scale 1/LMWT. A grid of LM weights and insertion penalties on a tuning set (dev) is decoded
+once into lattices and rescored (`asrkd.decode.lattice`); the best pair is then applied,
+alone, to the test set.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from asrkd.data import read_table, sort_key
+from asrkd.decode.lattice import decode_lattice
 from asrkd.decode.score import compute_wer, format_wer, write_score
 from asrkd.features import FeatureReader
 from asrkd.hmm.align import best_path, gmm_features, load_model
@@ -30,7 +32,7 @@ from asrkd.hmm.graphs import map_arcs
 from asrkd.lang import read_symbols
 from asrkd.nnet.model import load_nnet
 from asrkd.nnet.soft_targets import average_posteriors
-from asrkd.utils import AsrkdError, atomic_dir, atomic_file, relocate_scp, write_list
+from asrkd.utils import AsrkdError, atomic_dir, atomic_file, die_with_parent, relocate_scp, write_list
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +146,32 @@ def add_word_penalty(graph: kaldifst.StdVectorFst, penalty: float) -> kaldifst.S
 _JOB = {}
 
 
+def _search(utt: str, ll: np.ndarray, weights: list, lines: list, skipped: list) -> dict:
+    """Best word ids of one utterance per (LM weight, penalty): one FasterDecoder pass for a
+    single pair; for a grid one lattice at the middle LM weight, rescored at every pair."""
+    graphs, beam, max_active, grid_beam, lattice_beam = (_JOB[k] for k in (
+        "graphs", "beam", "max_active", "grid_beam", "lattice_beam"))
+    if len(weights) == 1:
+        (lmwt, wip), = weights
+        words, final, cost = decode_utterance(graphs[wip], ll, 1.0 / lmwt, beam, max_active)
+        paths = [None if words is None else (words, cost)]
+    else:
+        lmwt0 = float(np.median([w for w, _ in weights]))
+        lat, final = decode_lattice(graphs[0.0], ll / lmwt0, grid_beam, lattice_beam)
+        paths = [None] * len(weights) if lat is None else lat.best_paths(
+            np.array([lmwt0 / w for w, _ in weights]), np.array([p for _, p in weights]))
+    out = {}
+    for (lmwt, wip), path in zip(weights, paths):
+        if path is None:
+            skipped.append(f"{utt} lmwt {lmwt:g} penalty {wip:g}: no surviving path")
+            continue
+        out[lmwt, wip] = path[0]
+        lines.append(f"{utt} lmwt={lmwt:g} wip={wip:g} frames={len(ll)} cost={path[1]:.2f} final={int(final)}")
+    return out
+
+
 def _decode_job(utts: list[str]) -> dict:
-    graphs, scorer, weights, beam, max_active = (_JOB[k] for k in ("graphs", "scorer", "weights", "beam", "max_active"))
+    scorer, weights = _JOB["scorer"], _JOB["weights"]
     torch.set_num_threads(1)
     hyps, lines, skipped = {w: {} for w in weights}, [], []
     score_s = search_s = 0.0
@@ -162,14 +188,8 @@ def _decode_job(utts: list[str]) -> dict:
             continue
         t1 = time.process_time()
         frames += len(ll)
-        for w in weights:
-            lmwt, wip = w
-            words, final, cost = decode_utterance(graphs[wip], ll, 1.0 / lmwt, beam, max_active)
-            if words is None:
-                skipped.append(f"{utt} lmwt {lmwt:g} penalty {wip:g}: no surviving path")
-                continue
+        for w, words in _search(utt, ll, weights, lines, skipped).items():
             hyps[w][utt] = words
-            lines.append(f"{utt} lmwt={lmwt:g} wip={wip:g} frames={len(ll)} cost={cost:.2f} final={int(final)}")
         score_s, search_s = score_s + t1 - t0, search_s + time.process_time() - t1
     return {"hyps": hyps, "lines": lines, "skipped": skipped, "frames": frames, "score_seconds": score_s,
             "search_seconds": search_s}
@@ -177,8 +197,8 @@ def _decode_job(utts: list[str]) -> dict:
 
 def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | Path,
            lm_weights: list[float] = (10.0,), word_ins_penalties: list[float] = (0.0,),
-           tuned_on: str | Path | None = None, beam: float = 13.0, max_active: int = 7000, nj: int = 1,
-           force: bool = False) -> dict:
+           tuned_on: str | Path | None = None, beam: float = 13.0, max_active: int = 7000,
+           grid_beam: float = 10.0, lattice_beam: float = 6.0, nj: int = 1, force: bool = False) -> dict:
     """Decode `data_dir` into `out_dir`: hyp/<lmwt>_<wip>.txt and wer_<lmwt>_<wip> for every
     LM weight and word insertion penalty, `text`/`wer` for the chosen pair: the best one
     here, or with `tuned_on` the one chosen on that (dev) decode dir."""
@@ -201,14 +221,20 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     graph = kaldifst.StdVectorFst.read(str(graph_dir / "HCLG.fst"))
     words = {i: w for w, i in read_symbols(graph_dir / "words.txt").items()}
     utts = scorer.keys()
-    graphs = {p: add_word_penalty(graph, p) for p in {p for _, p in weights}}
-    _JOB.update(graphs=graphs, scorer=scorer, weights=weights, beam=beam, max_active=max_active)
+    if not utts:
+        raise AsrkdError(f"{data_dir}: no utterance to decode")
+    if refs is not None and not any(v.split() for v in refs.values()):
+        raise AsrkdError(f"{data_dir / 'text'}: no reference words to score")
+    penalties = {weights[0][1]} if len(weights) == 1 else {0.0}  # a grid's penalties are added in rescoring
+    graphs = {p: add_word_penalty(graph, p) for p in penalties}
+    _JOB.update(graphs=graphs, scorer=scorer, weights=weights, beam=beam, max_active=max_active,
+                grid_beam=grid_beam, lattice_beam=lattice_beam)
     t0 = time.time()
     shards = [utts[j::nj] for j in range(nj)]
     if nj == 1:
         results = [_decode_job(utts)]
     else:
-        with multiprocessing.get_context("fork").Pool(nj) as pool:
+        with multiprocessing.get_context("fork").Pool(nj, initializer=die_with_parent) as pool:
             results = list(tqdm(pool.imap(_decode_job, shards), total=nj, desc="decode jobs", disable=None))
     wall = time.time() - t0
     hyps = {w: {u: " ".join(words[i] for i in r["hyps"][w][u]) for r in results for u in r["hyps"][w]}
@@ -231,12 +257,14 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     if wers:
         write_score(out_dir, wers[best])
     audio = 0.01 * sum(r["frames"] for r in results)  # 10 ms frame shift
-    search = sum(r["search_seconds"] for r in results) / len(weights)  # per decoding pass
+    search = sum(r["search_seconds"] for r in results)  # one pass, or the lattice pass and rescoring
     cpu = sum(r["score_seconds"] for r in results) + search
     info = {"lm_weights": sorted({w for w, _ in weights}), "word_ins_penalties": sorted({p for _, p in weights}),
             "best_lmwt": best[0], "best_wip": best[1], "tuned_on": str(tuned_on or out_dir),
             "wer": wers[best]["wer"] if wers else None, "ser": wers[best]["ser"] if wers else None,
-            "utts": len(utts), "skipped": len(skipped), "beam": beam, "max_active": max_active, "nj": nj,
+            "utts": len(utts), "skipped": len(skipped), "nj": nj,
+            "search": ({"beam": beam, "max_active": max_active} if len(weights) == 1 else
+                       {"lattice": True, "beam": grid_beam, "lattice_beam": lattice_beam}),
             "audio_seconds": round(audio, 2), "wall_seconds": round(wall, 2),
             "rtf_per_core": cpu / audio if audio else None,
             "search_rtf_per_core": search / audio if audio else None,

@@ -14,11 +14,9 @@ corpus_dir=../../../shared/data/speechocean762
 lm_order=3
 num_leaves=1500   # tree size and Gaussians of the triphone system, suited to 2 h of speech
 tri_gauss=8000
-lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT)
-word_ins_penalties=0,1,2
+lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT), rescored from
+word_ins_penalties=0,1,2   # one lattice pass per model and set
 nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU
-nnet_lm_weights=9,12,15,18,21 # decoding grid of the neural models (the GMM's LM weights)
-nnet_word_ins_penalties=0,1
 device=auto
 . ../utils/parse_options.sh
 
@@ -128,7 +126,7 @@ fi
 
 if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
   echo "stage 14: hybrid decoding with the tri HCLG: baseline, ensemble, student (weights chosen on dev)"
-  grid="--lm-weights $nnet_lm_weights --word-ins-penalties $nnet_word_ins_penalties"
+  grid="--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties"
   decode_tuned exp/nnet/member_0 exp/tri/graph dev test $nj --nnet exp/nnet/member_0 --priors exp/tri_ali $grid
   decode_tuned exp/nnet/ensemble exp/tri/graph dev test $nj $members --priors exp/tri_ali $grid
   decode_tuned exp/nnet/distilled exp/tri/graph dev test $nj --nnet exp/nnet/distilled --priors exp/tri_ali $grid

@@ -15,7 +15,7 @@ import kaldiio
 import numpy as np
 
 from asrkd.data import sort_key
-from asrkd.utils import AsrkdError, atomic_file, write_list
+from asrkd.utils import AsrkdError, atomic_file, new_ark, write_list
 
 
 class AlignmentDir:
@@ -23,9 +23,9 @@ class AlignmentDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        for f in ("ali.scp", "pdf_counts"):
+        for f in ("ali.scp", "pdf_counts", "align_report.json"):  # the report is written last
             if not (self.path / f).is_file():
-                raise AsrkdError(f"{self.path / f}: missing (run `asrkd align` first)")
+                raise AsrkdError(f"{self.path / f}: missing, the alignment is incomplete (run `asrkd align`)")
 
     def __repr__(self) -> str:
         return f"AlignmentDir({str(self.path)!r})"
@@ -86,10 +86,12 @@ class AlignmentDir:
         align_report.json (last: marks the dir complete); returns the report."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        (path / "align_report.json").unlink(missing_ok=True)  # incomplete until rewritten last
         utts = sorted(ali, key=sort_key)
-        with open(path / "ali.ark", "wb") as fa, atomic_file(path / "ali.scp") as fs:
-            for utt in utts:
-                kaldiio.save_ark(fa, {utt: ali[utt].astype(np.int32)}, scp=fs)
+        with new_ark(path / "ali") as ark:  # the old ark stays readable until ali.scp switches
+            with open(ark, "wb") as fa, atomic_file(path / "ali.scp") as fs:
+                for utt in utts:
+                    kaldiio.save_ark(fa, {utt: ali[utt].astype(np.int32)}, scp=fs)
         write_list(path / "phones.ctm", ctm)
         counts = np.bincount(np.concatenate([ali[u] for u in utts]), minlength=num_pdfs) if utts \
             else np.zeros(num_pdfs, dtype=np.int64)

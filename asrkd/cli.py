@@ -74,7 +74,7 @@ def cmd_compute_fbank(a):
 
     cfg = load_config(FbankConfig, a.config)
     for d in a.data_dirs:
-        compute_fbank_dir(d, cfg, nj=a.nj, allow_pipes=a.allow_pipes, force=a.force)
+        compute_fbank_dir(d, cfg, nj=a.nj, allow_pipes=a.allow_pipes, force=a.force, max_skipped=a.max_skipped)
 
 
 def cmd_compute_cmvn_stats(a):
@@ -291,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="fbank YAML (default: Kaldi defaults, 40 bins)")
     s.add_argument("--nj", type=int, default=1)
     s.add_argument("--allow-pipes", action="store_true")
+    s.add_argument("--max-skipped", type=float, default=0.05,
+                   help="largest share of utterances whose audio may be skipped (Kaldi: 5%%)")
     s.add_argument("--force", action="store_true")
     s.add_argument("data_dirs", nargs="+")
     s.set_defaults(func=cmd_compute_fbank)
@@ -410,6 +412,10 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except AsrkdError as e:
         log.error("%s", e)
+        raise SystemExit(1) from None
+    except OSError as e:  # read-only output, disk full, missing input files: one line, no traceback
+        name = f"{e.filename}: " if e.filename else ""
+        log.error("%s%s", name, e.strerror or e)
         raise SystemExit(1) from None
 
 

@@ -33,9 +33,12 @@ def read_table(path: str | Path, allow_empty_value: bool = False) -> dict[str, s
     if not path.is_file():
         raise AsrkdError(f"{path}: no such file")
     table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\n")
+            except UnicodeDecodeError as e:
+                raise AsrkdError(f"{path}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
             if not line.strip():
                 raise AsrkdError(f"{path}:{n}: empty line")
             key, *rest = line.strip().split(maxsplit=1)
@@ -109,13 +112,16 @@ def validate_data_dir(
     for name in (*REQUIRED, *UTT_TABLES[3:], *SPK_TABLES):
         if not (d / name).is_file():
             continue
-        _check_sorted(d / name, errors)
         try:
             tables[name] = read_table(d / name, allow_empty_value=(name == "text"))
         except AsrkdError as e:
             errors.append(str(e))
+            continue
+        _check_sorted(d / name, errors)
     if errors:
         return errors
+    if not tables["utt2spk"]:
+        return [f"{d / 'utt2spk'}: no utterances (empty data dir)"]
 
     with open(d / "text", encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -132,6 +138,11 @@ def validate_data_dir(
             what += f"{len(extra)} not in utt2spk (e.g. '{extra[0]}')" if extra else ""
             errors.append(f"{d / name}: utterance set differs from utt2spk: {what}")
 
+    spks = [sort_key(s) for s in tables["utt2spk"].values()]
+    bad = next((u for (u, _), a, b in zip(tables["utt2spk"].items(), spks, spks[1:]) if b < a), None)
+    if bad:  # Kaldi's check: sorted by utterance also sorted by speaker (speaker ids prefix utterance ids)
+        errors.append(f"{d / 'utt2spk'}: not sorted by speaker when sorted by utterance (near '{bad}'): "
+                      "make speaker ids prefixes of utterance ids")
     spk2utt = tables["spk2utt"]
     if spk2utt != utt2spk_to_spk2utt(tables["utt2spk"]):
         errors.append(f"{d / 'spk2utt'}: does not match utt2spk (regenerate it from utt2spk)")
@@ -143,7 +154,9 @@ def validate_data_dir(
     if check_audio and not errors:
         for n, (utt, spec) in enumerate(tables["wav.scp"].items(), 1):
             try:
-                read_audio(spec, allow_pipes=allow_pipes)
+                x, sr = read_audio(spec, allow_pipes=allow_pipes)
+                if len(x) < 0.025 * sr:
+                    raise AudioError(f"{len(x)} samples, shorter than one 25 ms frame")
             except AudioError as e:
                 errors.append(f"{d / 'wav.scp'}:{n}: utterance '{utt}': {e}")
     return errors
@@ -234,6 +247,8 @@ def combine_data_dirs(dest: str | Path, srcs: list[str | Path]) -> None:
     """Kaldi's combine_data.sh: union of data dirs; utterance or speaker-table clashes are errors."""
     merged: dict[str, dict[str, str]] = defaultdict(dict)
     for src in map(Path, srcs):
+        if not (src / "utt2spk").is_file():
+            raise AsrkdError(f"{src}: not a data dir (no utt2spk)")
         for name in (*UTT_TABLES, "spk2gender"):
             if not (src / name).is_file():
                 if name in merged and name in REQUIRED:

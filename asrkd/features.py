@@ -6,7 +6,9 @@ reads them. Samples are scaled to the 16-bit range before analysis, as in Kaldi.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -19,8 +21,8 @@ import numpy as np
 import yaml
 
 from asrkd.audio import AudioError, read_audio, resample
-from asrkd.data import fix_data_dir, read_table, sort_key, write_table
-from asrkd.utils import AsrkdError, atomic_file, write_list
+from asrkd.data import read_table, sort_key, write_table
+from asrkd.utils import AsrkdError, atomic_file, die_with_parent, new_ark, write_list
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +115,20 @@ def compute_fbank_dir(
     nj: int = 1,
     allow_pipes: bool = False,
     force: bool = False,
+    max_skipped: float = 0.05,
 ) -> dict:
     """Compute features for every utterance of a data dir in `nj` processes.
 
-    Writes `feats.scp`, `utt2num_frames`, `utt2dur` and `conf/fbank.yaml`; arks go to
-    `<dir>/data/`. Unreadable or empty audio is skipped and listed in
-    `<dir>/log/fbank_skipped.txt`, then removed from the dir (fix_data_dir). Finished
-    jobs of a killed run are reused if the options are unchanged; finished features computed
-    with other options are an error without `force`. Returns a summary dict.
+    Writes `feats.scp`, `utt2num_frames`, `utt2dur` and `conf/fbank.yaml`; arks go to a new
+    `<dir>/data/fbank_<run>/` and replace the old ones only when feats.scp is written (last),
+    so a killed run leaves the previous features intact and its finished jobs are reused
+    by the next run with the same options. Unreadable or empty audio is skipped and listed in
+    `<dir>/log/fbank_skipped.txt`; the skipped utterances stay in the user's tables (Kaldi's
+    fix_data_dir is an explicit step) but have no features. No usable utterance, or more than
+    `max_skipped` of them skipped (Kaldi's make_fbank: 5%), is an error. Returns a summary.
     """
     d = Path(data_dir).resolve()
+    wav = read_table(d / "wav.scp")  # before anything is created
     conf = d / "conf" / "fbank.yaml"
     same_cfg = conf.is_file() and yaml.safe_load(conf.read_text()) == asdict(cfg)
     if (d / "feats.scp").is_file() and not force:
@@ -131,32 +137,31 @@ def compute_fbank_dir(
                              "use --force to recompute")
         log.info("%s: feats.scp exists, skipping (use --force to recompute)", d)
         return {"skipped_stage": True}
-    force = force or not same_cfg  # finished jobs of a killed run are reused only under the same options
-    with atomic_file(conf) as f:
-        yaml.safe_dump(asdict(cfg), f, sort_keys=False)
-    wav = read_table(d / "wav.scp")
     items = list(wav.items())
     nj = max(1, min(nj, len(items)))
-    out_dir = d / "data"
-    out_dir.mkdir(exist_ok=True)
+    run = hashlib.sha1(repr((asdict(cfg), items, nj, allow_pipes)).encode()).hexdigest()[:10]
+    out_dir = d / "data" / f"fbank_{run}"  # a rerun after a kill finds the same dir ...
+    if (d / "feats.scp").is_file() and f"{out_dir}/" in (d / "feats.scp").read_text():
+        out_dir = out_dir.with_name(out_dir.name + ".1")  # ... but never the one feats.scp still uses
+    out_dir.mkdir(parents=True, exist_ok=True)
     chunks = [items[j::nj] for j in range(nj)]
     t0 = time.time()
     todo = []
     for j, chunk in enumerate(chunks, 1):
         stem = out_dir / f"raw_fbank.{j}"
-        if Path(f"{stem}.scp").is_file() and not force:
+        if Path(f"{stem}.scp").is_file():
             done = [line.split()[0] for name in ("len", "skipped") for line in open(f"{stem}.{name}")]
             if set(done) == {u for u, _ in chunk}:
                 log.info("%s: job %d already finished, reusing it", d, j)
                 continue
         todo.append(j)
-    with ProcessPoolExecutor(max_workers=nj) as ex:
+    with ProcessPoolExecutor(max_workers=nj, initializer=die_with_parent) as ex:
         resampled = sum(ex.map(_fbank_job, todo, [chunks[j - 1] for j in todo],
                                [cfg] * len(todo), [out_dir] * len(todo), [allow_pipes] * len(todo)))
     feats_scp, num_frames, durs, skipped = {}, {}, {}, []
     for j in range(1, nj + 1):
         stem = out_dir / f"raw_fbank.{j}"
-        feats_scp.update(read_table(f"{stem}.scp"))
+        feats_scp.update(read_table(f"{stem}.scp", allow_empty_value=True))
         for line in open(f"{stem}.len"):
             utt, n, dur = line.split()
             num_frames[utt], durs[utt] = n, dur
@@ -165,14 +170,21 @@ def compute_fbank_dir(
     skipped.sort(key=sort_key)
     write_list(d / "log" / "fbank_skipped.txt", skipped)
     if skipped:
-        log.warning("%s: skipped %d of %d utterances (listed in %s)", d, len(skipped), len(items),
-                    d / "log" / "fbank_skipped.txt")
+        log.warning("%s: skipped %d of %d utterances (listed in %s; they keep no features)", d, len(skipped),
+                    len(items), d / "log" / "fbank_skipped.txt")
+        if not feats_scp or len(skipped) > max_skipped * len(items):
+            raise AsrkdError(f"{d}: {len(skipped)} of {len(items)} utterances have no features (more than "
+                             f"{max_skipped:.0%}), first: {skipped[0]}; see {d / 'log' / 'fbank_skipped.txt'}")
     if resampled:
         log.info("%s: resampled %d utterances to %d Hz", d, resampled, cfg.sample_frequency)
     write_table(d / "utt2num_frames", num_frames)
     write_table(d / "utt2dur", durs)
-    write_table(d / "feats.scp", feats_scp)  # written last: marks the stage complete
-    fix_data_dir(d)
+    with atomic_file(conf) as f:
+        yaml.safe_dump(asdict(cfg), f, sort_keys=False)
+    write_table(d / "feats.scp", feats_scp)  # written last: switches to the new features
+    for stale in (d / "data").glob("*fbank*"):  # superseded features (and a pre-run-dir layout)
+        if stale != out_dir:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     frames = sum(int(v) for v in num_frames.values())
     log.info("%s: %d utterances, %d frames in %.1f s with %d jobs (%.0f frames/s)",
              d, len(feats_scp), frames, elapsed, nj, frames / max(elapsed, 1e-9))
@@ -181,8 +193,10 @@ def compute_fbank_dir(
 
 
 def compute_cmvn_stats_dir(data_dir: str | Path, force: bool = False) -> None:
-    """Per-speaker CMVN statistics in Kaldi's 2 x (D+1) layout: `cmvn.scp` -> `data/cmvn.ark`;
-    recomputed when feats.scp is newer than cmvn.scp."""
+    """Per-speaker CMVN statistics in Kaldi's 2 x (D+1) layout: `cmvn.scp` -> `data/cmvn.<tag>.ark`
+    (a new ark each time; cmvn.scp switches to it last); recomputed when feats.scp is newer
+    than cmvn.scp. Utterances without features are left out; unreadable or non-finite features
+    are a one-line error naming the utterance."""
     d = Path(data_dir).resolve()
     cmvn = d / "cmvn.scp"
     if cmvn.is_file() and not force and cmvn.stat().st_mtime_ns >= (d / "feats.scp").stat().st_mtime_ns:
@@ -195,15 +209,23 @@ def compute_cmvn_stats_dir(data_dir: str | Path, force: bool = False) -> None:
         acc = None
         for utt in utts.split():
             if utt not in feats:
-                raise AsrkdError(f"{d / 'spk2utt'}: utterance '{utt}' has no features in feats.scp")
-            s = knf.compute_cmvn_stats(kaldiio.load_mat(feats[utt]))
+                continue  # skipped by compute-fbank (listed in log/fbank_skipped.txt)
+            try:
+                x = kaldiio.load_mat(feats[utt])
+            except Exception as e:
+                raise AsrkdError(f"{d / 'feats.scp'}: utterance '{utt}': cannot read {feats[utt]} "
+                                 f"({type(e).__name__}: {e})") from None
+            if not np.isfinite(x).all():
+                raise AsrkdError(f"{d / 'feats.scp'}: utterance '{utt}' has non-finite features "
+                                 f"({int((~np.isfinite(x)).any(1).sum())} frames); its speaker's CMVN would be NaN")
+            s = knf.compute_cmvn_stats(x)
             acc = s if acc is None else acc + s
-        stats[spk] = acc
-    ark = d / "data" / "cmvn.ark"
-    ark.parent.mkdir(exist_ok=True)
-    with open(ark, "wb") as fa, atomic_file(d / "cmvn.scp") as fs:
-        for spk in sorted(stats, key=sort_key):
-            kaldiio.save_ark(fa, {spk: stats[spk]}, scp=fs)
+        if acc is not None:
+            stats[spk] = acc
+    with new_ark(d / "data" / "cmvn") as ark:
+        with open(ark, "wb") as fa, atomic_file(d / "cmvn.scp") as fs:
+            for spk in sorted(stats, key=sort_key):
+                kaldiio.save_ark(fa, {spk: stats[spk]}, scp=fs)
     log.info("%s: CMVN stats for %d speakers", d, len(stats))
 
 

@@ -80,6 +80,8 @@ def score(data_dir: str | Path, hyp_text: str | Path, out_dir: str | Path) -> di
     hyps = read_table(hyp_text, allow_empty_value=True)
     utt2spk = read_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else None
     result = compute_wer(refs, hyps, utt2spk)
+    if not result["words"]:
+        raise AsrkdError(f"{data_dir / 'text'}: no reference words to score")
     write_score(Path(out_dir), result)
     return result
 

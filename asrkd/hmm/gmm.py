@@ -115,9 +115,15 @@ class DiagGmmSet:
         """Kaldi gmm-mixup: split the heaviest components until the total reaches `target`,
         allotting Gaussians to pdfs in proportion to occupancy**power."""
         alloc = occ_per_pdf.clamp_min(0) ** power
-        want = torch.clamp((alloc / alloc.sum() * target).round().long(), min=1)
+        share = alloc / alloc.sum() * target
         have = torch.isfinite(self.logw).sum(1)
-        want = torch.maximum(want, have)
+        want = torch.maximum(torch.clamp(share.round().long(), min=1), have)  # a pdf never loses Gaussians
+        excess = int(want.sum()) - max(target, int(have.sum()))
+        while excess > 0:  # rounding passed the target: take back where it rounded up most
+            over = torch.where(want > have, want - share, torch.full_like(share, -math.inf))
+            k = min(excess, int((want > have).sum()))
+            want[torch.argsort(over, descending=True)[:k]] -= 1
+            excess -= k
         kmax = int(want.max())
         if kmax > self.means.shape[1]:
             pad = kmax - self.means.shape[1]

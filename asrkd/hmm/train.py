@@ -24,7 +24,7 @@ from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
 from asrkd.hmm.topo import read_topo
 from asrkd.hmm.tree import ContextTree, GaussStats, build_tree, cluster_phones
-from asrkd.utils import AsrkdError, atomic_file
+from asrkd.utils import AsrkdError, atomic_file, write_list
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,13 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
     Every iteration is checkpointed to exp_dir/checkpoint.pt; a killed run resumes there when
     `meta` (options and data fingerprint) matches the checkpoint's."""
     history, failed, start = [], [], 1
+    if tot_gauss < gmm.means.shape[0]:
+        raise AsrkdError(f"--tot-gauss {tot_gauss} is below the number of pdfs ({gmm.means.shape[0]}), "
+                         "each of which needs a Gaussian")
+    write_list(exp_dir / "log" / "skipped.txt", corpus.skipped)
+    if corpus.skipped:
+        log.warning("%s: %d utterances left out of training (e.g. %s), listed in log/skipped.txt",
+                    exp_dir, len(corpus.skipped), corpus.skipped[0])
     ckpt = exp_dir / "checkpoint.pt"
     meta = {**meta, "num_iters": num_iters, "tot_gauss": tot_gauss, "num_pdfs": gmm.means.shape[0]}
     if ckpt.is_file():

@@ -20,7 +20,7 @@ nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU
 device=auto
 . ../utils/parse_options.sh
 
-[ -d "$corpus_dir" ] || { echo "$0: corpus dir '$corpus_dir' not found (use --corpus-dir)" >&2; exit 1; }
+use_corpus_dir "$corpus_dir"
 sets="train dev test"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then

@@ -12,3 +12,12 @@ while [ $# -gt 0 ]; do
   if [ -z "${!name+x}" ]; then echo "$0: unknown option --${name//_/-}" >&2; exit 1; fi
   printf -v "$name" '%s' "$value"
 done
+for name in stage stop_stage nj; do
+  if [ -n "${!name+x}" ] && ! [[ ${!name} =~ ^[0-9]+$ ]]; then
+    echo "$0: --${name//_/-} must be a non-negative integer, got '${!name}'" >&2; exit 1
+  fi
+done
+if [ -n "${nj+x}" ] && [ "$nj" -lt 1 ]; then echo "$0: --nj must be at least 1" >&2; exit 1; fi
+if [ -n "${stage+x}" ] && [ -n "${stop_stage+x}" ] && [ "$stage" -gt "$stop_stage" ]; then
+  echo "$0: --stage $stage is after --stop-stage $stop_stage: nothing to run" >&2; exit 1
+fi

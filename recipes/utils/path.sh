@@ -28,3 +28,17 @@ decode_tuned() {
 config_value() {
   python -c "import sys, yaml; print('%g' % yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"
 }
+
+# use_corpus_dir DIR: DIR must exist and be the corpus that data/ was prepared from (its real
+# path is recorded in data/.corpus_dir by the first run), so a new --corpus-dir is never ignored.
+use_corpus_dir() {
+  local dir rec=data/.corpus_dir
+  [ -d "$1" ] || { echo "$0: corpus dir '$1' not found (use --corpus-dir)" >&2; exit 1; }
+  dir=$(cd "$1" && pwd -P)
+  if [ -f $rec ] && [ "$(cat $rec)" != "$dir" ]; then
+    echo "$0: data/ was prepared from $(cat $rec), not $dir: remove data/ and exp/ to switch corpora" >&2
+    exit 1
+  fi
+  mkdir -p data
+  echo "$dir" > $rec
+}

@@ -13,7 +13,7 @@ corpus_dir=../../../shared/data/yesno/waves_yesno
 device=auto
 . ../utils/parse_options.sh
 
-[ -d "$corpus_dir" ] || { echo "$0: corpus dir '$corpus_dir' not found (use --corpus-dir)" >&2; exit 1; }
+use_corpus_dir "$corpus_dir"
 sets="train_yesno test_yesno"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -46,7 +46,7 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   echo "stage 4: monophone GMM-HMM (flat start)"
-  run_log exp/mono/log/train.log asrkd train-mono --tot-gauss 100 data/train_yesno data/lang exp/mono
+  run_log exp/mono/log/train.log asrkd train-mono --tot-gauss 150 data/train_yesno data/lang exp/mono
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then

@@ -131,24 +131,7 @@ def test_non_finite_features_are_named_at_cmvn(small_dir):
         compute_cmvn_stats_dir(small_dir, force=True)
 
 
-# 5. GMM training resumes only under the same options
-def test_gmm_resume_requires_same_options(yesno, tmp_path, monkeypatch):
-    args = (yesno / "train_yesno", yesno / "lang", tmp_path / "mono")
-    mix_up, calls = DiagGmmSet.mix_up, []
-
-    def dies_at_iteration_2(self, *a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return mix_up(self, *a, **kw)
-
-    monkeypatch.setattr(DiagGmmSet, "mix_up", dies_at_iteration_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_mono(*args, num_iters=3, tot_gauss=40)
-    monkeypatch.undo()
-    for options in ({"tot_gauss": 60}, {"tot_gauss": 40, "seed": 1}):
-        with pytest.raises(AsrkdError, match="use --force"):
-            train_mono(*args, num_iters=3, **options)
+# 5. GMM training resumes only under the same options: tests/test_hmm.py (killed training)
 
 
 # 7. compute-fbank's workers die with it (kill -9)

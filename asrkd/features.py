@@ -202,23 +202,15 @@ def compute_cmvn_stats_dir(data_dir: str | Path, force: bool = False) -> None:
     if cmvn.is_file() and not force and cmvn.stat().st_mtime_ns >= (d / "feats.scp").stat().st_mtime_ns:
         log.info("%s: cmvn.scp exists, skipping", d)
         return
-    feats = read_table(d / "feats.scp")
+    raw = FeatureReader(d, cmvn=False)
     spk2utt = read_table(d / "spk2utt")
     stats = {}
     for spk, utts in spk2utt.items():
         acc = None
         for utt in utts.split():
-            if utt not in feats:
+            if utt not in raw.feats:
                 continue  # skipped by compute-fbank (listed in log/fbank_skipped.txt)
-            try:
-                x = kaldiio.load_mat(feats[utt])
-            except Exception as e:
-                raise AsrkdError(f"{d / 'feats.scp'}: utterance '{utt}': cannot read {feats[utt]} "
-                                 f"({type(e).__name__}: {e})") from None
-            if not np.isfinite(x).all():
-                raise AsrkdError(f"{d / 'feats.scp'}: utterance '{utt}' has non-finite features "
-                                 f"({int((~np.isfinite(x)).any(1).sum())} frames); its speaker's CMVN would be NaN")
-            s = knf.compute_cmvn_stats(x)
+            s = knf.compute_cmvn_stats(raw[utt])  # checked: readable and finite
             acc = s if acc is None else acc + s
         if acc is not None:
             stats[spk] = acc
@@ -255,7 +247,7 @@ class FeatureReader:
 
     def __init__(self, data_dir: str | Path, cmvn: bool = True, norm_vars: bool = False,
                  left_context: int = 0, right_context: int = 0):
-        d = Path(data_dir)
+        d = self.path = Path(data_dir)
         self.feats = read_table(d / "feats.scp")
         self.utt2spk = read_table(d / "utt2spk")
         self.cmvn = {}
@@ -272,9 +264,14 @@ class FeatureReader:
         return list(self.feats)
 
     def __getitem__(self, utt: str) -> np.ndarray:
-        x = kaldiio.load_mat(self.feats[utt])
-        if not np.all(np.isfinite(x)):
-            raise AsrkdError(f"non-finite features for utterance '{utt}'")
+        try:
+            x = kaldiio.load_mat(self.feats[utt])
+        except Exception as e:
+            raise AsrkdError(f"{self.path / 'feats.scp'}: utterance '{utt}': cannot read {self.feats[utt]} "
+                             f"({type(e).__name__}: {e})") from None
+        if not np.isfinite(x).all():
+            raise AsrkdError(f"{self.path / 'feats.scp'}: utterance '{utt}' has non-finite features "
+                             f"({int((~np.isfinite(x)).any(1).sum())} frames)")
         if self.cmvn:
             x = apply_cmvn(x, self.cmvn[self.utt2spk[utt]], self.norm_vars)
         return splice(x, self.left, self.right)

@@ -45,6 +45,8 @@ class RawLattice:
         or None where no final state is reachable."""
         ac_ratios, penalties = np.asarray(ac_ratios, np.float64), np.asarray(penalties, np.float64)
         k = len(ac_ratios)
+        if not len(self.final_state):
+            return [None] * k
         cost = self.graph[:, None] + self.acoustic[:, None] * ac_ratios + (self.olabel > 0)[:, None] * penalties
         best = np.full((self.num_states, k), np.inf)
         best[self.start] = 0.0
@@ -67,10 +69,8 @@ class RawLattice:
             back[dst[r], c] = arcs[r]
             np.subtract.at(indeg, dst, 1)
             frontier = np.unique(dst[indeg[dst] == 0])
-        out = []
-        if not len(self.final_state):
-            return [None] * k
         final = best[self.final_state] + self.final_graph[:, None] + self.final_acoustic[:, None] * ac_ratios
+        out = []
         for c in range(k):
             j = int(np.argmin(final[:, c]))
             if not np.isfinite(final[j, c]):

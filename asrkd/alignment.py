@@ -69,6 +69,24 @@ class AlignmentDir:
             raise AsrkdError(f"{path}: expected {self.num_pdfs} positive priors, got {len(p)} values")
         return np.log(p).astype(np.float32)
 
+    @cached_property
+    def tree_pdf_info(self) -> list[tuple[int, int]] | None:
+        """(phone, HMM state) of each senone from the `tree` it was aligned with, or None without."""
+        from asrkd.hmm.tree import ContextTree
+
+        if not (self.path / "tree").is_file():
+            return None
+        tree = ContextTree.read(self.path / "tree")
+        if tree.num_pdfs != self.num_pdfs:
+            raise AsrkdError(f"{self.path / 'tree'}: {tree.num_pdfs} senones, pdf_counts has {self.num_pdfs}")
+        return tree.pdf_info
+
+    @property
+    def pdf_phones(self) -> np.ndarray | None:
+        """The phone of each senone, or None without a `tree`."""
+        info = self.tree_pdf_info
+        return None if info is None else np.array([phone for phone, _ in info], dtype=np.int64)
+
     def targets(self, utt: str, num_frames: int) -> np.ndarray:
         """The senone alignment of `utt`, checked against its feature length."""
         a = self.ali[utt]

@@ -29,7 +29,7 @@ def cmd_subset_data_dir(a):
 
     utt_list = Path(a.utt_list).read_text().split() if a.utt_list else None
     kept = subset_data_dir(a.src, a.dest, first=a.first, per_spk=a.per_spk, fraction=a.fraction,
-                           utt_list=utt_list, seed=a.seed)
+                           utt_list=utt_list, seed=a.seed, frame_fraction=a.frame_fraction)
     log.info("%s: %d utterances", a.dest, len(kept))
 
 
@@ -95,7 +95,8 @@ def cmd_train_tri(a):
     from asrkd.hmm.train import train_tri
 
     train_tri(a.data_dir, a.lang_dir, a.ali_dir, a.exp_dir, num_leaves=a.num_leaves, tot_gauss=a.tot_gauss,
-              num_iters=a.num_iters, min_leaf_occ=a.min_leaf_occ, force=a.force)
+              num_iters=a.num_iters, min_leaf_occ=a.min_leaf_occ, split_silence=not a.no_split_silence,
+              cluster_leaves=a.cluster_leaves, force=a.force)
 
 
 def cmd_align(a):
@@ -165,16 +166,22 @@ def cmd_frame_accuracy(a):
     if not (a.nnet and a.per_member):
         pred = {u: scorer.log_posterior(u).argmax(1) for u in scorer.keys()}
         r = frame_accuracy(pred, ali, a.out_json)
-    else:  # the ensemble and each member from one forward pass per member
-        preds = [{} for _ in range(len(a.nnet) + 1)]
+    else:  # from one forward pass per member: each member, the ensemble of the first k members
+        n = len(a.nnet)  # (arithmetic mean; k = n is the ensemble), and the geometric mean of all
+        combos = {k: (k, "arithmetic") for k in range(1, n + 1)} | {"geometric": (n, "geometric")}
+        preds = {name: {} for name in [*(f"member_{m}" for m in range(n)), *combos]}
         for u in scorer.keys():
             logits = scorer.member_logits(u)
-            for p, z in zip(preds, logits + [average_posteriors(logits)]):
-                p[u] = z.argmax(1).numpy()
-        members = [frame_accuracy(p, ali) | {"model": m} for p, m in zip(preds, a.nnet)]
-        r = frame_accuracy(preds[-1], ali)
+            for m, z in enumerate(logits):
+                preds[f"member_{m}"][u] = z.argmax(1).numpy()
+            for name, (k, mean) in combos.items():
+                preds[name][u] = average_posteriors(logits[:k], mean=mean).argmax(1).numpy()
+        members = [frame_accuracy(preds[f"member_{m}"], ali) | {"model": d} for m, d in enumerate(a.nnet)]
+        r = frame_accuracy(preds[n], ali)
         accs = [m["frame_accuracy"] for m in members]
-        r |= {"members": members, "member_mean": sum(accs) / len(accs), "member_min": min(accs), "member_max": max(accs)}
+        r |= {"members": members, "member_mean": sum(accs) / len(accs), "member_min": min(accs), "member_max": max(accs),
+              "geometric": frame_accuracy(preds["geometric"], ali),
+              "size_curve": {k: frame_accuracy(preds[k], ali)["frame_accuracy"] for k in range(1, n + 1)}}
         with atomic_file(a.out_json) as f:
             json.dump(r, f, indent=2)
     log.info("frame accuracy %.2f%% over %d frames of %d utterances", 100 * r["frame_accuracy"], r["frames"], r["utts"])
@@ -191,7 +198,7 @@ def cmd_train_dnn(a):
     from asrkd.nnet.train import train_model
 
     train_model(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, seed=a.seed,
-                soft_dir=a.soft_targets, device=a.device, force=a.force)
+                soft_dirs=a.soft_targets, device=a.device, force=a.force)
 
 
 def cmd_train_ensemble(a):
@@ -199,6 +206,13 @@ def cmd_train_ensemble(a):
 
     train_ensemble(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, device=a.device,
                    force=a.force)
+
+
+def cmd_select_model(a):
+    from asrkd.nnet.train import select_model
+
+    best = select_model(a.model_dirs, a.link)
+    print(f"{a.link} -> {best}")
 
 
 def cmd_make_soft_targets(a):
@@ -209,6 +223,8 @@ def cmd_make_soft_targets(a):
     cfg = _nnet_config(a)
     set_threads()
     out = {t: Path(a.out_dir) / f"soft_T{t:g}" for t in cfg.temperatures}
+    for t in a.per_member or []:  # each member's own soft targets, for teacher switching
+        out |= {(t, k): (t, Path(a.out_dir) / f"soft_T{t:g}_member_{k}", k) for k in range(len(a.nnet))}
     make_soft_targets([load_nnet(d) for d in a.nnet], a.data_dir, out, k=cfg.top_k, mean=cfg.ensemble_mean,
                       bf16=cfg.precision == "bf16", force=a.force)
 
@@ -223,8 +239,21 @@ def cmd_nnet_forward(a):
 def cmd_compare(a):
     from asrkd.report import compare
 
-    compare(a.gmm, a.nnet, a.out_dir, sets=tuple(a.sets.split(",")))
+    compare(a.gmm, a.nnet, a.out_dir, sets=tuple(a.sets.split(",")), stage_times=a.stage_times)
     print(Path(a.out_dir, "results.md").read_text())
+
+
+def cmd_compare_senones(a):
+    from asrkd.report import senone_inventory
+
+    systems = {}
+    for spec in a.system:
+        name, *dirs = spec.split(":")
+        if len(dirs) != 3:
+            raise AsrkdError(f"--system {spec!r}: expected NAME:GMM_DIR:ALI_DIR:DNN_DIR")
+        systems[name] = dirs
+    senone_inventory(systems, a.lang, a.out_dir, sets=tuple(a.sets.split(",")))
+    print(Path(a.out_dir, "senones.md").read_text())
 
 
 def _add_model_args(s):
@@ -252,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--first", type=int)
     g.add_argument("--per-spk", type=int)
-    g.add_argument("--fraction", type=float)
+    g.add_argument("--fraction", type=float, help="seeded fraction of the utterances")
+    g.add_argument("--frame-fraction", type=float, help="seeded whole utterances holding this fraction of the frames")
     g.add_argument("--utt-list", help="file of utterance ids")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_subset_data_dir)
@@ -317,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tot-gauss", type=int, default=8000)
     s.add_argument("--num-iters", type=int, default=35)
     s.add_argument("--min-leaf-occ", type=float, default=100.0, help="minimum frames per tree leaf")
+    s.add_argument("--no-split-silence", action="store_true",
+                   help="one senone per silence phone state, not split by context (roots.txt not-split)")
+    s.add_argument("--cluster-leaves", action="store_true",
+                   help="merge each root's leaves that cost less than the smallest split gained")
     s.add_argument("--force", action="store_true")
     for name in ("data_dir", "lang_dir", "ali_dir", "exp_dir"):
         s.add_argument(name)
@@ -374,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train-dnn", help="one senone DNN: hard targets, or distillation with --soft-targets")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--soft-targets", help="soft-target dir (make-soft-targets): train a student on it")
+    s.add_argument("--soft-targets", action="append", help="soft-target dir (make-soft-targets): train a "
+                   "student on it; repeat for teacher switching (one teacher's targets per minibatch)")
     nnet_sets(s)
     s.set_defaults(func=cmd_train_dnn)
 
@@ -385,10 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("make-soft-targets", help="members' averaged softmax(z/T), top-k -> OUT/soft_T<T>")
     s.add_argument("--config", help="nnet YAML (temperatures, top_k, ensemble_mean)")
     s.add_argument("--nnet", action="append", required=True, help="member model dir (repeat)")
+    s.add_argument("--per-member", type=float, action="append", metavar="T",
+                   help="also each member's own soft targets at T -> OUT/soft_T<T>_member_<k> (teacher switching)")
     s.add_argument("--force", action="store_true")
     s.add_argument("data_dir")
     s.add_argument("out_dir")
     s.set_defaults(func=cmd_make_soft_targets)
+
+    s = sub.add_parser("select-model", help="link the model with the best dev frame accuracy (e.g. of a T sweep)")
+    s.add_argument("--link", required=True, help="symlink to create or replace (exp/nnet/distilled)")
+    s.add_argument("model_dirs", nargs="+")
+    s.set_defaults(func=cmd_select_model)
 
     s = sub.add_parser("nnet-forward", help="log posteriors of a model (or ensemble) -> OUT/logpost.{ark,scp}")
     s.add_argument("--nnet", action="append", required=True, help="model dir (repeat for an ensemble)")
@@ -396,10 +438,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out_dir")
     s.set_defaults(func=cmd_nnet_forward)
 
+    s = sub.add_parser("compare-senones", help="tree variants: senones, GMM and DNN accuracy -> OUT/senones.md")
+    s.add_argument("--lang", required=True, help="lang dir (phones.txt, phones/silence.int)")
+    s.add_argument("--system", action="append", required=True, help="NAME:GMM_DIR:ALI_DIR:DNN_DIR (repeat)")
+    s.add_argument("--sets", default="dev,test")
+    s.add_argument("out_dir")
+    s.set_defaults(func=cmd_compare_senones)
+
     s = sub.add_parser("compare", help="baseline / ensemble / distilled table -> OUT/results.{md,json}, plots")
     s.add_argument("--gmm", required=True, help="GMM system dir (exp/tri)")
     s.add_argument("--nnet", required=True, help="neural dir with member_<k>, ensemble, distilled (exp/nnet)")
     s.add_argument("--sets", default="dev,test", help="tuning set and test set names (decode_<set> dirs)")
+    s.add_argument("--stage-times", help="run.sh's exp/log/stage_times.tsv, for the time-per-stage table")
     s.add_argument("out_dir")
     s.set_defaults(func=cmd_compare)
     return p

@@ -170,14 +170,20 @@ def subset_data_dir(
     fraction: float | None = None,
     utt_list: list[str] | None = None,
     seed: int = 0,
+    frame_fraction: float | None = None,
 ) -> list[str]:
-    """Kaldi's subset_data_dir.sh: keep the first N utts, N per speaker, a seeded fraction,
-    or an explicit list; copies every known table filtered to the kept utts/speakers."""
+    """Kaldi's subset_data_dir.sh: keep the first N utts, N per speaker, a seeded fraction of
+    the utterances or of the frames (whole utterances in seeded random order until that share
+    of utt2num_frames), or an explicit list; copies every known table filtered to the kept
+    utts/speakers."""
     src = Path(src)
     utt2spk = read_table(src / "utt2spk")
     utts = list(utt2spk)
-    if sum(x is not None for x in (first, per_spk, fraction, utt_list)) != 1:
-        raise AsrkdError("subset: give exactly one of --first, --per-spk, --fraction, --utt-list")
+    if sum(x is not None for x in (first, per_spk, fraction, utt_list, frame_fraction)) != 1:
+        raise AsrkdError("subset: give exactly one of --first, --per-spk, --fraction, --frame-fraction, --utt-list")
+    for f in (fraction, frame_fraction):
+        if f is not None and not 0 < f <= 1:
+            raise AsrkdError(f"subset: a fraction must be in (0, 1], got {f}")
     if first is not None:
         keep = utts[:first]
     elif per_spk is not None:
@@ -186,10 +192,19 @@ def subset_data_dir(
             by_spk[utt2spk[u]].append(u)
         keep = [u for us in by_spk.values() for u in us[:per_spk]]
     elif fraction is not None:
-        if not 0 < fraction <= 1:
-            raise AsrkdError(f"subset: fraction must be in (0, 1], got {fraction}")
-        n = max(1, round(fraction * len(utts)))
-        keep = random.Random(seed).sample(utts, n)
+        keep = random.Random(seed).sample(utts, max(1, round(fraction * len(utts))))
+    elif frame_fraction is not None:
+        if not (src / "utt2num_frames").is_file():
+            raise AsrkdError(f"{src}: --frame-fraction needs utt2num_frames (run compute-fbank)")
+        frames = {u: int(n) for u, n in read_table(src / "utt2num_frames").items() if u in utt2spk}
+        goal, total, keep = frame_fraction * sum(frames.values()), 0, []
+        for u in random.Random(seed).sample(sorted(frames, key=sort_key), len(frames)):
+            if total >= goal:
+                break
+            keep.append(u)
+            total += frames[u]
+        log.info("%s: %d utterances with %d frames, %.2f%% of the frames", dest, len(keep), total,
+                 100 * total / sum(frames.values()))
     else:
         unknown = [u for u in utt_list if u not in utt2spk]
         if unknown:

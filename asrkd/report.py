@@ -1,10 +1,13 @@
-"""The comparison of baseline, ensemble and distilled models (Hinton et al. 2015, Table 1):
-`results.json`, `results.md` and plots, gathered from the systems' exp dirs.
+"""The comparison of baseline, ensemble and distilled models (Hinton et al. 2015, Table 1)
+and the experiments around it: `results.json`, `results.md` and plots, gathered from the
+systems' exp dirs.
 
 Layout read: a GMM dir (`exp/tri`) and a neural dir (`exp/nnet`) with `member_<k>/`,
-`ensemble/` and `distilled/`. Each system dir holds `frame_accuracy_<set>.json`
-(the ensemble's lists every member) and `decode_<set>/decode_info.json`; models hold
-`final.pt` and `log/train.json`.
+`ensemble/`, `distilled` (a link to the chosen `student_T<T>/`), and where run, the other
+students of the temperature sweep, `switched/` (teacher switching), `subset_hard/` and
+`subset_soft/` (section 6). Each system dir holds `frame_accuracy_<set>.json` (the
+ensemble's lists every member, the geometric mean and the ensemble-size curve) and
+`decode_<set>/decode_info.json`; models hold `final.pt` and `log/train.json`.
 """
 
 from __future__ import annotations
@@ -19,16 +22,28 @@ log = logging.getLogger(__name__)
 
 # ../shared/PAPER.md, Table 1 (2000 h voice search, 14,000 senones, 8 x 2560 DNNs, 10 members)
 PAPER = {"baseline": (58.9, 10.9), "ensemble": (61.1, 10.7), "distilled": (60.8, 10.7)}
+# section 6: (train, test) frame accuracy
+PAPER_SECTION6 = {"100% of train, hard targets": (63.4, 58.9), "3%, hard targets": (67.3, 44.5),
+                  "3%, soft targets": (65.4, 57.0)}
 
 
 def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _decode(sys_dir: Path, dset: str) -> dict:
-    info = _json(sys_dir / f"decode_{dset}" / "decode_info.json") or {}
-    return {f"{dset}_wer": info.get("wer"), f"{dset}_rtf": info.get("rtf_per_core"),
-            f"{dset}_lmwt": (info.get("best_lmwt"), info.get("best_wip")) if info else None}
+def _scores(d: Path, sets, fa: dict | None = None) -> dict:
+    """A system's frame accuracy (senone and phone level) and decoding results per set; `fa`
+    gives the frame-accuracy records instead of d/frame_accuracy_<set>.json."""
+    row = {}
+    for s in sets:
+        r = fa[s] if fa else _json(d / f"frame_accuracy_{s}.json")
+        info = _json(d / f"decode_{s}" / "decode_info.json") or {}
+        row |= {f"{s}_frame_acc": 100 * r["frame_accuracy"] if r else None,
+                f"{s}_phone_acc": 100 * r["phone_frame_accuracy"] if r and "phone_frame_accuracy" in r else None,
+                f"{s}_wer": info.get("wer"), f"{s}_rtf": info.get("rtf_per_core"),
+                f"{s}_lmwt": (info["best_lmwt"], info["best_wip"]) if info else None,
+                f"{s}_tuned_on": info.get("tuned_on")}
+    return row
 
 
 def _nnet_info(model_dir: Path) -> dict:
@@ -38,6 +53,7 @@ def _nnet_info(model_dir: Path) -> dict:
     hist = _json(model_dir / "log" / "train.json") or []
     return {"params": m.num_params(), "mflops_per_frame": m.flops_per_frame() / 1e6,
             "train_seconds": sum(h["train_seconds"] + h["eval_seconds"] for h in hist), "epochs": len(hist),
+            "best_epoch": max(hist, key=lambda h: h["dev_frame_accuracy"])["epoch"] if hist else None,
             "arch": f"{m.arch['hidden']}x{m.arch['layers']}"}
 
 
@@ -51,95 +67,205 @@ def _gmm_info(gmm_dir: Path) -> dict:
             "train_seconds": sum(h.get("seconds", 0) for h in hist), "arch": f"{n} Gaussians"}
 
 
-def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("dev", "test")) -> dict:
-    """Every system's numbers, plus the share of the ensemble's gain the student keeps."""
+def _temperature(d: Path) -> float:
+    return float(d.name.split("_T")[1])
+
+
+def _stage_times(path: Path | None) -> dict:
+    """Seconds per stage from run.sh's stage_times.tsv, the latest run of each stage."""
+    times = {}
+    if path and Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            f = line.split("\t")
+            if len(f) >= 2 and f[0].isdigit() and f[1].isdigit():
+                times[int(f[0])] = int(f[1])
+    return dict(sorted(times.items()))
+
+
+def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("dev", "test"),
+           stage_times: str | Path | None = None) -> dict:
+    """Every system's numbers, the share of the ensemble's gain the student keeps, and each
+    experiment that was run (temperature sweep, section 6, ensemble variants, seeds)."""
     gmm_dir, nnet_dir = Path(gmm_dir), Path(nnet_dir)
+    tune, test = sets
     members = sorted(nnet_dir.glob("member_*"), key=lambda p: int(p.name.split("_")[1]))
     if not members:
         raise AsrkdError(f"{nnet_dir}: no member_<k> dirs (run train-ensemble first)")
-    rows = {}
     ens_fa = {s: _json(nnet_dir / "ensemble" / f"frame_accuracy_{s}.json") for s in sets}
     for s in sets:
         if ens_fa[s] is None:
             raise AsrkdError(f"{nnet_dir}/ensemble/frame_accuracy_{s}.json: missing (run frame-accuracy first)")
-
-    def fa(d: Path, s: str):
-        r = _json(d / f"frame_accuracy_{s}.json")
-        return 100 * r["frame_accuracy"] if r else None
-
-    rows["tri GMM"] = {**_gmm_info(gmm_dir), **{f"{s}_frame_acc": fa(gmm_dir, s) for s in sets},
-                       **{k: v for s in sets for k, v in _decode(gmm_dir, s).items()}}
+    rows = {"tri GMM": {**_gmm_info(gmm_dir), **_scores(gmm_dir, sets)}}
     member_infos = [_nnet_info(m) for m in members]
     rows["baseline (member 0)"] = {**member_infos[0],
-                                   **{f"{s}_frame_acc": 100 * ens_fa[s]["members"][0]["frame_accuracy"] for s in sets},
-                                   **{k: v for s in sets for k, v in _decode(members[0], s).items()}}
+                                   **_scores(members[0], sets, {s: ens_fa[s]["members"][0] for s in sets})}
     rows["mean of members"] = {**member_infos[0], "train_seconds": sum(i["train_seconds"] for i in member_infos) / len(members),
                                **{f"{s}_frame_acc": 100 * ens_fa[s]["member_mean"] for s in sets},
                                **{f"{s}_frame_acc_range": [100 * ens_fa[s]["member_min"], 100 * ens_fa[s]["member_max"]]
                                   for s in sets}}
-    rows[f"ensemble of {len(members)}"] = {
-        "params": sum(i["params"] for i in member_infos), "arch": f"{len(members)} x {member_infos[0]['arch']}",
-        "mflops_per_frame": sum(i["mflops_per_frame"] for i in member_infos),
-        "train_seconds": sum(i["train_seconds"] for i in member_infos),
-        **{f"{s}_frame_acc": 100 * ens_fa[s]["frame_accuracy"] for s in sets},
-        **{k: v for s in sets for k, v in _decode(nnet_dir / "ensemble", s).items()}}
+    ensemble = f"ensemble of {len(members)}"
+    rows[ensemble] = {"params": sum(i["params"] for i in member_infos), "arch": f"{len(members)} x {member_infos[0]['arch']}",
+                      "mflops_per_frame": sum(i["mflops_per_frame"] for i in member_infos),
+                      "train_seconds": sum(i["train_seconds"] for i in member_infos),
+                      **_scores(nnet_dir / "ensemble", sets, ens_fa)}
     dist = nnet_dir / "distilled"
+    chosen = dist.resolve().name if dist.is_symlink() else None
     if (dist / "final.pt").is_file():
-        rows["distilled"] = {**_nnet_info(dist), **{f"{s}_frame_acc": fa(dist, s) for s in sets},
-                             **{k: v for s in sets for k, v in _decode(dist, s).items()}}
-    base, ens = rows["baseline (member 0)"], rows[f"ensemble of {len(members)}"]
+        name = f"distilled (T={_temperature(dist.resolve()):g})" if chosen else "distilled"
+        rows[name] = {**_nnet_info(dist), **_scores(dist, sets)}
+    base, ens = rows["baseline (member 0)"], rows[ensemble]
     kept = {}
-    if "distilled" in rows:
-        d = rows["distilled"]
+    student = next((r for k, r in rows.items() if k.startswith("distilled")), None)
+    if student:
         for s in sets:
             for key, sign in ((f"{s}_frame_acc", 1), (f"{s}_wer", -1)):
-                if None not in (base[key], ens[key], d[key]) and sign * (ens[key] - base[key]) > 0:
-                    kept[key] = (d[key] - base[key]) / (ens[key] - base[key])  # only where the ensemble gained
-    return {"sets": list(sets), "systems": rows, "student_keeps": kept, "paper_table1": PAPER, "members": [str(m) for m in members],
-            "soft_targets": {p.name: _json(p / "info.json") for p in sorted(nnet_dir.glob("soft_T*"))}}
+                if None not in (base[key], ens[key], student[key]) and sign * (ens[key] - base[key]) > 0:
+                    kept[key] = (student[key] - base[key]) / (ens[key] - base[key])  # only where the ensemble gained
+    sweep = {f"T={_temperature(d):g}": {**_nnet_info(d), **_scores(d, sets), "chosen": d.name == chosen}
+             for d in sorted(nnet_dir.glob("student_T*"), key=_temperature) if (d / "final.pt").is_file()}
+    if sweep:
+        sweep = {"hard targets only (member 0)": {**base, "chosen": False}, **sweep}
+    section6 = {}
+    for name, d in (("100% of train, hard targets (member 0)", members[0]), ("subset, hard targets", nnet_dir / "subset_hard"),
+                    ("subset, soft targets", nnet_dir / "subset_soft")):
+        if (d / "final.pt").is_file():
+            tr = _json(d / "frame_accuracy_train.json")
+            fa = {s: ens_fa[s]["members"][0] for s in sets} if d == members[0] else None
+            section6[name] = {**_nnet_info(d), **_scores(d, sets, fa), "train_frames": tr and tr["frames"],
+                              "train_frame_acc": tr and 100 * tr["frame_accuracy"],
+                              "history": _json(d / "log" / "train.json") or []}
+    hard, soft, full = (section6.get(k, {}).get(f"{test}_frame_acc") for k in
+                        ("subset, hard targets", "subset, soft targets", "100% of train, hard targets (member 0)"))
+    recovered = (soft - hard) / (full - hard) if None not in (hard, soft, full) and full != hard else None
+    variants = {s: {"arithmetic": 100 * ens_fa[s]["frame_accuracy"],
+                    "geometric": 100 * ens_fa[s]["geometric"]["frame_accuracy"] if "geometric" in ens_fa[s] else None,
+                    "size_curve": {int(k): 100 * v for k, v in ens_fa[s].get("size_curve", {}).items()}} for s in sets}
+    switched = nnet_dir / "switched"
+    if (switched / "final.pt").is_file():
+        info = _json(next(nnet_dir.glob("soft_T*_member_0"), Path("-")) / "info.json") or {}
+        t = info.get("temperature")
+        averaged = nnet_dir / f"student_T{t:g}" if t else None
+        variants["teacher_switching"] = {
+            "temperature": t, "switched": {**_nnet_info(switched), **_scores(switched, sets)},
+            "averaged": {**_nnet_info(averaged), **_scores(averaged, sets)}
+            if averaged and (averaged / "final.pt").is_file() else None}
+    seeds = {}
+    for s in sets:
+        accs = [100 * m["frame_accuracy"] for m in ens_fa[s]["members"]]
+        mean = sum(accs) / len(accs)
+        seeds[s] = {"frame_acc": accs, "mean": mean, "min": min(accs), "max": max(accs),
+                    "std": (sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1)) ** 0.5}
+    soft_dirs = [p for p in sorted(nnet_dir.glob("soft_T*"), key=lambda p: p.name) if "_member_" not in p.name]
+    return {"sets": list(sets), "systems": rows, "student_keeps": kept, "paper_table1": PAPER,
+            "members": [str(m) for m in members], "temperature_sweep": sweep, "chosen_student": chosen,
+            "section6": section6, "section6_recovered": recovered, "paper_section6": PAPER_SECTION6,
+            "ensemble_variants": variants, "seeds": seeds, "stage_seconds": _stage_times(stage_times),
+            "soft_targets": {p.name: _json(p / "info.json") for p in soft_dirs},
+            "per_member_soft_targets": len(list(nnet_dir.glob("soft_T*_member_*")))}
 
 
 def _f(x, fmt="{:.2f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+
+
+def _lm(r: dict, s: str) -> str:
+    lm = r.get(f"{s}_lmwt")
+    return f"{lm[0]:g}, {lm[1]:g}" if lm else "–"
+
+
 def write_markdown(res: dict, path: Path) -> None:
     rows, (tune, test) = res["systems"], res["sets"]
     lines = ["# Baseline, ensemble and distilled acoustic models", "",
-             "Frame accuracy is the argmax senone against the tri forced alignment; WER uses the LM weight and "
-             f"insertion penalty chosen on {tune}. MFLOP/frame counts the forward pass (a GMM: 4 x dim per "
-             "Gaussian); training time is wall-clock on the machine that ran the recipe.", "",
-             f"| system | model | {tune} frame acc. | {test} frame acc. | {tune} WER | {test} WER | (LMWT, penalty) | "
-             f"parameters | MFLOP/frame | decode RTF ({test}) | training |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Frame accuracy is the argmax senone against the tri forced alignment (phone level: the senone's "
+             f"phone); WER uses the LM weight and insertion penalty chosen on {tune}. MFLOP/frame counts the "
+             "forward pass (a GMM: 4 x dim per Gaussian); training time is wall-clock on the machine that ran "
+             "the recipe; the decode RTF is per core and includes the acoustic model.", ""]
+    table = []
     for name, r in rows.items():
         rng = r.get(f"{test}_frame_acc_range")
-        test_fa = _f(r.get(f"{test}_frame_acc")) + (f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng else "")
-        lm = r.get(f"{tune}_lmwt")
-        lines.append(f"| {name} | {r.get('arch', '')} | {_f(r.get(f'{tune}_frame_acc'))} | {test_fa} | "
-                     f"{_f(r.get(f'{tune}_wer'))} | {_f(r.get(f'{test}_wer'))} | "
-                     f"{f'{lm[0]:g}, {lm[1]:g}' if lm else '–'} | {r['params'] / 1e6:.2f} M | "
-                     f"{r['mflops_per_frame']:.1f} | {_f(r.get(f'{test}_rtf'), '{:.3f}')} | "
-                     f"{r['train_seconds'] / 60:.1f} min |")
-    kept = res["student_keeps"]
-    if kept:
+        table.append([name, r.get("arch", ""), _f(r.get(f"{tune}_frame_acc")),
+                      _f(r.get(f"{test}_frame_acc")) + (f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng else ""),
+                      _f(r.get(f"{test}_phone_acc")), _f(r.get(f"{tune}_wer")), _f(r.get(f"{test}_wer")),
+                      _lm(r, test), f"{r['params'] / 1e6:.2f} M", f"{r['mflops_per_frame']:.1f}",
+                      _f(r.get(f"{test}_rtf"), "{:.3f}"), f"{r['train_seconds'] / 60:.1f} min"])
+    lines += _table(["system", "model", f"{tune} frame acc.", f"{test} frame acc.", f"{test} phone acc.",
+                     f"{tune} WER", f"{test} WER", "(LMWT, penalty)", "parameters", "MFLOP/frame",
+                     f"decode RTF ({test})", "training"], table)
+    if res["student_keeps"]:
         lines += ["", "Share of the ensemble's gain over the baseline that the distilled model keeps, where the "
                   "ensemble gained (paper: 86% of frame accuracy, 100% of WER):", ""]
-        lines += [f"- {k.replace('_', ' ')}: {100 * v:.0f}%" for k, v in kept.items()]
-    lines += ["", "## Paper, Table 1 (Hinton et al. 2015: 2000 h, 14,000 senones, 10 x 85M-weight DNNs)", "",
-              "| system | test frame accuracy | WER |", "|---|---|---|"]
-    lines += [f"| {k} | {fa}% | {w}% |" for k, (fa, w) in res["paper_table1"].items()]
+        lines += [f"- {k.replace('_', ' ')}: {100 * v:.0f}%" for k, v in res["student_keeps"].items()]
+    lines += ["", "## Paper, Table 1 (Hinton et al. 2015: 2000 h, 14,000 senones, 10 x 85M-weight DNNs)", ""]
+    lines += _table(["system", "test frame accuracy", "WER"],
+                    [[k, f"{fa}%", f"{w}%"] for k, (fa, w) in res["paper_table1"].items()])
+    if res["temperature_sweep"]:
+        lines += ["", "## Temperature sweep", "",
+                  f"Students distilled at each T (weight {0.5:g} on the hard targets in the CPU config); the one with "
+                  f"the best {tune} frame accuracy is `distilled` (**bold**). The hard-targets-only row is the "
+                  "baseline. The chosen student's LM weight and penalty are tuned on "
+                  f"{tune}; the other students are decoded at those.", ""]
+        lines += _table(["student", f"{tune} frame acc.", f"{test} frame acc.", f"{test} phone acc.", f"{tune} WER",
+                         f"{test} WER", "epochs"],
+                        [[f"**{k}**" if r["chosen"] else k, _f(r.get(f"{tune}_frame_acc")), _f(r.get(f"{test}_frame_acc")),
+                          _f(r.get(f"{test}_phone_acc")), _f(r.get(f"{tune}_wer")), _f(r.get(f"{test}_wer")),
+                          r.get("epochs", "–")] for k, r in res["temperature_sweep"].items()])
+    if res["section6"]:
+        lines += ["", "## Soft targets as a regulariser (paper section 6)", "",
+                  "The same network trained on a seeded subset of the training utterances, with its hard targets "
+                  "or with the full-data ensemble's soft targets (the chosen T); training accuracy is on the data "
+                  "each model was trained on. Curves: `section6.png`.", ""]
+        lines += _table(["model", "training frames", "train frame acc.", f"{tune} frame acc.", f"{test} frame acc.",
+                         "epochs (best)"],
+                        [[k, _f(r["train_frames"], "{:,}"), _f(r["train_frame_acc"]), _f(r.get(f"{tune}_frame_acc")),
+                          _f(r.get(f"{test}_frame_acc")), f"{r['epochs']} ({r['best_epoch']})"]
+                         for k, r in res["section6"].items()])
+        if res["section6_recovered"] is not None:
+            lines += ["", f"The soft-target model recovers {100 * res['section6_recovered']:.0f}% of the {test} "
+                      "frame-accuracy gap between the subset's hard-target model and the full-data baseline "
+                      "(paper: 87%)."]
+        lines += ["", "Paper, section 6:", ""]
+        lines += _table(["system", "train frame accuracy", "test frame accuracy"],
+                        [[k, f"{a}%", f"{b}%"] for k, (a, b) in res["paper_section6"].items()])
+    v = res["ensemble_variants"]
+    lines += ["", "## Ensemble variants", "", "Frame accuracy of the members' arithmetic mean (the paper's, used for "
+              "the soft targets) and geometric mean, and of the first k members:", ""]
+    sizes = sorted(v[test]["size_curve"])
+    lines += _table(["set", "arithmetic", "geometric", *(f"{k} member{'s' if k > 1 else ''}" for k in sizes)],
+                    [[s, _f(v[s]["arithmetic"]), _f(v[s]["geometric"]), *(_f(v[s]["size_curve"].get(k)) for k in sizes)]
+                     for s in (tune, test)])
+    ts = v.get("teacher_switching")
+    if ts:
+        lines += ["", f"Teacher switching (Fukuda et al. 2017) at T={ts['temperature']:g}: each minibatch is distilled "
+                  "from one member's soft targets, drawn at random, instead of from their average:", ""]
+        lines += _table(["student", f"{tune} frame acc.", f"{test} frame acc.", f"{tune} WER", f"{test} WER", "epochs"],
+                        [[k, _f(r.get(f"{tune}_frame_acc")), _f(r.get(f"{test}_frame_acc")), _f(r.get(f"{tune}_wer")),
+                          _f(r.get(f"{test}_wer")), r.get("epochs")]
+                         for k, r in (("switched teachers", ts["switched"]), ("averaged teachers", ts["averaged"])) if r])
+    lines += ["", "## Seeds", "", "The members differ only in their seed; their spread is the noise level of a "
+              "single comparison:", ""]
+    lines += _table(["set", "members' frame acc.", "mean", "std", "range"],
+                    [[s, ", ".join(f"{a:.2f}" for a in r["frame_acc"]), _f(r["mean"]), _f(r["std"]),
+                      f"{r['min']:.2f}–{r['max']:.2f}"] for s, r in res["seeds"].items()])
     if res["soft_targets"]:
         lines += ["", "## Soft targets", "", "Stored: the ensemble's top k per frame, the rest of its mass spread evenly "
-                  "over the other senones.", "",
-                  "| dir | T | top-k | mass in the top k | KL(dense ‖ stored) | size | dense float32 |",
-                  "|---|---|---|---|---|---|---|"]
-        for name, i in res["soft_targets"].items():
-            if i:
-                lines.append(f"| {name} | {i['temperature']:g} | {i['top_k']} | {i['mean_topk_mass']:.4f} | "
-                             f"{i['kl_dense_vs_stored']:.4f} | {i['bytes_topk'] / 1e6:.0f} MB | "
-                             f"{i['bytes_dense_float32'] / 1e6:.0f} MB |")
-    lines += ["", "Plots: `dev_frame_accuracy.png` (per epoch), `wer.png` (test WER)."]
+                  "over the other senones" + (f"; plus each member's own for teacher switching "
+                                              f"({res['per_member_soft_targets']} dirs)" if res["per_member_soft_targets"]
+                                              else "") + ".", ""]
+        lines += _table(["dir", "T", "top-k", "mass in the top k", "KL(dense ‖ stored)", "size", "dense float32"],
+                        [[name, f"{i['temperature']:g}", i["top_k"], f"{i['mean_topk_mass']:.4f}",
+                          f"{i['kl_dense_vs_stored']:.4f}", f"{i['bytes_topk'] / 1e6:.0f} MB",
+                          f"{i['bytes_dense_float32'] / 1e6:.0f} MB"] for name, i in res["soft_targets"].items() if i])
+    if res["stage_seconds"]:
+        total = sum(res["stage_seconds"].values())
+        lines += ["", "## Time per stage", "", "Wall-clock of each stage's latest run (`exp/log/stage_times.tsv`):", ""]
+        lines += _table(["stage", "minutes"], [[k, f"{t / 60:.1f}"] for k, t in res["stage_seconds"].items()]
+                        + [["all", f"{total / 60:.1f}"]])
+    lines += ["", "Plots: `dev_frame_accuracy.png` (per epoch), `wer.png` (test WER), `section6.png`, `ensemble_size.png`."]
     write_list(path, lines)
 
 
@@ -149,42 +275,106 @@ def plot(res: dict, nnet_dir: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    tune, test = res["sets"]
+
+    def curve(ax, hist, key="dev_frame_accuracy", **kw):
+        ax.plot([e["epoch"] for e in hist], [100 * e[key] for e in hist], **kw)
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, m in enumerate(res["members"]):
-        h = _json(Path(m) / "log" / "train.json") or []
-        ax.plot([e["epoch"] for e in h], [100 * e["dev_frame_accuracy"] for e in h], color="tab:blue",
-                alpha=1.0 if i == 0 else 0.3, label="baseline (member 0)" if i == 0 else None)
-    h = _json(nnet_dir / "distilled" / "log" / "train.json") or []
-    ax.plot([e["epoch"] for e in h], [100 * e["dev_frame_accuracy"] for e in h], color="tab:red", label="distilled")
-    ens = [r for k, r in res["systems"].items() if k.startswith("ensemble")][0]
-    ax.axhline(ens[f"{res['sets'][0]}_frame_acc"], color="tab:green", ls="--", label="ensemble")
-    ax.set(xlabel="epoch", ylabel="dev frame accuracy (%)", title="Dev frame accuracy per epoch")
+        curve(ax, _json(Path(m) / "log" / "train.json") or [], color="tab:blue", alpha=1.0 if i == 0 else 0.3,
+              label="baseline (member 0)" if i == 0 else None)
+    curve(ax, _json(nnet_dir / "distilled" / "log" / "train.json") or [], color="tab:red", label="distilled")
+    ens = next(r for k, r in res["systems"].items() if k.startswith("ensemble"))
+    ax.axhline(ens[f"{tune}_frame_acc"], color="tab:green", ls="--", label="ensemble")
+    ax.set(xlabel="epoch", ylabel=f"{tune} frame accuracy (%)", title=f"{tune} frame accuracy per epoch")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "dev_frame_accuracy.png", dpi=100)
-    plt.close(fig)
-    test = res["sets"][1]
+    _save(fig, out / "dev_frame_accuracy.png")
+
     named = [(k, r[f"{test}_wer"]) for k, r in res["systems"].items() if r.get(f"{test}_wer") is not None]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar([k for k, _ in named], [w for _, w in named], color="tab:gray")
     for i, (_, w) in enumerate(named):
         ax.text(i, w, f"{w:.2f}", ha="center", va="bottom")
     ax.set(ylabel=f"{test} WER (%)", title=f"WER on {test}")
     ax.tick_params(axis="x", labelrotation=15)
+    _save(fig, out / "wer.png")
+
+    if res["section6"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (name, r), color in zip(res["section6"].items(), ("tab:blue", "tab:orange", "tab:red")):
+            curve(ax, r["history"], "train_frame_accuracy", color=color, ls=":", label=f"{name}: train (dropout on)")
+            curve(ax, r["history"], color=color, label=f"{name}: {tune}")
+        ax.set(xlabel="epoch", ylabel="frame accuracy (%)", title="Section 6: subset with hard vs soft targets")
+        ax.legend(fontsize=7)
+        _save(fig, out / "section6.png")
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for s in (tune, test):
+        sc = res["ensemble_variants"][s]["size_curve"]
+        ax.plot(sorted(sc), [sc[k] for k in sorted(sc)], marker="o", label=s)
+    ax.set(xlabel="members averaged", ylabel="frame accuracy (%)", title="Ensemble size")
+    ax.legend()
+    _save(fig, out / "ensemble_size.png")
+
+
+def _save(fig, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(out / "wer.png", dpi=100)
+    fig.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt
+
     plt.close(fig)
 
 
 def compare(gmm_dir: str | Path, nnet_dir: str | Path, out_dir: str | Path,
-            sets: tuple[str, str] = ("dev", "test")) -> dict:
+            sets: tuple[str, str] = ("dev", "test"), stage_times: str | Path | None = None) -> dict:
     """Write out_dir/results.{json,md} and the plots; returns the results."""
     out_dir = Path(out_dir)
-    res = gather(gmm_dir, nnet_dir, sets)
+    res = gather(gmm_dir, nnet_dir, sets, stage_times)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_file(out_dir / "results.json") as f:
         json.dump(res, f, indent=2)
     write_markdown(res, out_dir / "results.md")
     plot(res, Path(nnet_dir), out_dir)
-    log.info("%s: results.md, results.json, dev_frame_accuracy.png, wer.png", out_dir)
+    log.info("%s: results.md, results.json and plots", out_dir)
+    return res
+
+
+def senone_inventory(systems: dict[str, tuple], lang_dir: str | Path, out_dir: str | Path,
+                     sets: tuple[str, str] = ("dev", "test")) -> dict:
+    """Tree variants side by side (issue: silence senones cap frame accuracy): per system
+    (name -> (GMM dir, alignment dir, DNN dir)) the senone inventory, and the GMM's and the
+    DNN's frame accuracy at senone and phone level and WER. Writes out_dir/senones.{json,md}."""
+    from asrkd.alignment import AlignmentDir
+    from asrkd.lang import read_symbols
+
+    phones = {v: k for k, v in read_symbols(Path(lang_dir) / "phones.txt").items()}
+    silence = {int(x) for x in (Path(lang_dir) / "phones" / "silence.int").read_text().split()}
+    res = {}
+    for name, (gmm, ali, nnet) in systems.items():
+        per_phone = {}
+        for phone, _ in AlignmentDir(ali).tree_pdf_info:
+            per_phone[phones[phone]] = per_phone.get(phones[phone], 0) + 1
+        speech = [n for p, n in per_phone.items() if p not in {phones[s] for s in silence}]
+        res[name] = {"gmm_dir": str(gmm), "nnet_dir": str(nnet), "senones": sum(per_phone.values()),
+                     "silence_senones": sum(n for p, n in per_phone.items() if p in {phones[s] for s in silence}),
+                     "per_speech_phone": [sum(speech) / len(speech), min(speech), max(speech)],
+                     "senones_per_phone": per_phone, "gmm": _scores(Path(gmm), sets), "dnn": _scores(Path(nnet), sets)}
+    tune, test = sets
+    lines = ["# Senone inventory", "", "Each tree's senones, and the frame accuracy (senone and phone level) and WER "
+             "of its GMM and of a DNN baseline (seed 0, conf/nnet.yaml) trained on its alignment. Frame accuracy is "
+             "against each system's own alignment.", ""]
+    lines += _table(["system", "senones", "silence senones", "per speech phone (mean, min–max)",
+                     *(f"{m} {s} {k}" for m in ("GMM", "DNN") for s, k in
+                       ((tune, "senone acc."), (test, "senone acc."), (test, "phone acc."), (tune, "WER"), (test, "WER")))],
+                    [[name, r["senones"], r["silence_senones"],
+                      f"{r['per_speech_phone'][0]:.1f} ({r['per_speech_phone'][1]}–{r['per_speech_phone'][2]})",
+                      *(_f(r[m].get(key)) for m in ("gmm", "dnn") for key in
+                        (f"{tune}_frame_acc", f"{test}_frame_acc", f"{test}_phone_acc", f"{tune}_wer", f"{test}_wer"))]
+                     for name, r in res.items()])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out_dir / "senones.json") as f:
+        json.dump(res, f, indent=2)
+    write_list(out_dir / "senones.md", lines)
     return res

@@ -7,7 +7,8 @@ dense soft-target storage.
     python bench/nnet.py [--config recipes/speechocean762/conf/nnet.yaml] [--threads N]
 
 Training steps are the trainer's own: a shuffled minibatch gathered from a `FrameSet`
-(26-frame windows by index gather), forward, cross-entropy, backward, Adam. Training FLOPs
+(26-frame windows by index gather), forward, cross-entropy, backward, fused Adam
+(`asrkd.nnet.train.train_step`). Training FLOPs
 are 3 x the forward pass (forward, and backward's two products per layer). The matmul
 reference runs every layer's [batch, in] x [in, out] product and reports the FLOP-weighted
 rate. Frames are random (speed does not depend on them). Writes bench/results/nnet.json.
@@ -28,7 +29,7 @@ from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import FrameSet
 from asrkd.nnet.model import SenoneDnn
 from asrkd.nnet.soft_targets import average_posteriors, top_k
-from asrkd.nnet.train import batch_loss
+from asrkd.nnet.train import make_optimizer, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,19 +66,9 @@ def train_rate(cfg: NnetConfig, data: FrameSet, num_pdfs: int, seconds: float) -
     torch.manual_seed(0)
     model = SenoneDnn(data.feat_dim, num_pdfs, cfg.hidden, cfg.layers, cfg.left_context, cfg.right_context,
                       cfg.dropout)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    opt = make_optimizer(model, cfg)
     batches = iter(data.batches(cfg.batch_size, torch.Generator().manual_seed(0)))
-
-    def step():
-        idx = next(batches)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            logits = model(data.spliced(idx, cfg.left_context, cfg.right_context))
-        loss = batch_loss(logits.float(), data, idx, cfg, distill=False)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    calls, el = timed(step, seconds)
+    calls, el = timed(lambda: train_step(model, opt, data, next(batches), cfg, torch.device("cpu")), seconds)
     fps = calls * cfg.batch_size / el
     return {"frames_per_second": round(fps), "gflops": round(3 * model.flops_per_frame() * fps / 1e9, 1),
             "seconds_per_epoch_of_725756_frames": round(725756 / fps, 1)}

@@ -1,10 +1,12 @@
 """Corpus preparation scripts on the real corpora."""
 
 import numpy as np
+import pytest
 import soundfile as sf
 
-from asrkd.data import read_table, validate_data_dir
+from asrkd.data import read_table, sort_key, subset_data_dir, validate_data_dir
 from asrkd.features import FbankConfig, compute_fbank_dir, FeatureReader
+from asrkd.utils import AsrkdError
 from conftest import SO762, YESNO, run_script, so762_subset
 
 
@@ -88,3 +90,25 @@ def test_prepare_folder_48k_stereo(tmp_path):
         # 16 kHz -> 48 kHz -> 16 kHz and 16-bit storage: speech-band energies agree closely
         loud = r[:n] > np.percentile(r[:n], 50)
         assert np.mean(np.abs(r[:n] - feats[:n])[loud]) < 0.1
+
+
+def test_subset_by_frame_fraction(yesno, tmp_path):
+    """The paper's 3% subset: whole utterances in seeded random order until that share of the frames."""
+    src = yesno / "train_yesno"
+    frames = {u: int(n) for u, n in read_table(src / "utt2num_frames").items()}
+    total = sum(frames.values())
+    a = subset_data_dir(src, tmp_path / "a", frame_fraction=0.2, seed=1)
+    assert subset_data_dir(src, tmp_path / "b", frame_fraction=0.2, seed=1) == a  # seeded
+    assert subset_data_dir(src, tmp_path / "c", frame_fraction=0.2, seed=2) != a
+    got = sum(frames[u] for u in a)
+    assert 0.2 * total <= got < 0.2 * total + max(frames.values())  # stops at the first utterance past 20%
+    kept = read_table(tmp_path / "a" / "feats.scp")
+    assert sorted(kept) == sorted(a) and set(read_table(tmp_path / "a" / "utt2num_frames")) == set(a)
+    assert subset_data_dir(src, tmp_path / "all", frame_fraction=1.0) == sorted(frames, key=sort_key)
+    with pytest.raises(AsrkdError, match="must be in"):
+        subset_data_dir(src, tmp_path / "d", frame_fraction=0.0)
+    (tmp_path / "nofr").mkdir()
+    for name in ("utt2spk", "wav.scp", "text"):
+        (tmp_path / "nofr" / name).write_text((src / name).read_text())
+    with pytest.raises(AsrkdError, match="needs utt2num_frames"):
+        subset_data_dir(tmp_path / "nofr", tmp_path / "e", frame_fraction=0.5)

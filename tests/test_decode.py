@@ -97,6 +97,13 @@ def test_decoding_alignment_posteriors_returns_transcript(yesno, yesno_mono, gra
     assert (tmp_path / "decode/wer").read_text().startswith("%WER 0.00 [ 0 / 32,")
     r = frame_accuracy({u: scorer.log_posterior(u).argmax(1) for u in utts}, AlignmentDir(yesno_mono / "mono_ali"))
     assert r["frame_accuracy"] == 1.0 and r["utts"] == 4
+    # another state of the same phone: wrong senone, right phone
+    ali = AlignmentDir(yesno_mono / "mono_ali")
+    phones = ali.pdf_phones
+    sibling = np.array([next(t for t in range(len(phones)) if phones[t] == phones[s] and t != s)
+                        for s in range(len(phones))])
+    r = frame_accuracy({u: sibling[ali.ali[u]] for u in utts}, ali)
+    assert r["frame_accuracy"] == 0.0 and r["phone_frame_accuracy"] == 1.0
     assert PosteriorScorer([tmp_path / "sure.scp"], priors)(utts[0]).shape == sure[utts[0]].shape
     kaldiio.save_ark(str(tmp_path / "short.ark"), {utts[0]: sure[utts[0]]}, scp=str(tmp_path / "short.scp"))
     with pytest.raises(AsrkdError, match="covers different utterances"):

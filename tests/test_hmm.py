@@ -15,7 +15,7 @@ from asrkd.hmm.align import align, load_corpus, load_model, phone_segments
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.topo import read_topo
 from asrkd.hmm.train import train_mono, train_tri, tree_stats
-from asrkd.hmm.tree import ContextTree
+from asrkd.hmm.tree import ContextTree, build_tree, cluster_phones, merge_leaves
 from asrkd.lang import build_lexicon, prepare_lang, read_symbols
 from asrkd.utils import AsrkdError
 from conftest import SO762, so762_subset
@@ -105,6 +105,49 @@ def test_tree_size_and_mapping(so762):
     mono = json.loads((so762 / "mono_ali/align_report.json").read_text())
     tri = json.loads((so762 / "tri_ali/align_report.json").read_text())
     assert tri["avg_loglik_per_frame"] > mono["avg_loglik_per_frame"]
+
+
+def test_leaf_clustering_and_not_split_silence(so762):
+    """Kaldi build-tree's options: silence roots not split by context; leaves of a root merged
+    below the smallest split's gain, never across roots."""
+    topo = read_topo(so762 / "lang/topo")
+    _, mono_tree = load_model(so762 / "mono_ali")
+    corpus = load_corpus(so762 / "train", so762 / "lang")
+    ali = dict(kaldiio.load_scp(str(so762 / "mono_ali/ali.scp")))
+    contexts, states, stats = tree_stats(corpus, ali, mono_tree, topo)
+    total = stats.sum()
+    var_floor = 0.01 * (total.s2 / total.occ - (total.s1 / total.occ) ** 2)
+    questions = cluster_phones({int(p): stats.sum(contexts[:, 1] == p) for p in np.unique(contexts[:, 1])}, var_floor)
+    phone_states = {p: e.num_states for e in topo for p in e.phones}
+    silence = frozenset(int(x) for x in (so762 / "lang/phones/silence.int").read_text().split())
+    args = (contexts, states, stats, questions, 150, 20, var_floor, phone_states)
+    plain, _ = build_tree(*args)
+    no_sil, _ = build_tree(*args, not_split=silence)
+    sil_roots = sum(phone_states[p] for p in silence)
+    assert sum(p in silence for p, _ in plain.pdf_info) > sil_roots  # silence is split by context by default
+    assert sum(p in silence for p, _ in no_sil.pdf_info) == sil_roots and no_sil.num_pdfs == plain.num_pdfs
+    clustered, leaf_stats = build_tree(*args, not_split=silence, cluster=True)
+    leaves = [n for n in clustered.nodes if n[0] == "leaf"]
+    assert len(leaves) == no_sil.num_pdfs and clustered.num_pdfs < len(leaves)
+    assert sorted({n[1] for n in leaves}) == list(range(clustered.num_pdfs)) == list(range(len(leaf_stats.occ)))
+    for (phone, state), root in clustered.roots.items():  # every leaf's senone belongs to its own root
+        assert all(clustered.pdf_info[clustered.nodes[n][1]] == (phone, state) for n in clustered._leaves(root))
+    assert np.isclose(leaf_stats.occ.sum(), stats.occ.sum())
+    for c, st in zip(contexts[:300], states[:300]):  # the merged tree maps like the unmerged one, coarser
+        assert clustered.pdf_info[clustered.senone(tuple(c), int(st))] == (c[1], st)
+
+
+def test_merge_leaves_by_hand():
+    """Leaves 0 and 2 hold the same Gaussian, 1 another: only 0 and 2 merge, and only under a
+    threshold above their (small) merge cost."""
+    rng = np.random.default_rng(0)
+    x = [rng.normal(m, 1, (500, 2)) for m in (0.0, 5.0, 0.0)]
+    occ = np.array([len(a) for a in x], float)
+    s1, s2 = np.stack([a.sum(0) for a in x]), np.stack([(a**2).sum(0) for a in x])
+    floor = np.full(2, 1e-3)
+    assert merge_leaves(occ, s1, s2, 50.0, floor) == [[0, 2], [1]]
+    assert merge_leaves(occ, s1, s2, 0.0, floor) == [[0], [1], [2]]
+    assert merge_leaves(occ, s1, s2, 1e9, floor) == [[0, 2, 1]]
 
 
 def test_tri_alignment_outputs(so762):

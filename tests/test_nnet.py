@@ -14,7 +14,7 @@ from asrkd.decode.decoder import NnetScorer, PosteriorScorer
 from asrkd.features import FeatureReader, splice
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import load_frames
-from asrkd.nnet.model import SenoneDnn, load_nnet
+from asrkd.nnet.model import Dropout, SenoneDnn, load_nnet
 from asrkd.nnet.soft_targets import SoftTargets, average_posteriors, make_soft_targets, tail_probability, top_k
 from asrkd.nnet.train import distillation_loss, train_dnn
 from asrkd.utils import AsrkdError
@@ -42,6 +42,20 @@ def test_dnn_log_posteriors(yesno):
     np.testing.assert_allclose(logp, torch.log_softmax(net(spliced), -1).detach().numpy(), atol=1e-5)
     assert net.num_params() == 26 * 40 * 32 + 32 + 32 * 32 + 32 + 32 * 11 + 11
     assert net.flops_per_frame() == 2 * (26 * 40 * 32 + 32 * 32 + 32 * 11)
+
+
+def test_dropout_mask_from_random_bytes():
+    x = torch.ones(1000, 999, dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    y = Dropout(0.2)(x)
+    assert abs(float((y > 0).float().mean()) - 205 / 256) < 0.003  # a byte >= 51 keeps the unit
+    assert abs(float(y.float().mean()) - 1) < 0.01 and y.dtype == x.dtype  # expectation kept
+    torch.manual_seed(0)
+    assert torch.equal(Dropout(0.2)(x), y)  # the global RNG: seeded, and in checkpoints
+    assert torch.equal(Dropout(0.2).eval()(x), x) and torch.equal(Dropout(0.0)(x), x)
+    z = torch.ones(5, 3, requires_grad=True)
+    Dropout(0.5)(z).sum().backward()
+    assert set(z.grad.unique().tolist()) <= {0.0, 2.0}
 
 
 def test_splice_gather_equals_features_splice(yesno, frames):
@@ -173,8 +187,8 @@ def test_distillation_trains_on_soft_targets(yesno, yesno_mono, frames, tmp_path
     ali = AlignmentDir(yesno_mono / "mono_ali")
     train_dnn(TINY, frames, frames, 16, tmp_path / "teacher", seed=0)
     make_soft_targets([load_nnet(tmp_path / "teacher")], yesno / "train_yesno", {2.0: tmp_path / "soft_T2"}, k=4)
-    data = load_frames(yesno / "train_yesno", ali, SoftTargets(tmp_path / "soft_T2"))
-    assert data.soft_ids.shape == (len(data), 4) and (data.soft_probs.sum(1) <= 1.002).all()
+    data = load_frames(yesno / "train_yesno", ali, [SoftTargets(tmp_path / "soft_T2")])
+    assert data.soft_ids.shape == (1, len(data), 4) and (data.soft_probs.float().sum(2) <= 1.002).all()
     # nnet-forward's stored log posteriors are what the decoder computes on the fly
     proc = run_script("nnet-forward", "--nnet", str(tmp_path / "teacher"), str(yesno / "train_yesno"),
                       str(tmp_path / "post"))
@@ -187,6 +201,43 @@ def test_distillation_trains_on_soft_targets(yesno, yesno_mono, frames, tmp_path
     assert hist[-1]["dev_frame_accuracy"] > 0.5
     with pytest.raises(AsrkdError, match="needs soft targets"):
         train_dnn(TINY, frames, frames, 16, tmp_path / "nope", distill=True)
+
+
+def test_teacher_switching(yesno, yesno_mono, frames, tmp_path):
+    """Each member's own soft targets, one teacher per minibatch: in expectation the gradient of
+    the arithmetic ensemble's KD loss (the KL is linear in the target), and a student learns."""
+    torch.manual_seed(0)
+    n, t = 12, 2.0
+    members = [torch.randn(5, n) * 3 for _ in range(3)]
+    z, ids = torch.randn(5, n), torch.arange(n).repeat(5, 1)
+
+    def grad(targets):
+        zz = z.clone().requires_grad_(True)
+        distillation_loss(zz, ids, targets, t).backward()
+        return zz.grad
+
+    switched = sum(grad(torch.softmax(m / t, -1)) for m in members) / len(members)
+    averaged = grad(average_posteriors(members, t).exp())
+    assert torch.allclose(switched, averaged, atol=1e-6)
+    assert not torch.allclose(grad(torch.softmax(members[0] / t, -1)), averaged, atol=1e-3)
+
+    teachers = []
+    for seed in (0, 1):
+        train_dnn(TINY, frames, frames, 16, tmp_path / f"m{seed}", seed=seed)
+        teachers.append(load_nnet(tmp_path / f"m{seed}"))
+    out = {(t, k): (t, tmp_path / f"soft_T2_member_{k}", k) for k in range(2)} | {t: tmp_path / "soft_T2"}
+    info = make_soft_targets(teachers, yesno / "train_yesno", out, k=4)
+    assert [info[(t, k)]["member"] for k in range(2)] == [0, 1] and info[t]["members"] == 2
+    reader = FeatureReader(yesno / "train_yesno")
+    utt = reader.keys()[0]
+    own = SoftTargets(tmp_path / "soft_T2_member_1").read(utt, len(reader[utt]))[0]
+    want = np.argsort(-teachers[1].logits(reader[utt]).numpy(), 1)[:, :4]
+    np.testing.assert_array_equal(np.sort(own, 1), np.sort(want, 1))
+    data = load_frames(yesno / "train_yesno", AlignmentDir(yesno_mono / "mono_ali"),
+                       [SoftTargets(tmp_path / f"soft_T2_member_{k}") for k in range(2)])
+    assert data.soft_ids.shape == (2, len(data), 4)
+    hist = train_dnn(TINY, data, frames, 16, tmp_path / "switched", distill=True)
+    assert hist[-1]["dev_frame_accuracy"] > 0.5
 
 
 def test_config_and_checkpoint_errors(tmp_path):

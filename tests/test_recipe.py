@@ -47,19 +47,43 @@ def test_yesno_recipe_stages(tmp_path):
     for m, max_wer in (("mono", 0.0), ("tri", 2.5)):
         wer = (recipe / f"exp/{m}/decode_test_yesno/wer").read_text().split()
         assert wer[0] == "%WER" and float(wer[1]) <= max_wer, (m, wer)
-    # stages 10-15: ensemble, soft targets, student, frame accuracy, decoding, comparison
+    # stages 10-17: ensemble, soft targets, temperature sweep, section 6, teacher switching,
+    # frame accuracy, decoding, comparison
     res = json.loads((recipe / "exp/compare/results.json").read_text())
     systems = res["systems"]
-    assert list(systems) == ["tri GMM", "baseline (member 0)", "mean of members", "ensemble of 2", "distilled"]
-    for name in ("baseline (member 0)", "ensemble of 2", "distilled"):
+    chosen = res["chosen_student"]
+    assert chosen in ("student_T1", "student_T2") and (recipe / "exp/nnet/distilled").is_symlink()
+    student = f"distilled (T={chosen[-1]})"
+    assert list(systems) == ["tri GMM", "baseline (member 0)", "mean of members", "ensemble of 2", student]
+    for name in ("baseline (member 0)", "ensemble of 2", student):
         assert systems[name]["test_yesno_frame_acc"] > 50, name  # 20 senones: chance is 5%
         # every training file starts with NO, so the tiny DNNs may insert a NO before a test file's
         # first YES (up to 21 of the test's 240 words); 15% is still far from chance
         assert systems[name]["test_yesno_wer"] <= 15, name
+        assert systems[name]["test_yesno_phone_acc"] >= systems[name]["test_yesno_frame_acc"]
     assert systems["ensemble of 2"]["params"] == 2 * systems["baseline (member 0)"]["params"]
-    assert "| distilled |" in (recipe / "exp/compare/results.md").read_text()
-    assert (recipe / "exp/compare/wer.png").stat().st_size > 0
-    assert set(res["soft_targets"]) == {"soft_T1", "soft_T2"}
+    sweep = res["temperature_sweep"]
+    assert list(sweep) == ["hard targets only (member 0)", "T=1", "T=2"]
+    assert [k for k, r in sweep.items() if r["chosen"]] == [f"T={chosen[-1]}"]
+    assert all(r["test_yesno_wer"] is not None for r in sweep.values())
+    # section 6: 30% of the files by frames, hard and soft targets, with training-set accuracy
+    subset = read_table(recipe / "data/train_yesno_30pct/utt2spk")
+    assert 8 <= len(subset) <= 10
+    assert list(res["section6"]) == ["100% of train, hard targets (member 0)", "subset, hard targets",
+                                     "subset, soft targets"]
+    assert all(r["train_frame_acc"] > 50 for r in res["section6"].values())
+    assert res["section6_recovered"] is not None
+    variants = res["ensemble_variants"]
+    assert variants["test_yesno"]["geometric"] > 50 and list(variants["test_yesno"]["size_curve"]) == ["1", "2"]
+    assert variants["teacher_switching"]["switched"]["test_yesno_frame_acc"] > 50
+    assert res["per_member_soft_targets"] == 2 and set(res["soft_targets"]) == {"soft_T1", "soft_T2"}
+    assert set(res["stage_seconds"]) >= {str(k) for k in range(10, 17)}
+    md = (recipe / "exp/compare/results.md").read_text()
+    for heading in ("| distilled (T=", "## Temperature sweep", "## Soft targets as a regulariser", "## Ensemble variants",
+                    "Teacher switching", "## Seeds", "## Time per stage"):
+        assert heading in md, heading
+    for png in ("wer", "dev_frame_accuracy", "section6", "ensemble_size"):
+        assert (recipe / f"exp/compare/{png}.png").stat().st_size > 0
     stamp = (recipe / "exp/tri/decode_test_yesno/decode_info.json").stat().st_mtime_ns
     proc = run_recipe(recipe, "--stage", "9", "--corpus-dir", str(YESNO))
     assert proc.returncode == 0, proc.stderr

@@ -87,9 +87,11 @@ def score(data_dir: str | Path, hyp_text: str | Path, out_dir: str | Path) -> di
 
 
 def frame_accuracy(predictions: dict[str, np.ndarray], ali: AlignmentDir, out_json: str | Path | None = None) -> dict:
-    """Fraction of frames whose predicted senone (argmax) equals the forced alignment's."""
-    correct = frames = utts = 0
+    """Fraction of frames whose predicted senone (argmax) equals the forced alignment's, and
+    (with the alignment's tree) whose predicted senone belongs to the aligned phone."""
+    correct = phone_correct = frames = utts = 0
     mismatched = []
+    phones = ali.pdf_phones
     for utt, pred in predictions.items():
         if utt not in ali.ali:
             continue
@@ -98,10 +100,14 @@ def frame_accuracy(predictions: dict[str, np.ndarray], ali: AlignmentDir, out_js
             mismatched.append(utt)
             continue
         correct, frames, utts = correct + int((ref == pred).sum()), frames + len(ref), utts + 1
+        if phones is not None:
+            phone_correct += int((phones[ref] == phones[pred]).sum())
     if not frames:
         raise AsrkdError(f"{ali.path}: no utterance shared with the model's outputs")
     result = {"frame_accuracy": correct / frames, "frames": frames, "utts": utts,
               "not_aligned": len(predictions) - utts - len(mismatched), "length_mismatch": mismatched}
+    if phones is not None:
+        result["phone_frame_accuracy"] = phone_correct / frames
     if mismatched:
         log.warning("%d utterances have a different length from their alignment, skipped", len(mismatched))
     if out_json:

@@ -207,10 +207,11 @@ def tree_stats(corpus: Corpus, ali: dict, tree: ContextTree, topo) -> tuple[np.n
 
 def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, exp_dir: str | Path,
               num_leaves: int = 1500, tot_gauss: int = 8000, num_iters: int = 35, min_leaf_occ: float = 100.0,
-              force: bool = False) -> list[dict]:
+              split_silence: bool = True, cluster_leaves: bool = False, force: bool = False) -> list[dict]:
     """Tied-state triphones from a (monophone) alignment: questions by phone clustering, a
-    decision tree grown to `num_leaves`, one Gaussian per leaf from the tree statistics,
-    then EM with re-alignment and mixing up to `tot_gauss`."""
+    decision tree grown to `num_leaves` (silence phones split by context or not), its leaves
+    optionally clustered, one Gaussian per senone from the tree statistics, then EM with
+    re-alignment and mixing up to `tot_gauss`."""
     exp_dir, lang_dir, ali_dir = Path(exp_dir), Path(lang_dir), Path(ali_dir)
     if (done := _done(exp_dir, force)) is not None:
         return done
@@ -231,9 +232,12 @@ def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, e
         central[int(phone)] = stats.sum(m)
     questions = cluster_phones(central, var_floor)
     phone_states = {p: e.num_states for e in topo for p in e.phones}
-    tree, leaf = build_tree(contexts, states, stats, questions, num_leaves, min_leaf_occ, var_floor, phone_states)
-    log.info("%s: %d questions, tree with %d leaves from %d seen (context, state) keys (%.0f s)",
-             exp_dir, len(questions), tree.num_pdfs, len(contexts), time.time() - t0)
+    silence = frozenset(int(x) for x in (lang_dir / "phones" / "silence.int").read_text().split())
+    tree, leaf = build_tree(contexts, states, stats, questions, num_leaves, min_leaf_occ, var_floor, phone_states,
+                            not_split=frozenset() if split_silence else silence, cluster=cluster_leaves)
+    sil_pdfs = sum(phone in silence for phone, _ in tree.pdf_info)
+    log.info("%s: %d questions, tree with %d senones (%d of silence) from %d seen (context, state) keys (%.0f s)",
+             exp_dir, len(questions), tree.num_pdfs, sil_pdfs, len(contexts), time.time() - t0)
     # one Gaussian per leaf (Kaldi gmm-init-model); leaves without frames keep the global Gaussian
     occ = np.maximum(leaf.occ, 1e-10)[:, None]
     mean = np.where(leaf.occ[:, None] > 0, leaf.s1 / occ, total.s1 / total.occ)
@@ -249,6 +253,8 @@ def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, e
     gmm, _, history = train_gmm(corpus, graphs, gmm, tri_ali, torch.as_tensor(var_floor), exp_dir, num_iters,
                                 realign, tot_gauss, max_iter_inc=max(1, num_iters * 5 // 7),
                                 meta=_data_meta(data_dir, ali=fingerprint(ali_dir / "ali.scp"),
-                                                num_leaves=num_leaves, min_leaf_occ=min_leaf_occ))
+                                                num_leaves=num_leaves, min_leaf_occ=min_leaf_occ,
+                                                split_silence=split_silence, cluster_leaves=cluster_leaves))
     history[0]["tree_leaves"] = tree.num_pdfs
+    history[0]["silence_senones"] = sil_pdfs
     return _finish(exp_dir, gmm, tree, history, t0)

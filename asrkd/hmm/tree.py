@@ -3,8 +3,11 @@
 As in Kaldi's cluster-phones + build-tree: phones are clustered bottom-up on their
 single-Gaussian statistics to give the questions (phone sets); then every (phone, HMM
 state) root is split greedily on the question about the left or right phone that gains
-the most likelihood, until the tree has the requested number of leaves. Leaves are
-numbered as senones (pdf ids). A monophone system is the tree with no splits.
+the most likelihood, until the tree has the requested number of leaves. Roots of
+"not-split" phones (roots.txt; e.g. silence) stay one leaf. Optionally the leaves of each
+root are then clustered bottom-up: leaves whose merge loses less likelihood than the
+smallest split gained share a senone (build-tree's cluster threshold). Leaves are numbered
+as senones (pdf ids), root by root. A monophone system is the tree with no splits.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class ContextTree:
                  roots: dict[tuple[int, int], int], nodes: list[tuple]):
         self.context_width, self.central_position = context_width, central_position
         self.questions, self.roots, self.nodes = questions, roots, nodes
-        self.num_pdfs = sum(n[0] == "leaf" for n in nodes)
+        self.num_pdfs = len({n[1] for n in nodes if n[0] == "leaf"})  # clustered leaves share a senone
         self.pdf_info = [None] * self.num_pdfs  # senone -> (phone, state) of its root
         for (phone, state), node in roots.items():
             for leaf in self._leaves(node):
@@ -140,12 +143,34 @@ class ContextTree:
         return cls(width, central, questions, roots, nodes)
 
 
+def merge_leaves(occ: np.ndarray, s1: np.ndarray, s2: np.ndarray, thresh: float, var_floor: np.ndarray) -> list[list[int]]:
+    """Bottom-up clustering of leaves (rows of the stats): merge the pair that loses the least
+    likelihood while that loss is below `thresh`. Returns the groups of row indices."""
+    groups = [[i] for i in range(len(occ))]
+    occ, s1, s2 = occ.astype(np.float64).copy(), s1.astype(np.float64).copy(), s2.astype(np.float64).copy()
+    while len(groups) > 1:
+        own = gauss_loglik(occ, s1, s2, var_floor)
+        merged = gauss_loglik(occ[:, None] + occ[None], s1[:, None] + s1[None], s2[:, None] + s2[None], var_floor)
+        cost = own[:, None] + own[None] - merged
+        cost[np.tril_indices(len(groups))] = np.inf
+        i, j = np.unravel_index(np.argmin(cost), cost.shape)
+        if cost[i, j] >= thresh:
+            break
+        groups[i] += groups.pop(j)
+        occ[i], s1[i], s2[i] = occ[i] + occ[j], s1[i] + s1[j], s2[i] + s2[j]
+        occ, s1, s2 = (np.delete(x, j, 0) for x in (occ, s1, s2))
+    return groups
+
+
 def build_tree(contexts: np.ndarray, states: np.ndarray, stats: GaussStats, questions: list[frozenset[int]],
                num_leaves: int, min_occ: float, var_floor: np.ndarray, phone_states: dict[int, int],
-               central_position: int = 1) -> tuple[ContextTree, GaussStats]:
+               central_position: int = 1, not_split: frozenset[int] = frozenset(),
+               cluster: bool = False) -> tuple[ContextTree, GaussStats]:
     """Grow the tree by best likelihood gain until `num_leaves` leaves (or no split keeps
-    `min_occ` frames on both sides). Rows of `contexts` [K, W] / `states` [K] are the seen
-    (context, state) keys with their statistics. Returns the tree and per-senone stats."""
+    `min_occ` frames on both sides); roots of `not_split` phones are never split; with
+    `cluster`, each root's leaves are then merged (`merge_leaves`) below the smallest split's
+    gain. Rows of `contexts` [K, W] / `states` [K] are the seen (context, state) keys with
+    their statistics. Returns the tree and per-senone stats."""
     width = contexts.shape[1]
     num_phones = max(max(phone_states), int(contexts.max())) + 1
     member = np.zeros((len(questions), num_phones))
@@ -180,13 +205,16 @@ def build_tree(contexts: np.ndarray, states: np.ndarray, stats: GaussStats, ques
     num = len(nodes)
     if num_leaves < num:
         raise AsrkdError(f"num_leaves {num_leaves} is below the number of (phone, state) roots {num}")
-    for node, idx in members.items():
-        if len(idx) > 1:
+    for (phone, _), node in roots.items():
+        idx = members[node]
+        if len(idx) > 1 and phone not in not_split:
             gain, pos, q, yes = best_split(idx)
             if pos is not None:
                 heapq.heappush(heap, (-gain, node, pos, q, yes))
+    gains = []
     while heap and num < num_leaves:
-        _, node, pos, q, yes = heapq.heappop(heap)
+        gain, node, pos, q, yes = heapq.heappop(heap)
+        gains.append(-gain)
         idx = members.pop(node)
         children = []
         for part in (idx[yes], idx[~yes]):
@@ -199,18 +227,24 @@ def build_tree(contexts: np.ndarray, states: np.ndarray, stats: GaussStats, ques
                     heapq.heappush(heap, (-g, children[-1], p2, q2, y2))
         nodes[node] = ["split", pos, q, *children]
         num += 1
-    # number the leaves as senones, root by root
+    # number the leaves (or with `cluster` the groups of merged leaves) as senones, root by root
     leaf_stats, senone = [], 0
     for root in roots.values():
-        stack = [root]
+        leaves, stack = [], [root]
         while stack:
             n = stack.pop()
             if nodes[n][0] == "split":
                 stack += [nodes[n][4], nodes[n][3]]
-                continue
-            nodes[n] = ["leaf", senone]
-            idx = members[n]
-            leaf_stats.append((stats.occ[idx].sum(), stats.s1[idx].sum(0), stats.s2[idx].sum(0)))
+            else:
+                leaves.append(n)
+        sums = [(stats.occ[members[n]].sum(), stats.s1[members[n]].sum(0), stats.s2[members[n]].sum(0)) for n in leaves]
+        groups = [[i] for i in range(len(leaves))]
+        if cluster and len(leaves) > 1:
+            groups = merge_leaves(*(np.stack(x) for x in zip(*sums)), min(gains), var_floor)
+        for g in sorted(groups):
+            for i in g:
+                nodes[leaves[i]] = ["leaf", senone]
+            leaf_stats.append(tuple(sum(sums[i][x] for i in g) for x in range(3)))
             senone += 1
     tree = ContextTree(width, central_position, questions, roots, [tuple(n) for n in nodes])
     occ, s1, s2 = (np.stack(x) for x in zip(*leaf_stats))

@@ -1,6 +1,6 @@
 """Frame-level training data: CMVN'd fbank frames of a data dir in one array, each frame's
-utterance bounds, its senone target (an alignment dir) and optionally its soft target
-(top-k ids and probabilities). Context windows are gathered per minibatch, so memory holds
+utterance bounds, its senone target (an alignment dir) and optionally its soft targets
+(top-k ids and probabilities) from one or more teachers. Context windows are gathered per minibatch, so memory holds
 the unspliced frames only (the 26-frame window would be 26 times larger)."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class FrameSet:
     """Frames [N, D] of `utts` in order; frame i belongs to the utterance spanning
-    first[i]..last[i]; `targets` [N] senones; `soft_ids`/`soft_probs` [N, k] or None."""
+    first[i]..last[i]; `targets` [N] senones; `soft_ids`/`soft_probs` [M, N, k] (int32 and
+    float16, M teachers) or None."""
 
     utts: list[str]
     offsets: np.ndarray  # [U + 1] frame offset of each utterance
@@ -57,24 +58,23 @@ class FrameSet:
         return order.split(batch_size)
 
 
-def load_frames(data_dir: str | Path, ali: AlignmentDir, soft: SoftTargets | None = None,
+def load_frames(data_dir: str | Path, ali: AlignmentDir, soft: list[SoftTargets] = (),
                 skip_log: str | Path | None = None) -> FrameSet:
-    """Frames of every utterance of `data_dir` that has an alignment (and soft targets when
-    given); utterances without are skipped, counted and listed in `skip_log`."""
+    """Frames of every utterance of `data_dir` that has an alignment (and soft targets in
+    every dir of `soft`); utterances without are skipped, counted and listed in `skip_log`."""
     reader = FeatureReader(data_dir, cmvn=True)
     feats, targets, utts, skipped, soft_rows = [], [], [], [], []
     for utt in reader.keys():
         if utt not in ali.ali:
             skipped.append(f"{utt} no alignment")
             continue
-        if soft is not None and utt not in soft:
-            skipped.append(f"{utt} no soft targets")
+        if missing := [s.path for s in soft if utt not in s]:
+            skipped.append(f"{utt} no soft targets in {missing[0]}")
             continue
         x = reader[utt]
         feats.append(x)
         targets.append(ali.targets(utt, len(x)))
-        if soft is not None:
-            soft_rows.append(soft.read(utt, len(x)))
+        soft_rows.append([s.read(utt, len(x)) for s in soft])
         utts.append(utt)
     if not utts:
         raise AsrkdError(f"{data_dir}: no utterance has an alignment in {ali.path}")
@@ -89,8 +89,10 @@ def load_frames(data_dir: str | Path, ali: AlignmentDir, soft: SoftTargets | Non
     out = FrameSet(utts, offsets, torch.from_numpy(np.concatenate(feats)), torch.from_numpy(first),
                    torch.from_numpy(first + np.repeat(lengths, lengths) - 1),
                    torch.from_numpy(np.concatenate(targets).astype(np.int64)))
-    if soft is not None:
-        out.soft_ids = torch.from_numpy(np.concatenate([r[0] for r in soft_rows]).astype(np.int64))
-        out.soft_probs = torch.from_numpy(np.concatenate([r[1] for r in soft_rows]).astype(np.float32))
+    if soft:
+        out.soft_ids = torch.from_numpy(np.stack([np.concatenate([r[m][0] for r in soft_rows]).astype(np.int32)
+                                                  for m in range(len(soft))]))
+        out.soft_probs = torch.from_numpy(np.stack([np.concatenate([r[m][1] for r in soft_rows])
+                                                    for m in range(len(soft))]))
     log.info("%s: %d utterances, %d frames", data_dir, len(utts), len(out))
     return out

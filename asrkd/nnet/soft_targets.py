@@ -87,32 +87,36 @@ class SoftTargets:
         return ids, probs
 
 
-def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict[float, Path], k: int = 20,
-                      mean: str = "arithmetic", bf16: bool = False, force: bool = False) -> dict[float, dict]:
-    """One pass over `data_dir`: every member's logits once, then for each temperature T the
-    averaged tempered posteriors, top-k, written to out_dirs[T]. Returns each dir's info."""
-    todo = {t: d for t, d in out_dirs.items() if force or not (Path(d) / "info.json").is_file()}
-    for t in set(out_dirs) - set(todo):
-        log.info("%s: soft targets exist, skipping (use --force to remake)", out_dirs[t])
+def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict, k: int = 20, mean: str = "arithmetic",
+                      bf16: bool = False, force: bool = False) -> dict:
+    """One pass over `data_dir`: every member's logits once, then for each output dir its
+    tempered posteriors, top-k. `out_dirs` maps a key to (T, dir), averaging every member, or
+    (T, dir, member) for one member's own (teacher switching); a bare float key T maps to a
+    dir of the whole ensemble at T. Returns each key's info."""
+    jobs = {key: (key, d, None) if not isinstance(d, tuple) else (d + (None,))[:3] for key, d in out_dirs.items()}
+    todo = {key: job for key, job in jobs.items() if force or not (Path(job[1]) / "info.json").is_file()}
+    for key in set(jobs) - set(todo):
+        log.info("%s: soft targets exist, skipping (use --force to remake)", jobs[key][1])
     if not todo:
-        return {t: json.loads((Path(d) / "info.json").read_text()) for t, d in out_dirs.items()}
+        return {key: json.loads((Path(d) / "info.json").read_text()) for key, (_, d, _) in jobs.items()}
     reader = FeatureReader(data_dir, cmvn=True)
     num_pdfs = models[0].arch["num_senones"]
     id_type = np.uint16 if num_pdfs <= 65536 else np.int32
     t0 = time.time()
-    stats = {t: {"frames": 0, "mass": 0.0, "kl": 0.0} for t in todo}
+    stats = {key: {"frames": 0, "mass": 0.0, "kl": 0.0} for key in todo}
     with ExitStack() as stack:
-        tmps = {t: stack.enter_context(atomic_dir(Path(d).resolve())) for t, d in todo.items()}
-        files = {t: {n: (open(tmps[t] / f"{n}.ark", "wb"), open(tmps[t] / f"{n}.scp", "w"))
-                     for n in ("ids", "probs")} for t in todo}
+        tmps = {key: stack.enter_context(atomic_dir(Path(d).resolve())) for key, (_, d, _) in todo.items()}
+        files = {key: {n: (open(tmps[key] / f"{n}.ark", "wb"), open(tmps[key] / f"{n}.scp", "w"))
+                       for n in ("ids", "probs")} for key in todo}
         for utt in tqdm(sorted(reader.keys(), key=sort_key), desc="soft targets", disable=None):
             feats = reader[utt]
             logits = [m.logits(feats, bf16=bf16) for m in models]
-            for t, f in files.items():
-                ids, probs, kl = top_k(average_posteriors(logits, t, mean), k)
+            for key, f in files.items():
+                t, _, member = todo[key]
+                ids, probs, kl = top_k(average_posteriors(logits if member is None else [logits[member]], t, mean), k)
                 for name, arr in (("ids", ids.astype(id_type)), ("probs", probs)):
                     kaldiio.save_ark(f[name][0], {utt: arr}, scp=f[name][1], write_function="numpy")
-                s = stats[t]
+                s = stats[key]
                 s["frames"] += len(ids)
                 s["mass"] += float(probs.astype(np.float64).sum())
                 s["kl"] += float(kl.sum())
@@ -121,22 +125,23 @@ def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict[float, 
                 ark.close()
                 scp.close()
         seconds = time.time() - t0
-        for t, d in todo.items():
-            s = stats[t]
+        for key, (t, d, member) in todo.items():
+            s = stats[key]
             n = max(s["frames"], 1)
-            info = {"temperature": t, "top_k": k, "mean": mean, "members": len(models), "num_pdfs": num_pdfs,
+            info = {"temperature": t, "top_k": k, "mean": mean, "members": len(models) if member is None else 1,
+                    "member": member, "num_pdfs": num_pdfs,
                     "utts": len(reader), "frames": s["frames"], "mean_topk_mass": s["mass"] / n,
                     "kl_dense_vs_stored": s["kl"] / n,
-                    "bytes_topk": sum((tmps[t] / f"{x}.ark").stat().st_size for x in ("ids", "probs")),
+                    "bytes_topk": sum((tmps[key] / f"{x}.ark").stat().st_size for x in ("ids", "probs")),
                     "bytes_dense_float32": 4 * s["frames"] * num_pdfs,
                     "seconds_all_temperatures": round(seconds, 1),
                     "frames_per_second": round(s["frames"] / seconds, 1)}
             for x in ("ids", "probs"):  # the scp files point into the temporary dir
-                relocate_scp(tmps[t] / f"{x}.scp", tmps[t], Path(d).resolve())
-            (tmps[t] / "info.json").write_text(json.dumps(info, indent=2))
-            stats[t] = info
+                relocate_scp(tmps[key] / f"{x}.scp", tmps[key], Path(d).resolve())
+            (tmps[key] / "info.json").write_text(json.dumps(info, indent=2))
+            stats[key] = info
             log.info("%s: T=%g, %d frames, top-%d mass %.4f, KL(dense || stored) %.4f nats, %.1f MB (dense %.0f MB)",
                      d, t, info["frames"], k, info["mean_topk_mass"], info["kl_dense_vs_stored"],
                      info["bytes_topk"] / 1e6, info["bytes_dense_float32"] / 1e6)
-    return {t: (stats[t] if t in todo else json.loads((Path(d) / "info.json").read_text()))
-            for t, d in out_dirs.items()}
+    return {key: (stats[key] if key in todo else json.loads((Path(d) / "info.json").read_text()))
+            for key, (_, d, _) in jobs.items()}

@@ -69,14 +69,38 @@ def distillation_loss(logits: torch.Tensor, soft_ids: torch.Tensor, soft_probs: 
     return temperature**2 * (top + others * torch.xlogy(tail, tail) - tail * rest).mean()
 
 
-def batch_loss(logits: torch.Tensor, data: FrameSet, idx: torch.Tensor, cfg: NnetConfig, distill: bool):
+def batch_loss(logits: torch.Tensor, data: FrameSet, idx: torch.Tensor, cfg: NnetConfig, distill: bool,
+               teacher: int = 0):
+    """Cross-entropy to the hard targets; distilling, plus the KD loss against `teacher`'s
+    soft targets (teacher switching draws one teacher per minibatch, Fukuda et al. 2017)."""
     hard = data.targets[idx].to(logits.device)
     ce = F.cross_entropy(logits, hard)
     if not distill:
         return ce
-    soft = distillation_loss(logits, data.soft_ids[idx].to(logits.device), data.soft_probs[idx].to(logits.device),
-                             cfg.temperature)
+    ids, probs = data.soft_ids[teacher, idx].long(), data.soft_probs[teacher, idx].float()
+    soft = distillation_loss(logits, ids.to(logits.device), probs.to(logits.device), cfg.temperature)
     return soft + cfg.hard_weight * ce
+
+
+def make_optimizer(model: SenoneDnn, cfg: NnetConfig) -> torch.optim.Optimizer:
+    """Adam, fused: one pass over the weights per step instead of one per operation."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, fused=True)
+
+
+def train_step(model: SenoneDnn, opt: torch.optim.Optimizer, data: FrameSet, idx: torch.Tensor, cfg: NnetConfig,
+               device: torch.device, distill: bool = False, teacher: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One minibatch: gather the windows, forward (bf16 autocast if configured), loss, backward,
+    Adam. Returns the loss and the logits, detached."""
+    x = data.spliced(idx, cfg.left_context, cfg.right_context).to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        logits = model(x)
+    loss = batch_loss(logits.float(), data, idx, cfg, distill, teacher)
+    if not torch.isfinite(loss):
+        raise AsrkdError(f"the training loss became {float(loss)}; lower learning_rate")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), logits.detach()
 
 
 @torch.no_grad()
@@ -116,7 +140,7 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
     torch.manual_seed(seed)
     model = SenoneDnn(train.feat_dim, num_pdfs, cfg.hidden, cfg.layers, cfg.left_context, cfg.right_context,
                       cfg.dropout).to(dev_)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    opt = make_optimizer(model, cfg)
     history, best, best_acc, lr, halvings, start = [], None, -1.0, cfg.learning_rate, 0, 1
     if ckpt.is_file():
         state = load_checkpoint(ckpt, meta)
@@ -139,19 +163,16 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
             g["lr"] = lr
         t0 = time.time()
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        teachers = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_000)
+        num_teachers = len(train.soft_ids) if distill else 1
         tot_loss, correct = 0.0, 0
         for idx in tqdm(train.batches(cfg.batch_size, gen), desc=f"epoch {epoch}", disable=None, mininterval=10):
-            x = train.spliced(idx, cfg.left_context, cfg.right_context).to(dev_)
-            with torch.autocast(dev_.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                logits = model(x)
-            loss = batch_loss(logits.float(), train, idx, cfg, distill)
-            if not torch.isfinite(loss):
-                raise AsrkdError(f"{exp_dir}: the training loss became {float(loss)} at epoch {epoch}; "
-                                 "lower learning_rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot_loss += float(loss.detach()) * len(idx)
+            teacher = int(torch.randint(num_teachers, (1,), generator=teachers)) if num_teachers > 1 else 0
+            try:
+                loss, logits = train_step(model, opt, train, idx, cfg, dev_, distill, teacher)
+            except AsrkdError as e:
+                raise AsrkdError(f"{exp_dir}: epoch {epoch}: {e}") from None
+            tot_loss += float(loss) * len(idx)
             correct += int((logits.argmax(1).cpu() == train.targets[idx]).sum())
         train_s = time.time() - t0
         ev = evaluate(model, dev, cfg, dev_)
@@ -185,20 +206,22 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
     return history
 
 
-def _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir: Path, soft_dir=None):
-    """Training frames (with soft targets from `soft_dir`), dev frames, senone count, and the
+def _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir: Path, soft_dirs=()):
+    """Training frames (with soft targets from `soft_dirs`), dev frames, senone count, and the
     data fingerprints a checkpoint must match."""
     ali, dev_ali = AlignmentDir(ali_dir), AlignmentDir(dev_ali_dir)
     if ali.num_pdfs != dev_ali.num_pdfs:
         raise AsrkdError(f"{dev_ali.path}: {dev_ali.num_pdfs} senones, but {ali.path} has {ali.num_pdfs}: "
                          "align both with the same tree")
-    soft = SoftTargets(soft_dir) if soft_dir else None
-    if soft is not None and soft.info["num_pdfs"] != ali.num_pdfs:
-        raise AsrkdError(f"{soft.path}: soft targets over {soft.info['num_pdfs']} senones, alignment has {ali.num_pdfs}")
+    soft = [SoftTargets(d) for d in soft_dirs]
+    for st in soft:
+        if st.info["num_pdfs"] != ali.num_pdfs:
+            raise AsrkdError(f"{st.path}: soft targets over {st.info['num_pdfs']} senones, alignment has "
+                             f"{ali.num_pdfs}")
     train = load_frames(data_dir, ali, soft, skip_log=exp_dir / "log" / "skipped_train.txt")
     dev = load_frames(dev_dir, dev_ali, skip_log=exp_dir / "log" / "skipped_dev.txt")
     files = [Path(data_dir) / "feats.scp", Path(data_dir) / "cmvn.scp", ali.path / "ali.scp"]
-    meta = {"data": fingerprint(*files), "soft": fingerprint(soft.path / "info.json") if soft else ""}
+    meta = {"data": fingerprint(*files), "soft": " ".join(fingerprint(st.path / "info.json") for st in soft)}
     return train, dev, ali.num_pdfs, meta
 
 
@@ -219,16 +242,42 @@ def train_ensemble(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp
 
 
 def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, seed: int = 0,
-                soft_dir=None, device: str = "auto", force: bool = False) -> list[dict]:
-    """One model: hard targets, or with `soft_dir` a student trained on those soft targets at
-    their temperature plus `cfg.hard_weight` times the hard-target cross-entropy."""
+                soft_dirs=(), device: str = "auto", force: bool = False) -> list[dict]:
+    """One model: hard targets, or with `soft_dirs` a student trained on those soft targets at
+    their temperature plus `cfg.hard_weight` times the hard-target cross-entropy; several
+    dirs (the members' own) are switched per minibatch."""
     exp_dir = Path(exp_dir)
-    if soft_dir and (t := SoftTargets(soft_dir).temperature) != cfg.temperature:
-        log.info("%s: distilling at T=%g, the temperature of %s", exp_dir, t, soft_dir)
+    soft_dirs = list(soft_dirs or [])
+    temps = {SoftTargets(d).temperature for d in soft_dirs}
+    if len(temps) > 1:
+        raise AsrkdError(f"{exp_dir}: the soft-target dirs have different temperatures {sorted(temps)}")
+    if temps and (t := temps.pop()) != cfg.temperature:
+        log.info("%s: distilling at T=%g, the temperature of %s", exp_dir, t, soft_dirs[0])
         cfg = dataclasses.replace(cfg, temperature=t, temperatures=sorted(set(cfg.temperatures) | {t}))
     if (done := _finished(exp_dir, force)) is not None:
         return done
     (exp_dir / "log").mkdir(parents=True, exist_ok=True)
-    train, dev, num_pdfs, meta = _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, soft_dir)
-    return train_dnn(cfg, train, dev, num_pdfs, exp_dir, seed=seed, distill=bool(soft_dir), device=device,
+    train, dev, num_pdfs, meta = _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, soft_dirs)
+    return train_dnn(cfg, train, dev, num_pdfs, exp_dir, seed=seed, distill=bool(soft_dirs), device=device,
                      meta=meta, force=force)
+
+
+def select_model(model_dirs, link) -> Path:
+    """The model with the best dev frame accuracy (its best epoch's) among `model_dirs`, e.g.
+    the students of a temperature sweep; `link` becomes a relative symlink to it."""
+    from asrkd.nnet.model import model_info
+
+    link = Path(link)
+    if link.exists() and not link.is_symlink():
+        raise AsrkdError(f"{link}: exists and is not a symlink; move it away (it holds a model of its own)")
+    accs = {Path(d): model_info(d)["dev_frame_accuracy"] for d in model_dirs}
+    if not accs:
+        raise AsrkdError(f"{link}: no model to choose from")
+    best = max(accs, key=accs.get)
+    for d, acc in accs.items():
+        log.info("%s: dev frame accuracy %.2f%%%s", d, 100 * acc, "  <- chosen" if d == best else "")
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(best.resolve(), link.parent.resolve()))
+    os.replace(tmp, link)
+    return best

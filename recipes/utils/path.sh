@@ -42,3 +42,26 @@ use_corpus_dir() {
   mkdir -p data
   echo "$dir" > $rec
 }
+
+# begin_stage N TEXT: announce stage N; the previous stage's wall time goes to
+# exp/log/stage_times.tsv (stage, seconds, finish time) when the next begins or the run ends.
+begin_stage() {
+  end_stage
+  _stage=$1 _stage_t0=$(date +%s)
+  echo "stage $1: $2"
+}
+end_stage() {
+  if [ -n "${_stage:-}" ]; then
+    mkdir -p exp/log
+    printf '%s\t%s\t%s\n' "$_stage" $(( $(date +%s) - _stage_t0 )) "$(date -Is)" >> exp/log/stage_times.tsv
+    _stage=
+  fi
+}
+trap '[ $? -eq 0 ] && end_stage' EXIT
+
+# chosen_temperature: T of the student that exp/nnet/distilled links to (select-model).
+chosen_temperature() {
+  local t
+  t=$(readlink exp/nnet/distilled) || { echo "$0: exp/nnet/distilled is missing (run stage 12)" >&2; return 1; }
+  echo "${t#student_T}"
+}

@@ -11,19 +11,22 @@ stop_stage=100
 nj=2
 corpus_dir=../../../shared/data/yesno/waves_yesno
 device=auto
+nnet_config=conf/nnet.yaml
+subset_config=conf/nnet.yaml
+subset_percent=30   # of 30 files: 9 or 10
 . ../utils/parse_options.sh
 
 use_corpus_dir "$corpus_dir"
 sets="train_yesno test_yesno"
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
-  echo "stage 0: data preparation"
+  begin_stage 0 "data preparation"
   [ -f data/train_yesno/spk2utt ] || run_log exp/log/prepare_data.log python ../../local/prepare_yesno.py "$corpus_dir" data
   for s in $sets; do asrkd validate-data-dir --no-audio data/$s; done
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  echo "stage 1: lang dir"
+  begin_stage 1 "lang dir"
   run_log exp/log/prepare_lang.log asrkd prepare-lang --no-cmudict --sil-prob 0.5 \
     --lexicon data/local/dict/lexicon.txt --text data/train_yesno/text data/lang
 fi
@@ -31,13 +34,13 @@ fi
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   # a unigram, as Kaldi's yesno task grammar: every training file starts with NO, so a bigram
   # would all but forbid the YES that starts 29 of the 30 test files
-  echo "stage 2: unigram LM and G.fst"
+  begin_stage 2 "unigram LM and G.fst"
   run_log exp/log/train_lm.log asrkd train-lm --order 1 --text data/train_yesno/text \
     --dev-text data/test_yesno/text --lang data/lang --lm-dir data/local/lm --lang-test data/lang_test
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  echo "stage 3: fbank features and CMVN stats"
+  begin_stage 3 "fbank features and CMVN stats"
   for s in $sets; do
     run_log exp/log/make_fbank_$s.log asrkd compute-fbank --config conf/fbank.yaml --nj $nj data/$s
     run_log exp/log/compute_cmvn_$s.log asrkd compute-cmvn-stats data/$s
@@ -45,36 +48,36 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  echo "stage 4: monophone GMM-HMM (flat start)"
+  begin_stage 4 "monophone GMM-HMM (flat start)"
   run_log exp/mono/log/train.log asrkd train-mono --tot-gauss 150 data/train_yesno data/lang exp/mono
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  echo "stage 5: monophone alignment"
+  begin_stage 5 "monophone alignment"
   run_log exp/mono_ali/log/align.log asrkd align data/train_yesno data/lang exp/mono exp/mono_ali
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  echo "stage 6: decision tree and triphone GMM-HMM"
+  begin_stage 6 "decision tree and triphone GMM-HMM"
   run_log exp/tri/log/train.log asrkd train-tri --num-leaves 20 --tot-gauss 150 --min-leaf-occ 20 \
     data/train_yesno data/lang exp/mono_ali exp/tri
 fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
-  echo "stage 7: triphone alignments"
+  begin_stage 7 "triphone alignments"
   run_log exp/tri_ali/log/align.log asrkd align data/train_yesno data/lang exp/tri exp/tri_ali
   run_log exp/tri_ali_test/log/align.log asrkd align data/test_yesno data/lang exp/tri exp/tri_ali_test
 fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
-  echo "stage 8: decoding graphs HCLG for mono and tri"
+  begin_stage 8 "decoding graphs HCLG for mono and tri"
   for m in mono tri; do
     run_log exp/$m/graph/log/mkgraph.log asrkd make-graph data/lang_test exp/$m exp/$m/graph
   done
 fi
 
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
-  echo "stage 9: GMM decoding (yesno has no dev set: weights are chosen on train, applied to test)"
+  begin_stage 9 "GMM decoding (yesno has no dev set: weights are chosen on train, applied to test)"
   for m in mono tri; do
     decode_tuned exp/$m exp/$m/graph train_yesno test_yesno $nj --model-dir exp/$m \
       --lm-weights 2,5,10,15,20 --word-ins-penalties 0,1
@@ -82,49 +85,10 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   grep -H WER exp/*/decode_*/wer
 fi
 
-# yesno has no dev set: the training set drives the LR schedule and the LM weight, as above
-ali_sets="data/train_yesno exp/tri_ali data/train_yesno exp/tri_ali"
-if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
-  echo "stage 10: ensemble of senone DNNs"
-  run_log exp/nnet/log/train_ensemble.log asrkd train-ensemble --config conf/nnet.yaml --device $device $ali_sets exp/nnet
-fi
-members=$(for m in exp/nnet/member_*; do if [ -d $m ]; then echo "--nnet $m"; fi; done)
-
-if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
-  echo "stage 11: soft targets"
-  run_log exp/nnet/log/make_soft_targets.log asrkd make-soft-targets --config conf/nnet.yaml $members data/train_yesno exp/nnet
-fi
-
-if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
-  echo "stage 12: distillation"
-  run_log exp/nnet/distilled/log/run.log asrkd train-dnn --config conf/nnet.yaml --device $device \
-    --soft-targets exp/nnet/soft_T$(config_value conf/nnet.yaml temperature) $ali_sets exp/nnet/distilled
-fi
-
-if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
-  echo "stage 13: frame accuracy"
-  for s in train_yesno test_yesno; do
-    ali=exp/tri_ali; [ $s = test_yesno ] && ali=exp/tri_ali_test
-    run_log exp/tri/log/frame_accuracy_$s.log asrkd frame-accuracy --model-dir exp/tri --priors exp/tri_ali \
-      data/$s $ali exp/tri/frame_accuracy_$s.json
-    run_log exp/nnet/ensemble/log/frame_accuracy_$s.log asrkd frame-accuracy $members --per-member \
-      --priors exp/tri_ali data/$s $ali exp/nnet/ensemble/frame_accuracy_$s.json
-    run_log exp/nnet/distilled/log/frame_accuracy_$s.log asrkd frame-accuracy --nnet exp/nnet/distilled \
-      --priors exp/tri_ali data/$s $ali exp/nnet/distilled/frame_accuracy_$s.json
-  done
-fi
-
-if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
-  echo "stage 14: decoding of the baseline, the ensemble and the student"
-  for d in member_0 ensemble distilled; do
-    nnets="--nnet exp/nnet/$d"; [ $d = ensemble ] && nnets=$members
-    decode_tuned exp/nnet/$d exp/tri/graph train_yesno test_yesno $nj $nnets --priors exp/tri_ali \
-      --lm-weights 2,5,10 --word-ins-penalties 0,1
-  done
-  grep -H WER exp/nnet/*/decode_*/wer
-fi
-
-if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
-  echo "stage 15: comparison table"
-  run_log exp/compare/log/compare.log asrkd compare --gmm exp/tri --nnet exp/nnet --sets train_yesno,test_yesno exp/compare
-fi
+# stages 10-17 (recipes/utils/nnet_stages.sh): ensemble, soft targets, temperature sweep, the
+# section-6 subset, teacher switching, frame accuracy, decoding, comparison. yesno has no dev
+# set: the training set drives the LR schedule, the model choice and the LM weight, as above.
+train_set=train_yesno tune_set=train_yesno test_set=test_yesno
+train_ali=exp/tri_ali tune_ali=exp/tri_ali test_ali=exp/tri_ali_test
+grid="--lm-weights 2,5,10 --word-ins-penalties 0,1"
+. ../utils/nnet_stages.sh

@@ -1,0 +1,94 @@
+# The neural stages 10-17 of a recipe, sourced by its run.sh after stages 0-9 (the tri GMM, its
+# alignments and HCLG). The recipe sets: stage, stop_stage, nj, device, nnet_config,
+# subset_config, subset_percent, grid (decode's LM-weight / penalty options), the data sets
+# train_set, tune_set (LR schedule, decoding weights, model choice), test_set, and their
+# alignment dirs train_ali, tune_ali, test_ali.
+subset=data/${train_set}_${subset_percent}pct
+nnet_opts="--config $nnet_config --device $device"
+ali_sets="data/$train_set $train_ali data/$tune_set $tune_ali"
+if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
+  begin_stage 10 "ensemble of senone DNNs on the tri alignment (member 0 is the baseline)"
+  run_log exp/nnet/log/train_ensemble.log asrkd train-ensemble $nnet_opts $ali_sets exp/nnet
+fi
+members=$(for m in exp/nnet/member_*; do if [ -d $m ]; then echo "--nnet $m"; fi; done)
+temperatures=$(python -c "import sys, yaml; print(*('%g' % t for t in yaml.safe_load(open(sys.argv[1]))['temperatures']))" $nnet_config)
+switch_t=$(config_value $nnet_config temperature)   # each member's own soft targets at this T
+
+if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
+  begin_stage 11 "soft targets on train: members' averaged softmax(z/T) for T in $temperatures, and each member's at T=$switch_t"
+  run_log exp/nnet/log/make_soft_targets.log asrkd make-soft-targets --config $nnet_config --per-member $switch_t \
+    $members data/$train_set exp/nnet
+fi
+
+if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
+  begin_stage 12 "temperature sweep: a student per T in $temperatures; exp/nnet/distilled links the best on $tune_set"
+  for t in $temperatures; do
+    run_log exp/nnet/student_T$t/log/run.log asrkd train-dnn --soft-targets exp/nnet/soft_T$t $nnet_opts \
+      $ali_sets exp/nnet/student_T$t
+  done
+  run_log exp/nnet/log/select_student.log asrkd select-model --link exp/nnet/distilled \
+    $(for t in $temperatures; do echo exp/nnet/student_T$t; done)
+fi
+
+if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
+  begin_stage 13 "soft targets as a regulariser (paper section 6): ${subset_percent}% of train, hard vs soft targets"
+  if [ ! -f $subset/cmvn.scp ]; then
+    asrkd subset-data-dir --frame-fraction $(python -c "print($subset_percent / 100)") --seed 0 data/$train_set $subset
+    asrkd compute-cmvn-stats $subset
+  fi
+  sub_sets="$subset $train_ali data/$tune_set $tune_ali"
+  run_log exp/nnet/subset_hard/log/run.log asrkd train-dnn --config $subset_config --device $device \
+    $sub_sets exp/nnet/subset_hard
+  run_log exp/nnet/subset_soft/log/run.log asrkd train-dnn --config $subset_config --device $device \
+    --soft-targets exp/nnet/soft_T$(chosen_temperature) $sub_sets exp/nnet/subset_soft
+fi
+
+if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
+  begin_stage 14 "teacher switching (Fukuda et al. 2017): a student on one member's soft targets per minibatch"
+  run_log exp/nnet/switched/log/run.log asrkd train-dnn $nnet_opts $ali_sets exp/nnet/switched \
+    $(for m in exp/nnet/soft_T${switch_t}_member_*; do echo "--soft-targets $m"; done)
+fi
+students=$(for d in exp/nnet/student_T* exp/nnet/switched exp/nnet/subset_*; do if [ -d $d ]; then echo $d; fi; done)
+
+if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
+  begin_stage 15 "frame accuracy on $tune_set and $test_set (senone and phone level): GMM, members, ensembles, students"
+  for s in $tune_set:$tune_ali $test_set:$test_ali; do
+    fa_args="data/${s%%:*} ${s#*:}"
+    s=${s%%:*}
+    run_log exp/tri/log/frame_accuracy_$s.log asrkd frame-accuracy --model-dir exp/tri --priors $train_ali \
+      $fa_args exp/tri/frame_accuracy_$s.json
+    run_log exp/nnet/ensemble/log/frame_accuracy_$s.log asrkd frame-accuracy $members --per-member \
+      --priors $train_ali $fa_args exp/nnet/ensemble/frame_accuracy_$s.json
+    for d in $students; do
+      run_log $d/log/frame_accuracy_$s.log asrkd frame-accuracy --nnet $d --priors $train_ali $fa_args \
+        $d/frame_accuracy_$s.json
+    done
+  done
+  # training-set accuracy for the section-6 table: each model on the data it was trained on
+  for d in exp/nnet/member_0:data/$train_set exp/nnet/subset_hard:$subset exp/nnet/subset_soft:$subset; do
+    run_log ${d%%:*}/log/frame_accuracy_train.log asrkd frame-accuracy --nnet ${d%%:*} --priors $train_ali \
+      ${d#*:} $train_ali ${d%%:*}/frame_accuracy_train.json
+  done
+fi
+
+if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
+  begin_stage 16 "hybrid decoding with the tri HCLG: baseline, ensemble, chosen student (weights chosen on $tune_set), other students"
+  decode_tuned exp/nnet/member_0 exp/tri/graph $tune_set $test_set $nj --nnet exp/nnet/member_0 --priors $train_ali $grid
+  decode_tuned exp/nnet/ensemble exp/tri/graph $tune_set $test_set $nj $members --priors $train_ali $grid
+  decode_tuned exp/nnet/distilled exp/tri/graph $tune_set $test_set $nj --nnet exp/nnet/distilled --priors $train_ali $grid
+  # the other students of the sweep and teacher switching: one pass per set at the chosen student's weights
+  for d in exp/nnet/student_T* exp/nnet/switched; do
+    [ "$(readlink -f $d)" = "$(readlink -f exp/nnet/distilled)" ] && continue
+    for s in $tune_set $test_set; do
+      run_log $d/decode_$s/log/run.log asrkd decode --nj $nj --tuned-on exp/nnet/distilled/decode_$tune_set \
+        --nnet $d --priors $train_ali exp/tri/graph data/$s $d/decode_$s
+    done
+  done
+  grep -H WER exp/tri/decode_*/wer exp/nnet/*/decode_*/wer
+fi
+
+if [ $stage -le 17 ] && [ $stop_stage -ge 17 ]; then
+  begin_stage 17 "comparison tables and plots -> exp/compare/results.md"
+  run_log exp/compare/log/compare.log asrkd compare --gmm exp/tri --nnet exp/nnet --sets $tune_set,$test_set \
+    --stage-times exp/log/stage_times.tsv exp/compare
+fi

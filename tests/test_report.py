@@ -1,0 +1,57 @@
+"""The comparison report from a results dict: tables, shares, and the parts left out when an
+experiment was not run."""
+
+from asrkd.report import PAPER, PAPER_SECTION6, _stage_times, write_markdown
+
+
+def results(**extra):
+    sys = {"params": 5.75e6, "mflops_per_frame": 11.5, "train_seconds": 600, "arch": "1024x4"}
+    rows = {"baseline (member 0)": {**sys, "dev_frame_acc": 14.0, "test_frame_acc": 16.0, "test_phone_acc": 50.0,
+                                    "dev_wer": 68.0, "test_wer": 64.0, "test_lmwt": [12, 1], "test_rtf": 0.1},
+            "ensemble of 5": {**sys, "dev_frame_acc": 16.0, "test_frame_acc": 18.0, "test_wer": 63.0},
+            "distilled (T=2)": {**sys, "dev_frame_acc": 15.5, "test_frame_acc": 17.5, "test_wer": 63.5}}
+    sc = {"1": 16.0, "2": 17.0, "5": 18.0}
+    res = {"sets": ["dev", "test"], "systems": rows, "student_keeps": {"test_frame_acc": 0.75},
+           "paper_table1": PAPER, "temperature_sweep": {}, "section6": {}, "section6_recovered": None,
+           "paper_section6": PAPER_SECTION6, "seeds": {"test": {"frame_acc": [16.0, 16.2], "mean": 16.1, "std": 0.14,
+                                                                "min": 16.0, "max": 16.2}},
+           "ensemble_variants": {s: {"arithmetic": 18.0, "geometric": 17.9, "size_curve": {int(k): v for k, v in sc.items()}}
+                                 for s in ("dev", "test")},
+           "stage_seconds": {}, "soft_targets": {}, "per_member_soft_targets": 0}
+    return res | extra
+
+
+def test_markdown_main_table_and_omitted_parts(tmp_path):
+    write_markdown(results(), tmp_path / "r.md")
+    md = (tmp_path / "r.md").read_text()
+    assert "| baseline (member 0) | 1024x4 | 14.00 | 16.00 | 50.00 | 68.00 | 64.00 | 12, 1 | 5.75 M | 11.5 | 0.100 | 10.0 min |" in md
+    assert "- test frame acc: 75%" in md and "| distilled | 60.8% | 10.7% |" in md
+    assert "| test | 18.00 | 17.90 | 16.00 | 17.00 | 18.00 |" in md  # variants with the size curve
+    for absent in ("## Temperature sweep", "## Soft targets as a regulariser", "Teacher switching", "## Time per stage"):
+        assert absent not in md
+
+
+def test_markdown_experiments(tmp_path):
+    row = {"params": 1, "mflops_per_frame": 1, "train_seconds": 60, "epochs": 7, "best_epoch": 5,
+           "dev_frame_acc": 15.0, "test_frame_acc": 17.0, "dev_wer": 68.0, "test_wer": 64.0}
+    res = results(
+        temperature_sweep={"hard targets only (member 0)": {**row, "chosen": False}, "T=2": {**row, "chosen": True}},
+        section6={"subset, hard targets": {**row, "train_frames": 21000, "train_frame_acc": 60.0},
+                  "subset, soft targets": {**row, "train_frames": 21000, "train_frame_acc": 30.0}},
+        section6_recovered=0.9, stage_seconds={10: 3000, 12: 1200},
+        ensemble_variants={**results()["ensemble_variants"],
+                           "teacher_switching": {"temperature": 2.0, "switched": row, "averaged": row}})
+    write_markdown(res, tmp_path / "r.md")
+    md = (tmp_path / "r.md").read_text()
+    assert "| **T=2** | 15.00 | 17.00 | – | 68.00 | 64.00 | 7 |" in md
+    assert "| subset, hard targets | 21,000 | 60.00 | 15.00 | 17.00 | 7 (5) |" in md
+    assert "recovers 90% of the test frame-accuracy gap" in md
+    assert "| switched teachers | 15.00 | 17.00 | 68.00 | 64.00 | 7 |" in md
+    assert "| 10 | 50.0 |" in md and "| all | 70.0 |" in md
+
+
+def test_stage_times_keep_the_latest_run(tmp_path):
+    tsv = tmp_path / "stage_times.tsv"
+    tsv.write_text("3\t100\tx\n10\t50\tx\n3\t90\tx\nbad line\n")
+    assert _stage_times(tsv) == {3: 90, 10: 50}
+    assert _stage_times(tmp_path / "missing.tsv") == {} and _stage_times(None) == {}

@@ -68,7 +68,8 @@ def _gmm_info(gmm_dir: Path) -> dict:
 
 
 def _temperature(d: Path) -> float:
-    return float(d.name.split("_T")[1])
+    """T of a student_T<T> or soft_T<T> dir."""
+    return float(d.name.split("_T")[1].split("_")[0])
 
 
 def _stage_times(path: Path | None) -> dict:
@@ -155,7 +156,7 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
         mean = sum(accs) / len(accs)
         seeds[s] = {"frame_acc": accs, "mean": mean, "min": min(accs), "max": max(accs),
                     "std": (sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1)) ** 0.5}
-    soft_dirs = [p for p in sorted(nnet_dir.glob("soft_T*"), key=lambda p: p.name) if "_member_" not in p.name]
+    soft_dirs = sorted((p for p in nnet_dir.glob("soft_T*") if "_member_" not in p.name), key=_temperature)
     return {"sets": list(sets), "systems": rows, "student_keeps": kept, "paper_table1": PAPER,
             "members": [str(m) for m in members], "temperature_sweep": sweep, "chosen_student": chosen,
             "section6": section6, "section6_recovered": recovered, "paper_section6": PAPER_SECTION6,
@@ -205,8 +206,9 @@ def write_markdown(res: dict, path: Path) -> None:
                     [[k, f"{fa}%", f"{w}%"] for k, (fa, w) in res["paper_table1"].items()])
     if res["temperature_sweep"]:
         lines += ["", "## Temperature sweep", "",
-                  f"Students distilled at each T (weight {0.5:g} on the hard targets in the CPU config); the one with "
-                  f"the best {tune} frame accuracy is `distilled` (**bold**). The hard-targets-only row is the "
+                  f"Students distilled at each T (plus the hard targets' cross-entropy at the config's "
+                  f"`hard_weight`); the one with the best {tune} frame accuracy is `distilled` (**bold**). The "
+                  "hard-targets-only row is the "
                   "baseline. The chosen student's LM weight and penalty are tuned on "
                   f"{tune}; the other students are decoded at those.", ""]
         lines += _table(["student", f"{tune} frame acc.", f"{test} frame acc.", f"{test} phone acc.", f"{tune} WER",
@@ -264,7 +266,7 @@ def write_markdown(res: dict, path: Path) -> None:
         total = sum(res["stage_seconds"].values())
         lines += ["", "## Time per stage", "", "Wall-clock of each stage's latest run (`exp/log/stage_times.tsv`):", ""]
         lines += _table(["stage", "minutes"], [[k, f"{t / 60:.1f}"] for k, t in res["stage_seconds"].items()]
-                        + [["all", f"{total / 60:.1f}"]])
+                        + [["these stages", f"{total / 60:.1f}"]])
     lines += ["", "Plots: `dev_frame_accuracy.png` (per epoch), `wer.png` (test WER), `section6.png`, `ensemble_size.png`."]
     write_list(path, lines)
 

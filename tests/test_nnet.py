@@ -14,9 +14,9 @@ from asrkd.decode.decoder import NnetScorer, PosteriorScorer
 from asrkd.features import FeatureReader, splice
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import load_frames
-from asrkd.nnet.model import Dropout, SenoneDnn, load_nnet
+from asrkd.nnet.model import Dropout, SenoneDnn, load_nnet, save_nnet
 from asrkd.nnet.soft_targets import SoftTargets, average_posteriors, make_soft_targets, tail_probability, top_k
-from asrkd.nnet.train import distillation_loss, train_dnn
+from asrkd.nnet.train import distillation_loss, select_model, train_dnn
 from asrkd.utils import AsrkdError
 from conftest import run_script
 
@@ -267,3 +267,17 @@ def test_config_and_checkpoint_errors(tmp_path):
     with pytest.raises(AsrkdError, match="not a neural model file"):
         save_checkpoint(tmp_path / "m/final.pt", {"means": torch.zeros(1)}, {"kind": "gmm"})
         load_nnet(tmp_path / "m")
+
+
+def test_select_model_links_the_best_on_dev(tmp_path):
+    net = SenoneDnn(40, 8, 8, 1, 2, 2)
+    for name, acc in (("student_T1", 0.15), ("student_T2", 0.16), ("student_T5", 0.155)):
+        save_nnet(tmp_path / name / "final.pt", net, {"dev_frame_accuracy": acc, "epoch": 3})
+    dirs = [tmp_path / f"student_T{t}" for t in (1, 2, 5)]
+    link = tmp_path / "distilled"
+    assert select_model(dirs, link) == dirs[1]
+    assert link.is_symlink() and str(link.readlink()) == "student_T2" and (link / "final.pt").is_file()
+    assert select_model([dirs[0], dirs[2]], link) == dirs[2] and str(link.readlink()) == "student_T5"  # relinked
+    (tmp_path / "real").mkdir()
+    with pytest.raises(AsrkdError, match="is not a symlink"):
+        select_model(dirs, tmp_path / "real")

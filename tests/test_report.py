@@ -47,7 +47,7 @@ def test_markdown_experiments(tmp_path):
     assert "| subset, hard targets | 21,000 | 60.00 | 15.00 | 17.00 | 7 (5) |" in md
     assert "recovers 90% of the test frame-accuracy gap" in md
     assert "| switched teachers | 15.00 | 17.00 | 68.00 | 64.00 | 7 |" in md
-    assert "| 10 | 50.0 |" in md and "| all | 70.0 |" in md
+    assert "| 10 | 50.0 |" in md and "| these stages | 70.0 |" in md
 
 
 def test_stage_times_keep_the_latest_run(tmp_path):

@@ -90,10 +90,10 @@ class SoftTargets:
 def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict, k: int = 20, mean: str = "arithmetic",
                       bf16: bool = False, force: bool = False) -> dict:
     """One pass over `data_dir`: every member's logits once, then for each output dir its
-    tempered posteriors, top-k. `out_dirs` maps a key to (T, dir), averaging every member, or
-    (T, dir, member) for one member's own (teacher switching); a bare float key T maps to a
-    dir of the whole ensemble at T. Returns each key's info."""
-    jobs = {key: (key, d, None) if not isinstance(d, tuple) else (d + (None,))[:3] for key, d in out_dirs.items()}
+    tempered posteriors, top-k. `out_dirs` maps T to the ensemble's dir at T, or any key to
+    (T, dir, member) for one member's own soft targets (teacher switching). Returns each
+    key's info."""
+    jobs = {key: d if isinstance(d, tuple) else (key, d, None) for key, d in out_dirs.items()}
     todo = {key: job for key, job in jobs.items() if force or not (Path(job[1]) / "info.json").is_file()}
     for key in set(jobs) - set(todo):
         log.info("%s: soft targets exist, skipping (use --force to remake)", jobs[key][1])

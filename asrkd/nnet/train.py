@@ -42,8 +42,10 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def set_threads(threads: int | None = None) -> int:
-    """Intra-op threads for CPU training: all cores unless told otherwise."""
-    n = threads or len(os.sched_getaffinity(0))
+    """Intra-op threads for CPU work: `threads`, else OMP_NUM_THREADS, else all cores. Two
+    jobs that each take all cores slow each other down several times (OpenMP spin-waits)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    n = threads or (int(env) if env.isdigit() else 0) or len(os.sched_getaffinity(0))
     torch.set_num_threads(n)
     return n
 

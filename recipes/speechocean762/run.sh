@@ -14,6 +14,7 @@ corpus_dir=../../../shared/data/speechocean762
 lm_order=3
 num_leaves=1500   # tree size and Gaussians of the triphone system, suited to 2 h of speech
 tri_gauss=8000
+tree_opts="--no-split-silence --cluster-leaves"   # 1229 senones, 10 of them silence (local/senone_inventory.sh)
 lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT), rescored from
 word_ins_penalties=0,1,2   # one lattice pass per model and set
 nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU
@@ -67,7 +68,7 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   begin_stage 6 "decision tree and tied-state triphone GMM-HMM"
-  run_log exp/tri/log/train.log asrkd train-tri --num-leaves $num_leaves --tot-gauss $tri_gauss \
+  run_log exp/tri/log/train.log asrkd train-tri --num-leaves $num_leaves --tot-gauss $tri_gauss $tree_opts \
     data/train data/lang exp/mono_ali exp/tri
 fi
 

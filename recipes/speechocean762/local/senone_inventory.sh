@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The senone-inventory experiment: a second tri system whose tree does not split silence by
-# context and clusters each root's leaves (Kaldi roots.txt not-split, build-tree's cluster
-# threshold), its alignments, GMM decoding, and a DNN baseline (seed 0) on it, compared with
-# the recipe's tree in exp/senones/senones.md. Needs run.sh's stages 0-9 and a member_0.
-#   bash recipes/speechocean762/local/senone_inventory.sh [--nj N] [--tree-opts "..."]
+# The senone-inventory experiment: a second tri system built with other tree options (default:
+# silence split by context and no leaf clustering, run.sh's tree before the experiment), its
+# alignments, GMM decoding, and a DNN baseline (seed 0) on it, compared with run.sh's exp/tri
+# and exp/nnet/member_0 in exp/senones/senones.md. Needs run.sh's stages 0-10.
+#   bash recipes/speechocean762/local/senone_inventory.sh [--nj N] [--tree-opts "..."] [--alt exp/tri_alt]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ../utils/path.sh
@@ -11,13 +11,14 @@ cd "$(dirname "$0")/.."
 nj=2
 num_leaves=1500
 tri_gauss=8000
-tree_opts="--no-split-silence --cluster-leaves"
+tree_opts=""
+alt=exp/tri_alt
 lm_weights=9,12,15,18,21
 word_ins_penalties=0,1,2
 nnet_config=conf/nnet.yaml
 . ../utils/parse_options.sh
 
-tri=exp/tri_ns dnn=exp/nnet_ns/member_0
+tri=$alt dnn=$alt/nnet/member_0
 grid="--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties"
 run_log $tri/log/train.log asrkd train-tri --num-leaves $num_leaves --tot-gauss $tri_gauss $tree_opts \
   data/train data/lang exp/mono_ali $tri
@@ -38,5 +39,5 @@ for s in dev test; do
 done
 decode_tuned $dnn $tri/graph dev test $nj --nnet $dnn --priors ${tri}_ali $grid
 run_log exp/senones/log/compare.log asrkd compare-senones --lang data/lang \
-  --system "split silence, no clustering (run.sh):exp/tri:exp/tri_ali:exp/nnet/member_0" \
-  --system "silence not split, leaves clustered:$tri:${tri}_ali:$dnn" exp/senones
+  --system "run.sh tree:exp/tri:exp/tri_ali:exp/nnet/member_0" \
+  --system "tree options '${tree_opts:-none}':$tri:${tri}_ali:$dnn" exp/senones

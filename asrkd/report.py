@@ -131,8 +131,8 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
                     ("subset, soft targets", nnet_dir / "subset_soft")):
         if (d / "final.pt").is_file():
             tr = _json(d / "frame_accuracy_train.json")
-            fa = {s: ens_fa[s]["members"][0] for s in sets} if d == members[0] else None
-            section6[name] = {**_nnet_info(d), **_scores(d, sets, fa), "train_frames": tr and tr["frames"],
+            row = base if d == members[0] else {**_nnet_info(d), **_scores(d, sets)}
+            section6[name] = {**row, "train_frames": tr and tr["frames"],
                               "train_frame_acc": tr and 100 * tr["frame_accuracy"],
                               "history": _json(d / "log" / "train.json") or []}
     hard, soft, full = (section6.get(k, {}).get(f"{test}_frame_acc") for k in
@@ -145,11 +145,9 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
     if (switched / "final.pt").is_file():
         info = _json(next(nnet_dir.glob("soft_T*_member_0"), Path("-")) / "info.json") or {}
         t = info.get("temperature")
-        averaged = nnet_dir / f"student_T{t:g}" if t else None
-        variants["teacher_switching"] = {
+        variants["teacher_switching"] = {  # against the sweep's student on the averaged targets at that T
             "temperature": t, "switched": {**_nnet_info(switched), **_scores(switched, sets)},
-            "averaged": {**_nnet_info(averaged), **_scores(averaged, sets)}
-            if averaged and (averaged / "final.pt").is_file() else None}
+            "averaged": sweep.get(f"T={t:g}") if t else None}
     seeds = {}
     for s in sets:
         accs = [100 * m["frame_accuracy"] for m in ens_fa[s]["members"]]
@@ -351,15 +349,18 @@ def senone_inventory(systems: dict[str, tuple], lang_dir: str | Path, out_dir: s
     from asrkd.lang import read_symbols
 
     phones = {v: k for k, v in read_symbols(Path(lang_dir) / "phones.txt").items()}
-    silence = {int(x) for x in (Path(lang_dir) / "phones" / "silence.int").read_text().split()}
+    silence = {phones[int(x)] for x in (Path(lang_dir) / "phones" / "silence.int").read_text().split()}
     res = {}
     for name, (gmm, ali, nnet) in systems.items():
+        pdf_info = AlignmentDir(ali).tree_pdf_info
+        if pdf_info is None:
+            raise AsrkdError(f"{ali}/tree: missing; the senone inventory needs the tree the alignment used")
         per_phone = {}
-        for phone, _ in AlignmentDir(ali).tree_pdf_info:
+        for phone, _ in pdf_info:
             per_phone[phones[phone]] = per_phone.get(phones[phone], 0) + 1
-        speech = [n for p, n in per_phone.items() if p not in {phones[s] for s in silence}]
+        speech = [n for p, n in per_phone.items() if p not in silence]
         res[name] = {"gmm_dir": str(gmm), "nnet_dir": str(nnet), "senones": sum(per_phone.values()),
-                     "silence_senones": sum(n for p, n in per_phone.items() if p in {phones[s] for s in silence}),
+                     "silence_senones": sum(n for p, n in per_phone.items() if p in silence),
                      "per_speech_phone": [sum(speech) / len(speech), min(speech), max(speech)],
                      "senones_per_phone": per_phone, "gmm": _scores(Path(gmm), sets), "dnn": _scores(Path(nnet), sets)}
     tune, test = sets

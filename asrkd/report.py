@@ -303,7 +303,8 @@ def plot(res: dict, nnet_dir: Path, out: Path) -> None:
     if res["section6"]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for (name, r), color in zip(res["section6"].items(), ("tab:blue", "tab:orange", "tab:red")):
-            curve(ax, r["history"], "train_frame_accuracy", color=color, ls=":", label=f"{name}: train (dropout on)")
+            curve(ax, r["history"], "train_frame_accuracy", color=color, ls=":",
+                  label=f"{name}: train (in training mode)")
             curve(ax, r["history"], color=color, label=f"{name}: {tune}")
         ax.set(xlabel="epoch", ylabel="frame accuracy (%)", title="Section 6: subset with hard vs soft targets")
         ax.legend(fontsize=7)

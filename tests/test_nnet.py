@@ -197,8 +197,11 @@ def test_distillation_trains_on_soft_targets(yesno, yesno_mono, frames, tmp_path
     live = NnetScorer([tmp_path / "teacher"], yesno / "train_yesno")
     assert stored.keys() == live.keys()
     np.testing.assert_allclose(stored(live.keys()[0]), live(live.keys()[0]), atol=1e-5)
-    hist = train_dnn(TINY, data, frames, 16, tmp_path / "student", distill=True)
+    cfg = dataclasses.replace(TINY, student_dropout=0.3)
+    hist = train_dnn(cfg, data, frames, 16, tmp_path / "student", distill=True)
     assert hist[-1]["dev_frame_accuracy"] > 0.5
+    # members use `dropout`, students `student_dropout`
+    assert [load_nnet(tmp_path / d).arch["dropout"] for d in ("teacher", "student")] == [0.1, 0.3]
     with pytest.raises(AsrkdError, match="needs soft targets"):
         train_dnn(TINY, frames, frames, 16, tmp_path / "nope", distill=True)
 
@@ -250,6 +253,9 @@ def test_config_and_checkpoint_errors(tmp_path):
         load_config(NnetConfig, conf)
     conf.write_text("hidden: wide\n")
     with pytest.raises(AsrkdError, match="'hidden' must be int"):
+        load_config(NnetConfig, conf)
+    conf.write_text("student_dropout: 1.0\n")
+    with pytest.raises(AsrkdError, match="must be in \\[0, 1\\)"):
         load_config(NnetConfig, conf)
     conf.write_text("temperatures: [1, 2]\ntemperature: 5\n")
     with pytest.raises(AsrkdError, match="not among the soft-target temperatures"):

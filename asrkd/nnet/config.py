@@ -32,6 +32,7 @@ class NnetConfig:
     # distillation: T^2 KL(soft_T || student_T) + hard_weight * CE(hard); paper: hard weight 0.5
     temperature: float = 2.0
     hard_weight: float = 0.5
+    student_dropout: float = 0.0  # the soft targets regularise a student (paper section 6)
 
     def __post_init__(self):
         if self.precision not in ("bf16", "fp32"):
@@ -41,5 +42,7 @@ class NnetConfig:
         if self.temperature not in self.temperatures:
             raise AsrkdError(f"the distillation temperature {self.temperature} is not among the soft-target "
                              f"temperatures {self.temperatures}")
+        if not (0 <= self.dropout < 1 and 0 <= self.student_dropout < 1):
+            raise AsrkdError("dropout and student_dropout must be in [0, 1)")
         if min(self.hidden, self.layers, self.batch_size, self.max_epochs, self.num_members, self.top_k) < 1:
             raise AsrkdError("hidden, layers, batch_size, max_epochs, num_members and top_k must be >= 1")

@@ -141,7 +141,7 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
 
     torch.manual_seed(seed)
     model = SenoneDnn(train.feat_dim, num_pdfs, cfg.hidden, cfg.layers, cfg.left_context, cfg.right_context,
-                      cfg.dropout).to(dev_)
+                      cfg.student_dropout if distill else cfg.dropout).to(dev_)
     opt = make_optimizer(model, cfg)
     history, best, best_acc, lr, halvings, start = [], None, -1.0, cfg.learning_rate, 0, 1
     if ckpt.is_file():
@@ -245,9 +245,9 @@ def train_ensemble(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp
 
 def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, seed: int = 0,
                 soft_dirs=(), device: str = "auto", force: bool = False) -> list[dict]:
-    """One model: hard targets, or with `soft_dirs` a student trained on those soft targets at
-    their temperature plus `cfg.hard_weight` times the hard-target cross-entropy; several
-    dirs (the members' own) are switched per minibatch."""
+    """One model: hard targets, or with `soft_dirs` a student (dropout `cfg.student_dropout`)
+    trained on those soft targets at their temperature plus `cfg.hard_weight` times the
+    hard-target cross-entropy; several dirs (the members' own) are switched per minibatch."""
     exp_dir = Path(exp_dir)
     soft_dirs = list(soft_dirs or [])
     temps = {SoftTargets(d).temperature for d in soft_dirs}

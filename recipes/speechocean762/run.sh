@@ -18,8 +18,7 @@ tree_opts="--no-split-silence --cluster-leaves"   # about 1230 senones, 10 of th
 lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT), rescored from
 word_ins_penalties=0,1,2   # one lattice pass per model and set
 nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU
-subset_config=conf/nnet_subset.yaml   # section 6, 3% of the data: the hard-target model
-subset_soft_config=conf/nnet_subset_soft.yaml   # and the soft-target one (no dropout)
+subset_config=conf/nnet_subset.yaml   # section 6: 3% of the data, hard vs soft targets
 subset_percent=3
 device=auto
 . ../utils/parse_options.sh

@@ -1,9 +1,8 @@
 # The neural stages 10-17 of a recipe, sourced by its run.sh after stages 0-9 (the tri GMM, its
 # alignments and HCLG). The recipe sets: stage, stop_stage, nj, device, nnet_config,
-# subset_config and subset_soft_config (section 6's hard- and soft-target models),
-# subset_percent, grid (decode's LM-weight / penalty options), the data sets train_set,
-# tune_set (LR schedule, decoding weights, model choice), test_set, and their alignment dirs
-# train_ali, tune_ali, test_ali.
+# subset_config (section 6's models), subset_percent, grid (decode's LM-weight / penalty
+# options), the data sets train_set, tune_set (LR schedule, decoding weights, model choice),
+# test_set, and their alignment dirs train_ali, tune_ali, test_ali.
 subset=data/${train_set}_${subset_percent}pct
 nnet_opts="--config $nnet_config --device $device"
 ali_sets="data/$train_set $train_ali data/$tune_set $tune_ali"
@@ -40,7 +39,7 @@ if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
   sub_sets="$subset $train_ali data/$tune_set $tune_ali"
   run_log exp/nnet/subset_hard/log/run.log asrkd train-dnn --config $subset_config --device $device \
     $sub_sets exp/nnet/subset_hard
-  run_log exp/nnet/subset_soft/log/run.log asrkd train-dnn --config $subset_soft_config --device $device \
+  run_log exp/nnet/subset_soft/log/run.log asrkd train-dnn --config $subset_config --device $device \
     --soft-targets exp/nnet/soft_T$(chosen_temperature) $sub_sets exp/nnet/subset_soft
 fi
 

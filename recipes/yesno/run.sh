@@ -13,7 +13,6 @@ corpus_dir=../../../shared/data/yesno/waves_yesno
 device=auto
 nnet_config=conf/nnet.yaml
 subset_config=conf/nnet.yaml
-subset_soft_config=conf/nnet.yaml
 subset_percent=30   # of 30 files: 9 or 10
 . ../utils/parse_options.sh
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Neural training benchmark: training frames/s and achieved GFLOP/s of the senone DNN
 against a plain torch matmul of the network's own layer shapes, measured in the same run,
-in fp32 and bf16 (autocast; AMX on CPUs that have it); soft-target frames/s; top-k vs
-dense soft-target storage.
+in fp32 and bf16 (autocast; AMX on CPUs that have it), for members (`dropout`) and students
+(`student_dropout`; the hard-target loss for both); soft-target frames/s; top-k vs dense
+soft-target storage.
 
     python bench/nnet.py [--config recipes/speechocean762/conf/nnet.yaml] [--threads N]
 
@@ -15,6 +16,7 @@ rate. Frames are random (speed does not depend on them). Writes bench/results/nn
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -67,7 +69,7 @@ def train_rate(cfg: NnetConfig, data: FrameSet, num_pdfs: int, seconds: float) -
     model = SenoneDnn(data.feat_dim, num_pdfs, cfg.hidden, cfg.layers, cfg.left_context, cfg.right_context,
                       cfg.dropout)
     opt = make_optimizer(model, cfg)
-    batches = iter(data.batches(cfg.batch_size, torch.Generator().manual_seed(0)))
+    batches = (i for e in itertools.count() for i in data.batches(cfg.batch_size, torch.Generator().manual_seed(e)))
     calls, el = timed(lambda: train_step(model, opt, data, next(batches), cfg, torch.device("cpu")), seconds)
     fps = calls * cfg.batch_size / el
     return {"frames_per_second": round(fps), "gflops": round(3 * model.flops_per_frame() * fps / 1e9, 1),
@@ -115,6 +117,9 @@ def main() -> None:
         tr = train_rate(c, data, a.num_pdfs, a.seconds)
         res["precisions"][precision] = {"matmul_gflops": round(mm, 1), "train": tr,
                                         "train_share_of_matmul": round(tr["gflops"] / mm, 3)}
+        if c.student_dropout != c.dropout:  # students train with their own dropout
+            st = train_rate(NnetConfig(**{**c.__dict__, "dropout": c.student_dropout}), data, a.num_pdfs, a.seconds)
+            res["precisions"][precision].update(train_student=st, student_share_of_matmul=round(st["gflops"] / mm, 3))
         print(precision, json.dumps(res["precisions"][precision]), flush=True)
     bf16_over_fp32 = res["precisions"]["bf16"]["train"]["frames_per_second"] / \
         res["precisions"]["fp32"]["train"]["frames_per_second"]

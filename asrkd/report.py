@@ -198,7 +198,7 @@ def write_markdown(res: dict, path: Path) -> None:
     if res["student_keeps"]:
         lines += ["", "Share of the ensemble's gain over the baseline that the distilled model keeps, where the "
                   "ensemble gained (paper: 86% of frame accuracy, 100% of WER):", ""]
-        lines += [f"- {k.replace('_', ' ')}: {100 * v:.0f}%" for k, v in res["student_keeps"].items()]
+        lines += [f"- {k.replace('_', ' ')}: {100 * v:.1f}%" for k, v in res["student_keeps"].items()]
     lines += ["", "## Paper, Table 1 (Hinton et al. 2015: 2000 h, 14,000 senones, 10 x 85M-weight DNNs)", ""]
     lines += _table(["system", "test frame accuracy", "WER"],
                     [[k, f"{fa}%", f"{w}%"] for k, (fa, w) in res["paper_table1"].items()])
@@ -225,7 +225,7 @@ def write_markdown(res: dict, path: Path) -> None:
                           _f(r.get(f"{test}_frame_acc")), f"{r['epochs']} ({r['best_epoch']})"]
                          for k, r in res["section6"].items()])
         if res["section6_recovered"] is not None:
-            lines += ["", f"The soft-target model recovers {100 * res['section6_recovered']:.0f}% of the {test} "
+            lines += ["", f"The soft-target model recovers {100 * res['section6_recovered']:.1f}% of the {test} "
                       "frame-accuracy gap between the subset's hard-target model and the full-data baseline "
                       "(paper: 87%)."]
         lines += ["", "Paper, section 6:", ""]

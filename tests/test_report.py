@@ -25,7 +25,7 @@ def test_markdown_main_table_and_omitted_parts(tmp_path):
     write_markdown(results(), tmp_path / "r.md")
     md = (tmp_path / "r.md").read_text()
     assert "| baseline (member 0) | 1024x4 | 14.00 | 16.00 | 50.00 | 68.00 | 64.00 | 12, 1 | 5.75 M | 11.5 | 0.100 | 10.0 min |" in md
-    assert "- test frame acc: 75%" in md and "| distilled | 60.8% | 10.7% |" in md
+    assert "- test frame acc: 75.0%" in md and "| distilled | 60.8% | 10.7% |" in md
     assert "| test | 18.00 | 17.90 | 16.00 | 17.00 | 18.00 |" in md  # variants with the size curve
     for absent in ("## Temperature sweep", "## Soft targets as a regulariser", "Teacher switching", "## Time per stage"):
         assert absent not in md
@@ -45,7 +45,7 @@ def test_markdown_experiments(tmp_path):
     md = (tmp_path / "r.md").read_text()
     assert "| **T=2** | 15.00 | 17.00 | – | 68.00 | 64.00 | 7 |" in md
     assert "| subset, hard targets | 21,000 | 60.00 | 15.00 | 17.00 | 7 (5) |" in md
-    assert "recovers 90% of the test frame-accuracy gap" in md
+    assert "recovers 90.0% of the test frame-accuracy gap" in md
     assert "| switched teachers | 15.00 | 17.00 | 68.00 | 64.00 | 7 |" in md
     assert "| 10 | 50.0 |" in md and "| these stages | 70.0 |" in md
 

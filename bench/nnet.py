@@ -64,10 +64,10 @@ def matmul_gflops(shapes: list[tuple[int, int, int]], dtype: torch.dtype, second
     return flops * calls / el / 1e9
 
 
-def train_rate(cfg: NnetConfig, data: FrameSet, num_pdfs: int, seconds: float) -> dict:
+def train_rate(cfg: NnetConfig, data: FrameSet, num_pdfs: int, seconds: float, student: bool = False) -> dict:
     torch.manual_seed(0)
     model = SenoneDnn(data.feat_dim, num_pdfs, cfg.hidden, cfg.layers, cfg.left_context, cfg.right_context,
-                      cfg.dropout)
+                      cfg.model_dropout(student))
     opt = make_optimizer(model, cfg)
     batches = (i for e in itertools.count() for i in data.batches(cfg.batch_size, torch.Generator().manual_seed(e)))
     calls, el = timed(lambda: train_step(model, opt, data, next(batches), cfg, torch.device("cpu")), seconds)
@@ -118,7 +118,7 @@ def main() -> None:
         res["precisions"][precision] = {"matmul_gflops": round(mm, 1), "train": tr,
                                         "train_share_of_matmul": round(tr["gflops"] / mm, 3)}
         if c.student_dropout != c.dropout:  # students train with their own dropout
-            st = train_rate(NnetConfig(**{**c.__dict__, "dropout": c.student_dropout}), data, a.num_pdfs, a.seconds)
+            st = train_rate(c, data, a.num_pdfs, a.seconds, student=True)
             res["precisions"][precision].update(train_student=st, student_share_of_matmul=round(st["gflops"] / mm, 3))
         print(precision, json.dumps(res["precisions"][precision]), flush=True)
     bf16_over_fp32 = res["precisions"]["bf16"]["train"]["frames_per_second"] / \

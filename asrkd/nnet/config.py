@@ -46,3 +46,7 @@ class NnetConfig:
             raise AsrkdError("dropout and student_dropout must be in [0, 1)")
         if min(self.hidden, self.layers, self.batch_size, self.max_epochs, self.num_members, self.top_k) < 1:
             raise AsrkdError("hidden, layers, batch_size, max_epochs, num_members and top_k must be >= 1")
+
+    def model_dropout(self, student: bool) -> float:
+        """The dropout of a student (trained on soft targets) or of a hard-target model."""
+        return self.student_dropout if student else self.dropout

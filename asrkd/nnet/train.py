@@ -141,7 +141,7 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
 
     torch.manual_seed(seed)
     model = SenoneDnn(train.feat_dim, num_pdfs, cfg.hidden, cfg.layers, cfg.left_context, cfg.right_context,
-                      cfg.student_dropout if distill else cfg.dropout).to(dev_)
+                      cfg.model_dropout(distill)).to(dev_)
     opt = make_optimizer(model, cfg)
     history, best, best_acc, lr, halvings, start = [], None, -1.0, cfg.learning_rate, 0, 1
     if ckpt.is_file():

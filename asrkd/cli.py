@@ -218,10 +218,10 @@ def cmd_select_model(a):
 def cmd_make_soft_targets(a):
     from asrkd.nnet.model import load_nnet
     from asrkd.nnet.soft_targets import make_soft_targets
-    from asrkd.nnet.train import set_threads
+    from asrkd.nnet.train import cpu_setup
 
     cfg = _nnet_config(a)
-    set_threads()
+    cpu_setup()
     out = {t: Path(a.out_dir) / f"soft_T{t:g}" for t in cfg.temperatures}
     for t in a.per_member or []:  # each member's own soft targets, for teacher switching
         out |= {(t, k): (t, Path(a.out_dir) / f"soft_T{t:g}_member_{k}", k) for k in range(len(a.nnet))}

@@ -31,7 +31,7 @@ from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import FrameSet
 from asrkd.nnet.model import SenoneDnn
 from asrkd.nnet.soft_targets import average_posteriors, top_k
-from asrkd.nnet.train import make_optimizer, train_step
+from asrkd.nnet.train import make_optimizer, cpu_setup, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="per measurement")
     p.add_argument("--out", default=str(ROOT / "bench/results/nnet.json"))
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
+    cpu_setup(a.threads)  # the trainer's: threads, denormals, malloc
     cfg = load_config(NnetConfig, a.config)
     data = synthetic_frames(200_000, 40, a.num_pdfs)
     dims = [(cfg.left_context + 1 + cfg.right_context) * 40] + [cfg.hidden] * cfg.layers + [a.num_pdfs]

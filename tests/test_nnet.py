@@ -58,6 +58,17 @@ def test_dropout_mask_from_random_bytes():
     assert set(z.grad.unique().tolist()) <= {0.0, 2.0}
 
 
+def test_cpu_setup_flushes_denormals():
+    tiny = torch.tensor([1e-39])  # below float32's smallest normal number, 1.18e-38
+    nnet_train.cpu_setup(1)
+    try:
+        assert float(tiny * 1.0) == 0.0
+        torch.set_flush_denormal(False)
+        assert float(tiny * 1.0) > 0.0
+    finally:
+        nnet_train.cpu_setup()
+
+
 def test_splice_gather_equals_features_splice(yesno, frames):
     reader = FeatureReader(yesno / "train_yesno")
     assert len(frames.utts) == 30 and frames.feat_dim == 40

@@ -47,8 +47,8 @@ def cpu_setup(threads: int | None = None) -> int:
 
     - Intra-op threads: `threads`, else OMP_NUM_THREADS, else all cores. Two jobs that each
       take all cores slow each other down several times (OpenMP spin-waits).
-    - Denormals flushed to zero: after about 700 steps some fp32 values of the 1024 x 4
-      DNN's training fall below 1e-38, and each step then takes 1.4x as long.
+    - Denormals flushed to zero: without, the 1024 x 4 DNN's training step takes 1.4x as
+      long from about step 700 on (denormal float arithmetic is slow on x86).
     - glibc malloc keeps blocks up to 32 MB on its heap and does not return freed memory. By
       default each minibatch's activations are mapped and unmapped again, about 3,000 page
       faults per step on the recipe's data, a fifth of the step's time."""

@@ -8,7 +8,10 @@ pass (beam 13, max-active 7000) per grid point, for a trained model of the recip
 
 A neural model's log posteriors are computed once (so every decode times the search only).
 Reports, per lattice beam: search CPU relative to one single pass, the largest WER difference
-over the grid, and whether the chosen pair is the same. Writes bench/results/grid.json.
+over the grid, whether the chosen pair is the same, and over every (utterance, grid point)
+how often the rescored path costs more or less (by > 0.05) than the single pass's (a search
+error of one or the other; both costs are graph + penalty x words + acoustic / LMWT) and how
+often its words differ. Writes bench/results/grid.json.
 """
 
 import argparse
@@ -21,6 +24,23 @@ from asrkd.decode.decoder import GmmScorer, NnetScorer, PosteriorScorer, choose_
 from asrkd.utils import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
+TOL = 0.05  # path costs are logged to 0.01 and summed in float32 by the decoders
+
+
+def path_costs(decode_dir: Path) -> dict:
+    """{(utt, "lmwt_wip"): best path cost} from a decode dir's log/decode.log."""
+    out = {}
+    for line in (decode_dir / "log/decode.log").read_text().splitlines():
+        utt, *fields = line.split()
+        f = dict(x.split("=") for x in fields)
+        out[utt, f"{f['lmwt']}_{f['wip']}"] = float(f["cost"])
+    return out
+
+
+def hyps(decode_dir: Path, point: str) -> dict:
+    """{utt: words} of one grid point's hypotheses."""
+    lines = (decode_dir / "hyp" / f"{point}.txt").read_text().splitlines()
+    return {ln.split(maxsplit=1)[0]: ln.split()[1:] for ln in lines}
 
 
 def main() -> None:
@@ -47,27 +67,37 @@ def main() -> None:
         else:
             write_log_posteriors(NnetScorer([r / a.nnet], data), tmp / "post")
             scorer = PosteriorScorer([tmp / "post/logpost.scp"], AlignmentDir(r / "exp/tri_ali").log_priors)
-        single, single_cpu = {}, []
+        single, single_cpu, single_cost, single_hyp = {}, [], {}, {}
         for w in a.lm_weights:
             for pen in a.penalties:
-                info = decode(graph, scorer, data, tmp / f"single_{w:g}_{pen:g}", lm_weights=[w],
-                              word_ins_penalties=[pen], nj=a.nj)
-                single[f"{w:g}_{pen:g}"] = info["wer"]
+                k, one_dir = f"{w:g}_{pen:g}", tmp / f"single_{w:g}_{pen:g}"
+                info = decode(graph, scorer, data, one_dir, lm_weights=[w], word_ins_penalties=[pen], nj=a.nj)
+                single[k] = info["wer"]
                 single_cpu.append(info["search_rtf_per_core"])
+                single_cost.update(path_costs(one_dir))
+                single_hyp[k] = hyps(one_dir, k)
         one_pass = sum(single_cpu) / len(single_cpu)
         res = {"model": a.gmm or a.nnet, "set": a.set, "single_pass_search_rtf": round(one_pass, 4),
                "single_pass_wers": single,
                "single_pass_choice": "_".join(f"{x:g}" for x in choose_weight(
                    {tuple(map(float, k.split("_"))): {"wer": v} for k, v in single.items()})), "lattice": {}}
         for beam in a.lattice_beams:
-            info = decode(graph, scorer, data, tmp / f"lattice_{beam:g}", lm_weights=a.lm_weights,
+            lat_dir = tmp / f"lattice_{beam:g}"
+            info = decode(graph, scorer, data, lat_dir, lm_weights=a.lm_weights,
                           word_ins_penalties=a.penalties, grid_beam=beam, lattice_beam=a.lattice_beam, nj=a.nj)
             diffs = {k: round(v - single[k], 2) for k, v in info["wer_per_weight"].items()}
+            cost = path_costs(lat_dir)
+            both = [x for x in cost if x in single_cost]
+            other_words = sum(h != single_hyp[k].get(u) for k in single for u, h in hyps(lat_dir, k).items())
             res["lattice"][f"beam {beam:g}"] = {
                 "search_rtf": round(info["search_rtf_per_core"], 4),
                 "single_passes": round(info["search_rtf_per_core"] / one_pass, 2),
                 "max_abs_wer_diff": max(abs(d) for d in diffs.values()), "wer_diff_per_weight": diffs,
-                "choice": f"{info['best_lmwt']:g}_{info['best_wip']:g}"}
+                "choice": f"{info['best_lmwt']:g}_{info['best_wip']:g}",
+                "utterance_points": len(both),
+                "lattice_path_costlier": sum(cost[x] > single_cost[x] + TOL for x in both),
+                "lattice_path_cheaper": sum(cost[x] < single_cost[x] - TOL for x in both),
+                "other_words": other_words}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=2))
     print(json.dumps({k: v for k, v in res.items() if k != "single_pass_wers"}, indent=2))

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from asrkd.alignment import AlignmentDir
+from asrkd.data import read_table
 from asrkd.decode.decoder import GmmScorer, NnetScorer, PosteriorScorer, choose_weight, decode, write_log_posteriors
 from asrkd.utils import setup_logging
 
@@ -39,8 +40,7 @@ def path_costs(decode_dir: Path) -> dict:
 
 def hyps(decode_dir: Path, point: str) -> dict:
     """{utt: words} of one grid point's hypotheses."""
-    lines = (decode_dir / "hyp" / f"{point}.txt").read_text().splitlines()
-    return {ln.split(maxsplit=1)[0]: ln.split()[1:] for ln in lines}
+    return read_table(decode_dir / "hyp" / f"{point}.txt", allow_empty_value=True)
 
 
 def main() -> None:

@@ -195,10 +195,15 @@ def _nnet_config(a):
 
 
 def cmd_train_dnn(a):
+    import dataclasses
+
     from asrkd.nnet.train import train_model
 
-    train_model(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, seed=a.seed,
-                soft_dirs=a.soft_targets, device=a.device, force=a.force)
+    cfg = _nnet_config(a)
+    if a.temperature is not None:
+        cfg = dataclasses.replace(cfg, temperature=a.temperature, temperatures=sorted({*cfg.temperatures, a.temperature}))
+    train_model(cfg, a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, seed=a.seed,
+                soft_dirs=a.soft_targets, device=a.device, force=a.force, teacher_dirs=a.teacher_nnet)
 
 
 def cmd_train_ensemble(a):
@@ -410,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--soft-targets", action="append", help="soft-target dir (make-soft-targets): train a "
                    "student on it; repeat for teacher switching (one teacher's targets per minibatch)")
+    s.add_argument("--teacher-nnet", action="append", help="model dir: distil from these models' averaged "
+                   "softmax(z/T), run on each minibatch (mixed up by the config's teacher_mixup); repeat per member")
+    s.add_argument("--temperature", type=float, help="distillation temperature with --teacher-nnet (default: "
+                   "the config's); stored soft targets bring their own")
     nnet_sets(s)
     s.set_defaults(func=cmd_train_dnn)
 

@@ -16,7 +16,7 @@ from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import load_frames
 from asrkd.nnet.model import Dropout, SenoneDnn, load_nnet, save_nnet
 from asrkd.nnet.soft_targets import SoftTargets, average_posteriors, make_soft_targets, tail_probability, top_k
-from asrkd.nnet.train import distillation_loss, select_model, train_dnn
+from asrkd.nnet.train import dense_distillation_loss, distillation_loss, mixup, select_model, train_dnn
 from asrkd.utils import AsrkdError
 from conftest import run_script
 
@@ -252,6 +252,47 @@ def test_teacher_switching(yesno, yesno_mono, frames, tmp_path):
     assert data.soft_ids.shape == (2, len(data), 4)
     hist = train_dnn(TINY, data, frames, 16, tmp_path / "switched", distill=True)
     assert hist[-1]["dev_frame_accuracy"] > 0.5
+
+
+def test_teachers_run_on_mixed_up_windows(frames, tmp_path, monkeypatch):
+    """Online teachers: the dense KD loss is the stored one with every senone kept; mixup mixes
+    each window with one other; the student learns from teachers run on the mix, and resumes."""
+    torch.manual_seed(0)
+    n, t = 12, 2.0
+    v, z = 3 * torch.randn(4, n), torch.randn(4, n)
+    logq = average_posteriors([v], t)
+    assert torch.allclose(dense_distillation_loss(z, logq, t),
+                          distillation_loss(z, torch.arange(n).repeat(4, 1), logq.exp(), t), rtol=1e-5)
+    x = torch.arange(8.0)[:, None].repeat(1, 3)
+    mixed, lam, perm = mixup(x, 1.0)
+    assert sorted(perm.tolist()) == list(range(8)) and ((lam >= 0) & (lam <= 1)).all()
+    assert torch.allclose(mixed, lam[:, None] * x + (1 - lam[:, None]) * x[perm])
+
+    train_dnn(TINY, frames, frames, 16, tmp_path / "m0", seed=0)
+    teachers = [load_nnet(tmp_path / "m0")]
+    seen = []
+    online = nnet_train.online_loss
+    monkeypatch.setattr(nnet_train, "online_loss", lambda logits, x, *a: seen.append(x) or online(logits, x, *a))
+    cfg = dataclasses.replace(TINY, teacher_mixup=1.0, hard_weight=0.1)
+    hist = train_dnn(cfg, frames, frames, 16, tmp_path / "student", teachers=teachers)
+    assert hist[-1]["dev_frame_accuracy"] > 0.5
+    first = frames.spliced(torch.arange(len(frames)), TINY.left_context, TINY.right_context)
+    unseen = torch.cdist(seen[0].float(), first).min(1).values > 1e-3  # the teachers saw mixed windows
+    assert unseen.float().mean() > 0.9
+    # killed after epoch 1, it resumes to the same weights
+    save = nnet_train.save_checkpoint
+
+    def killed(*a, **kw):
+        save(*a, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nnet_train, "save_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_dnn(cfg, frames, frames, 16, tmp_path / "killed", teachers=teachers)
+    monkeypatch.setattr(nnet_train, "save_checkpoint", save)
+    train_dnn(cfg, frames, frames, 16, tmp_path / "killed", teachers=teachers)
+    a, b = (load_nnet(tmp_path / d).state_dict() for d in ("student", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_config_and_checkpoint_errors(tmp_path):

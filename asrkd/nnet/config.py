@@ -33,6 +33,9 @@ class NnetConfig:
     temperature: float = 2.0
     hard_weight: float = 0.5
     student_dropout: float = 0.0  # the soft targets regularise a student (paper section 6)
+    # distilling from teacher models run on each minibatch (train-dnn --teacher-nnet): pairs of
+    # windows mixed with weights from Beta(a, a) first (mixup; 0: none), the teachers see the mix
+    teacher_mixup: float = 0.0
 
     def __post_init__(self):
         if self.precision not in ("bf16", "fp32"):
@@ -42,6 +45,8 @@ class NnetConfig:
         if self.temperature not in self.temperatures:
             raise AsrkdError(f"the distillation temperature {self.temperature} is not among the soft-target "
                              f"temperatures {self.temperatures}")
+        if self.teacher_mixup < 0:
+            raise AsrkdError("teacher_mixup must be >= 0")
         if not (0 <= self.dropout < 1 and 0 <= self.student_dropout < 1):
             raise AsrkdError("dropout and student_dropout must be in [0, 1)")
         if min(self.hidden, self.layers, self.batch_size, self.max_epochs, self.num_members, self.top_k) < 1:

@@ -1,5 +1,7 @@
 """Frame-level training of a senone DNN: cross-entropy to the hard (forced-alignment)
-targets, or distillation (Hinton et al. 2015): T^2 KL(soft_T || student_T) + w CE(hard).
+targets, or distillation (Hinton et al. 2015): T^2 KL(soft_T || student_T) + w CE(hard),
+the soft targets either stored (make-soft-targets) or computed on each minibatch by teacher
+models, on windows mixed up in pairs (function matching, Beyer et al. 2022).
 
 Adam; after every epoch the dev frame accuracy is measured, the learning rate halved when
 it gained less than `min_improvement` (Kaldi nnet1's newbob), and the best epoch kept.
@@ -27,8 +29,8 @@ from asrkd.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from asrkd.config import save_config
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import FrameSet, load_frames
-from asrkd.nnet.soft_targets import SoftTargets, tail_probability
-from asrkd.nnet.model import SenoneDnn, save_nnet
+from asrkd.nnet.soft_targets import SoftTargets, average_posteriors, tail_probability
+from asrkd.nnet.model import SenoneDnn, load_nnet, save_nnet
 from asrkd.utils import AsrkdError, atomic_file
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,37 @@ def distillation_loss(logits: torch.Tensor, soft_ids: torch.Tensor, soft_probs: 
     return temperature**2 * (top + others * torch.xlogy(tail, tail) - tail * rest).mean()
 
 
+def dense_distillation_loss(logits: torch.Tensor, teacher_logq: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(q || softmax(z/T)) averaged over frames, q given densely as log-probabilities."""
+    q = teacher_logq.exp()
+    return temperature**2 * (torch.xlogy(q, q) - q * torch.log_softmax(logits / temperature, -1)).sum(1).mean()
+
+
+def mixup(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each window mixed with another of the minibatch (Zhang et al. 2018): lam x + (1 - lam)
+    x[perm], lam ~ Beta(alpha, alpha) per window. Returns the mix, lam and perm."""
+    lam = torch.distributions.Beta(alpha, alpha).sample((len(x),)).to(x.device)
+    perm = torch.randperm(len(x)).to(x.device)
+    return lam[:, None] * x + (1 - lam[:, None]) * x[perm], lam, perm
+
+
+def online_loss(logits: torch.Tensor, x: torch.Tensor, teachers: list[SenoneDnn], hard: torch.Tensor,
+                cfg: NnetConfig, mix: tuple | None = None) -> torch.Tensor:
+    """Distillation from `teachers` run on the student's own input windows `x`: the KD loss
+    against their averaged softmax(z/T) (as stored soft targets average them), plus the
+    hard-target cross-entropy, mixed as the windows were (`mix`: lam, perm)."""
+    with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        logq = average_posteriors([m(x) for m in teachers], cfg.temperature, cfg.ensemble_mean)
+    loss = dense_distillation_loss(logits, logq, cfg.temperature)
+    if cfg.hard_weight > 0:
+        ce = F.cross_entropy(logits, hard, reduction="none")
+        if mix is not None:
+            lam, perm = mix
+            ce = lam * ce + (1 - lam) * F.cross_entropy(logits, hard[perm], reduction="none")
+        loss = loss + cfg.hard_weight * ce.mean()
+    return loss
+
+
 def batch_loss(logits: torch.Tensor, data: FrameSet, idx: torch.Tensor, cfg: NnetConfig, distill: bool,
                teacher: int = 0):
     """Cross-entropy to the hard targets; distilling, plus the KD loss against `teacher`'s
@@ -105,13 +138,21 @@ def make_optimizer(model: SenoneDnn, cfg: NnetConfig) -> torch.optim.Optimizer:
 
 
 def train_step(model: SenoneDnn, opt: torch.optim.Optimizer, data: FrameSet, idx: torch.Tensor, cfg: NnetConfig,
-               device: torch.device, distill: bool = False, teacher: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One minibatch: gather the windows, forward (bf16 autocast if configured), loss, backward,
-    Adam. Returns the loss and the logits, detached."""
+               device: torch.device, distill: bool = False, teacher: int = 0,
+               teachers: list[SenoneDnn] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One minibatch: gather the windows (mixed up if distilling from `teachers` with
+    `cfg.teacher_mixup`), forward (bf16 autocast if configured), loss, backward, Adam. Returns
+    the loss and the logits, detached."""
     x = data.spliced(idx, cfg.left_context, cfg.right_context).to(device)
+    mix = None
+    if teachers and cfg.teacher_mixup > 0:
+        x, *mix = mixup(x, cfg.teacher_mixup)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
         logits = model(x)
-    loss = batch_loss(logits.float(), data, idx, cfg, distill, teacher)
+    if teachers:
+        loss = online_loss(logits.float(), x, teachers, data.targets[idx].to(device), cfg, mix)
+    else:
+        loss = batch_loss(logits.float(), data, idx, cfg, distill, teacher)
     if not torch.isfinite(loss):
         raise AsrkdError(f"the training loss became {float(loss)}; lower learning_rate")
     opt.zero_grad(set_to_none=True)
@@ -136,13 +177,16 @@ def evaluate(model: SenoneDnn, data: FrameSet, cfg: NnetConfig, device: torch.de
 
 
 def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, exp_dir: str | Path, seed: int = 0,
-              distill: bool = False, device: str = "auto", meta: dict | None = None, force: bool = False) -> list[dict]:
+              distill: bool = False, device: str = "auto", meta: dict | None = None, force: bool = False,
+              teachers: list[SenoneDnn] | None = None) -> list[dict]:
     """Train one model into `exp_dir`; returns the per-epoch history. `meta` (data
-    fingerprints) must match a checkpoint's for the run to resume from it."""
+    fingerprints) must match a checkpoint's for the run to resume from it. Distilling, the soft
+    targets are the training frames' stored ones, or with `teachers` computed per minibatch."""
     exp_dir = Path(exp_dir)
     if (done := _finished(exp_dir, force)) is not None:
         return done
-    if distill and train.soft_ids is None:
+    distill = distill or bool(teachers)
+    if distill and not teachers and train.soft_ids is None:
         raise AsrkdError(f"{exp_dir}: distillation needs soft targets for the training frames")
     dev_ = pick_device(device)
     threads = cpu_setup() if dev_.type == "cpu" else None
@@ -180,13 +224,13 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
             g["lr"] = lr
         t0 = time.time()
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        teachers = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_000)
-        num_teachers = len(train.soft_ids) if distill else 1
+        switching = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_000)
+        num_teachers = len(train.soft_ids) if distill and not teachers else 1
         tot_loss, correct = 0.0, 0
         for idx in tqdm(train.batches(cfg.batch_size, gen), desc=f"epoch {epoch}", disable=None, mininterval=10):
-            teacher = int(torch.randint(num_teachers, (1,), generator=teachers)) if num_teachers > 1 else 0
+            teacher = int(torch.randint(num_teachers, (1,), generator=switching)) if num_teachers > 1 else 0
             try:
-                loss, logits = train_step(model, opt, train, idx, cfg, dev_, distill, teacher)
+                loss, logits = train_step(model, opt, train, idx, cfg, dev_, distill, teacher, teachers)
             except AsrkdError as e:
                 raise AsrkdError(f"{exp_dir}: epoch {epoch}: {e}") from None
             tot_loss += float(loss) * len(idx)
@@ -259,12 +303,16 @@ def train_ensemble(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp
 
 
 def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, seed: int = 0,
-                soft_dirs=(), device: str = "auto", force: bool = False) -> list[dict]:
+                soft_dirs=(), device: str = "auto", force: bool = False, teacher_dirs=()) -> list[dict]:
     """One model: hard targets, or with `soft_dirs` a student (dropout `cfg.student_dropout`)
     trained on those soft targets at their temperature plus `cfg.hard_weight` times the
-    hard-target cross-entropy; several dirs (the members' own) are switched per minibatch."""
+    hard-target cross-entropy; several dirs (the members' own) are switched per minibatch.
+    With `teacher_dirs` instead, the student learns from those models' averaged softmax(z/T)
+    (`cfg.temperature`) on each minibatch's windows, mixed up by `cfg.teacher_mixup`."""
     exp_dir = Path(exp_dir)
-    soft_dirs = list(soft_dirs or [])
+    soft_dirs, teacher_dirs = list(soft_dirs or []), list(teacher_dirs or [])
+    if soft_dirs and teacher_dirs:
+        raise AsrkdError(f"{exp_dir}: give stored soft targets or teacher models, not both")
     temps = {SoftTargets(d).temperature for d in soft_dirs}
     if len(temps) > 1:
         raise AsrkdError(f"{exp_dir}: the soft-target dirs have different temperatures {sorted(temps)}")
@@ -275,8 +323,14 @@ def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_di
         return done
     (exp_dir / "log").mkdir(parents=True, exist_ok=True)
     train, dev, num_pdfs, meta = _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, soft_dirs)
+    teachers = [load_nnet(d, pick_device(device).type).requires_grad_(False) for d in teacher_dirs]
+    for d, m in zip(teacher_dirs, teachers):
+        if m.arch["num_senones"] != num_pdfs:
+            raise AsrkdError(f"{d}: a teacher over {m.arch['num_senones']} senones, the alignment has {num_pdfs}")
+    if teachers:
+        meta["teachers"] = " ".join(fingerprint(Path(d) / "final.pt") for d in teacher_dirs)
     return train_dnn(cfg, train, dev, num_pdfs, exp_dir, seed=seed, distill=bool(soft_dirs), device=device,
-                     meta=meta, force=force)
+                     meta=meta, force=force, teachers=teachers)
 
 
 def select_model(model_dirs, link) -> Path:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from asrkd.data import read_table, validate_data_dir
+from asrkd.report import SUBSET_MIXUP
 from conftest import ROOT, YESNO
 
 
@@ -70,9 +71,9 @@ def test_yesno_recipe_stages(tmp_path):
     subset = read_table(recipe / "data/train_yesno_30pct/utt2spk")
     assert 8 <= len(subset) <= 10
     assert list(res["section6"]) == ["100% of train, hard targets (member 0)", "subset, hard targets",
-                                     "subset, soft targets"]
+                                     "subset, soft targets", SUBSET_MIXUP]
     assert all(r["train_frame_acc"] > 50 for r in res["section6"].values())
-    assert res["section6_recovered"] is not None
+    assert set(res["section6_recovered"]) == {"subset, soft targets", SUBSET_MIXUP}
     variants = res["ensemble_variants"]
     assert variants["test_yesno"]["geometric"] > 50 and list(variants["test_yesno"]["size_curve"]) == ["1", "2"]
     assert variants["teacher_switching"]["switched"]["test_yesno_frame_acc"] > 50

@@ -1,7 +1,7 @@
 """The comparison report from a results dict: tables, shares, and the parts left out when an
 experiment was not run."""
 
-from asrkd.report import PAPER, PAPER_SECTION6, _stage_times, write_markdown
+from asrkd.report import PAPER, PAPER_SECTION6, SUBSET_MIXUP, _stage_times, write_markdown
 
 
 def results(**extra):
@@ -12,7 +12,7 @@ def results(**extra):
             "distilled (T=2)": {**sys, "dev_frame_acc": 15.5, "test_frame_acc": 17.5, "test_wer": 63.5}}
     sc = {"1": 16.0, "2": 17.0, "5": 18.0}
     res = {"sets": ["dev", "test"], "systems": rows, "student_keeps": {"test_frame_acc": 0.75},
-           "paper_table1": PAPER, "temperature_sweep": {}, "section6": {}, "section6_recovered": None,
+           "paper_table1": PAPER, "temperature_sweep": {}, "section6": {}, "section6_recovered": {},
            "paper_section6": PAPER_SECTION6, "seeds": {"test": {"frame_acc": [16.0, 16.2], "mean": 16.1, "std": 0.14,
                                                                 "min": 16.0, "max": 16.2}},
            "ensemble_variants": {s: {"arithmetic": 18.0, "geometric": 17.9, "size_curve": {int(k): v for k, v in sc.items()}}
@@ -37,15 +37,17 @@ def test_markdown_experiments(tmp_path):
     res = results(
         temperature_sweep={"hard targets only (member 0)": {**row, "chosen": False}, "T=2": {**row, "chosen": True}},
         section6={"subset, hard targets": {**row, "train_frames": 21000, "train_frame_acc": 60.0},
-                  "subset, soft targets": {**row, "train_frames": 21000, "train_frame_acc": 30.0}},
-        section6_recovered=0.9, stage_seconds={10: 3000, 12: 1200},
+                  "subset, soft targets": {**row, "train_frames": 21000, "train_frame_acc": 30.0},
+                  SUBSET_MIXUP: {**row, "train_frames": 21000, "train_frame_acc": 25.0}},
+        section6_recovered={"subset, soft targets": 0.9, SUBSET_MIXUP: 0.95}, stage_seconds={10: 3000, 12: 1200},
         ensemble_variants={**results()["ensemble_variants"],
                            "teacher_switching": {"temperature": 2.0, "switched": row, "averaged": row}})
     write_markdown(res, tmp_path / "r.md")
     md = (tmp_path / "r.md").read_text()
     assert "| **T=2** | 15.00 | 17.00 | – | 68.00 | 64.00 | 7 |" in md
     assert "| subset, hard targets | 21,000 | 60.00 | 15.00 | 17.00 | 7 (5) |" in md
-    assert "recovers 90.0% of the test frame-accuracy gap" in md
+    assert "- subset, soft targets: recovers 90.0% of the test frame-accuracy gap" in md
+    assert f"- {SUBSET_MIXUP}: recovers 95.0%" in md and "mixup" in md
     assert "| switched teachers | 15.00 | 17.00 | 68.00 | 64.00 | 7 |" in md
     assert "| 10 | 50.0 |" in md and "| these stages | 70.0 |" in md
 

@@ -31,7 +31,7 @@ if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
 fi
 
 if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
-  begin_stage 13 "soft targets as a regulariser (paper section 6): ${subset_percent}% of train, hard vs soft targets"
+  begin_stage 13 "soft targets as a regulariser (paper section 6): ${subset_percent}% of train, hard vs soft targets, and the ensemble run on mixed-up windows"
   if [ ! -f $subset/cmvn.scp ]; then
     asrkd subset-data-dir --frame-fraction $(python -c "print($subset_percent / 100)") --seed 0 data/$train_set $subset
     asrkd compute-cmvn-stats $subset
@@ -41,6 +41,10 @@ if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
     $sub_sets exp/nnet/subset_hard
   run_log exp/nnet/subset_soft/log/run.log asrkd train-dnn --config $subset_config --device $device \
     --soft-targets exp/nnet/soft_T$(chosen_temperature) $sub_sets exp/nnet/subset_soft
+  # beyond the paper: the members run on each minibatch of mixed-up windows (function matching)
+  run_log exp/nnet/subset_mixup/log/run.log asrkd train-dnn --config $subset_config --device $device \
+    --temperature $(chosen_temperature) $(for m in exp/nnet/member_*; do echo "--teacher-nnet $m"; done) \
+    $sub_sets exp/nnet/subset_mixup
 fi
 
 if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
@@ -65,7 +69,8 @@ if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
     done
   done
   # training-set accuracy for the section-6 table: each model on the data it was trained on
-  for d in exp/nnet/member_0:data/$train_set exp/nnet/subset_hard:$subset exp/nnet/subset_soft:$subset; do
+  for d in exp/nnet/member_0:data/$train_set exp/nnet/subset_hard:$subset exp/nnet/subset_soft:$subset \
+           exp/nnet/subset_mixup:$subset; do
     run_log ${d%%:*}/log/frame_accuracy_train.log asrkd frame-accuracy --nnet ${d%%:*} --priors $train_ali \
       ${d#*:} $train_ali ${d%%:*}/frame_accuracy_train.json
   done

@@ -310,13 +310,13 @@ def plot(res: dict, nnet_dir: Path, out: Path) -> None:
     _save(fig, out / "wer.png")
 
     if res["section6"]:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(6, 6.5))
         for (name, r), color in zip(res["section6"].items(), ("tab:blue", "tab:orange", "tab:red", "tab:green")):
             curve(ax, r["history"], "train_frame_accuracy", color=color, ls=":",
                   label=f"{name}: train (in training mode)")
             curve(ax, r["history"], color=color, label=f"{name}: {tune}")
         ax.set(xlabel="epoch", ylabel="frame accuracy (%)", title="Section 6: subset with hard vs soft targets")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
         _save(fig, out / "section6.png")
 
     fig, ax = plt.subplots(figsize=(5, 4))

@@ -4,9 +4,10 @@ systems' exp dirs.
 
 Layout read: a GMM dir (`exp/tri`) and a neural dir (`exp/nnet`) with `member_<k>/`,
 `ensemble/`, `distilled` (a link to the chosen `student_T<T>/`), and where run, the other
-students of the temperature sweep, `switched/` (teacher switching), `subset_hard/` and
-`subset_soft/` (section 6) and `subset_mixup/` (its teachers run on mixed-up windows). Each system dir holds `frame_accuracy_<set>.json` (the
-ensemble's lists every member, the geometric mean and the ensemble-size curve) and
+students of the temperature sweep, `switched/` (teacher switching), `subset_hard/`,
+`subset_soft/` (section 6) and `subset_mixup/` (its teachers run on mixed-up windows). Each
+system dir holds `frame_accuracy_<set>.json` (the ensemble's lists every member, the
+geometric mean and the ensemble-size curve) and
 `decode_<set>/decode_info.json`; models hold `final.pt` and `log/train.json`.
 """
 

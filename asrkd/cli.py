@@ -195,15 +195,11 @@ def _nnet_config(a):
 
 
 def cmd_train_dnn(a):
-    import dataclasses
-
     from asrkd.nnet.train import train_model
 
-    cfg = _nnet_config(a)
-    if a.temperature is not None:
-        cfg = dataclasses.replace(cfg, temperature=a.temperature, temperatures=sorted({*cfg.temperatures, a.temperature}))
-    train_model(cfg, a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, seed=a.seed,
-                soft_dirs=a.soft_targets, device=a.device, force=a.force, teacher_dirs=a.teacher_nnet)
+    train_model(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, seed=a.seed,
+                soft_dirs=a.soft_targets, device=a.device, force=a.force, teacher_dirs=a.teacher_nnet,
+                temperature=a.temperature)
 
 
 def cmd_train_ensemble(a):

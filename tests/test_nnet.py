@@ -254,7 +254,7 @@ def test_teacher_switching(yesno, yesno_mono, frames, tmp_path):
     assert hist[-1]["dev_frame_accuracy"] > 0.5
 
 
-def test_teachers_run_on_mixed_up_windows(frames, tmp_path, monkeypatch):
+def test_teachers_run_on_mixed_up_windows(yesno, yesno_mono, frames, tmp_path, monkeypatch):
     """Online teachers: the dense KD loss is the stored one with every senone kept; mixup mixes
     each window with one other; the student learns from teachers run on the mix, and resumes."""
     torch.manual_seed(0)
@@ -293,6 +293,10 @@ def test_teachers_run_on_mixed_up_windows(frames, tmp_path, monkeypatch):
     train_dnn(cfg, frames, frames, 16, tmp_path / "killed", teachers=teachers)
     a, b = (load_nnet(tmp_path / d).state_dict() for d in ("student", "killed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # train-dnn --teacher-nnet M --temperature 1: the student distils at T = 1
+    sets = [yesno / "train_yesno", yesno_mono / "mono_ali"] * 2
+    nnet_train.train_model(cfg, *sets, tmp_path / "at_T1", teacher_dirs=[tmp_path / "m0"], temperature=1.0)
+    assert load_config(NnetConfig, tmp_path / "at_T1/nnet.yaml").temperature == 1.0
 
 
 def test_config_and_checkpoint_errors(tmp_path):

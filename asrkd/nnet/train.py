@@ -303,12 +303,14 @@ def train_ensemble(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp
 
 
 def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, seed: int = 0,
-                soft_dirs=(), device: str = "auto", force: bool = False, teacher_dirs=()) -> list[dict]:
+                soft_dirs=(), device: str = "auto", force: bool = False, teacher_dirs=(),
+                temperature: float | None = None) -> list[dict]:
     """One model: hard targets, or with `soft_dirs` a student (dropout `cfg.student_dropout`)
     trained on those soft targets at their temperature plus `cfg.hard_weight` times the
     hard-target cross-entropy; several dirs (the members' own) are switched per minibatch.
     With `teacher_dirs` instead, the student learns from those models' averaged softmax(z/T)
-    (`cfg.temperature`) on each minibatch's windows, mixed up by `cfg.teacher_mixup`."""
+    (T: `temperature`, else `cfg.temperature`) on each minibatch's windows, mixed up by
+    `cfg.teacher_mixup`. Stored soft targets bring their own T."""
     exp_dir = Path(exp_dir)
     soft_dirs, teacher_dirs = list(soft_dirs or []), list(teacher_dirs or [])
     if soft_dirs and teacher_dirs:
@@ -316,8 +318,8 @@ def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_di
     temps = {SoftTargets(d).temperature for d in soft_dirs}
     if len(temps) > 1:
         raise AsrkdError(f"{exp_dir}: the soft-target dirs have different temperatures {sorted(temps)}")
-    if temps and (t := temps.pop()) != cfg.temperature:
-        log.info("%s: distilling at T=%g, the temperature of %s", exp_dir, t, soft_dirs[0])
+    if (t := temps.pop() if temps else temperature) is not None and t != cfg.temperature:
+        log.info("%s: distilling at T=%g (%s)", exp_dir, t, soft_dirs[0] if soft_dirs else "--temperature")
         cfg = dataclasses.replace(cfg, temperature=t, temperatures=sorted(set(cfg.temperatures) | {t}))
     if (done := _finished(exp_dir, force)) is not None:
         return done

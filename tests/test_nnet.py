@@ -165,21 +165,25 @@ def test_soft_targets_top_k_round_trip(yesno, tmp_path):
     assert info[2.0]["mean_topk_mass"] < info[1.0]["mean_topk_mass"]
 
 
+def train_killed_after_first_epoch(monkeypatch, *args, **kwargs):
+    """train_dnn(*args, **kwargs), killed right after its first checkpoint is written."""
+    save = nnet_train.save_checkpoint
+
+    def killed(*a, **kw):
+        save(*a, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nnet_train, "save_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_dnn(*args, **kwargs)
+    monkeypatch.setattr(nnet_train, "save_checkpoint", save)
+
+
 def test_training_learns_and_resumes_after_kill(frames, tmp_path, monkeypatch, caplog):
     cfg = dataclasses.replace(TINY, max_epochs=3)
     hist = train_dnn(cfg, frames, frames, 16, tmp_path / "clean", seed=3)
     assert hist[-1]["dev_frame_accuracy"] > 0.5  # 16 senones: chance is about 6%
-    save, calls = nnet_train.save_checkpoint, []
-
-    def killed_after_first_checkpoint(*a, **kw):
-        save(*a, **kw)
-        calls.append(1)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(nnet_train, "save_checkpoint", killed_after_first_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        train_dnn(cfg, frames, frames, 16, tmp_path / "killed", seed=3)
-    monkeypatch.setattr(nnet_train, "save_checkpoint", save)
+    train_killed_after_first_epoch(monkeypatch, cfg, frames, frames, 16, tmp_path / "killed", seed=3)
     assert (tmp_path / "killed/checkpoint.pt").is_file() and not (tmp_path / "killed/final.pt").exists()
     # another config must not resume from it
     with pytest.raises(AsrkdError, match="use --force"):
@@ -280,16 +284,7 @@ def test_teachers_run_on_mixed_up_windows(yesno, yesno_mono, frames, tmp_path, m
     unseen = torch.cdist(seen[0].float(), first).min(1).values > 1e-3  # the teachers saw mixed windows
     assert unseen.float().mean() > 0.9
     # killed after epoch 1, it resumes to the same weights
-    save = nnet_train.save_checkpoint
-
-    def killed(*a, **kw):
-        save(*a, **kw)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(nnet_train, "save_checkpoint", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train_dnn(cfg, frames, frames, 16, tmp_path / "killed", teachers=teachers)
-    monkeypatch.setattr(nnet_train, "save_checkpoint", save)
+    train_killed_after_first_epoch(monkeypatch, cfg, frames, frames, 16, tmp_path / "killed", teachers=teachers)
     train_dnn(cfg, frames, frames, 16, tmp_path / "killed", teachers=teachers)
     a, b = (load_nnet(tmp_path / d).state_dict() for d in ("student", "killed"))
     assert all(torch.equal(a[k], b[k]) for k in a)

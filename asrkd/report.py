@@ -4,7 +4,8 @@ systems' exp dirs.
 
 Layout read: a GMM dir (`exp/tri`) and a neural dir (`exp/nnet`) with `member_<k>/`,
 `ensemble/`, `distilled` (a link to the chosen `student_T<T>/`), and where run, the other
-students of the temperature sweep, `switched/` (teacher switching), `subset_hard/`,
+students of the temperature sweep, `student_mixup/` (distilled from the members run on
+mixed-up windows), `switched/` (teacher switching), `subset_hard/`,
 `subset_soft/` (section 6) and `subset_mixup/` (its teachers run on mixed-up windows). Each
 system dir holds `frame_accuracy_<set>.json` (the ensemble's lists every member, the
 geometric mean and the ensemble-size curve) and
@@ -15,7 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import textwrap
 from pathlib import Path
+
+import yaml
 
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 # ../shared/PAPER.md, Table 1 (2000 h voice search, 14,000 senones, 8 x 2560 DNNs, 10 members)
 PAPER = {"baseline": (58.9, 10.9), "ensemble": (61.1, 10.7), "distilled": (60.8, 10.7)}
 SUBSET_MIXUP = "subset, soft targets from the ensemble run on mixed-up windows"
+STUDENT_MIXUP = "distilled, members run on mixed-up windows"
 # section 6: (train, test) frame accuracy
 PAPER_SECTION6 = {"100% of train, hard targets": (63.4, 58.9), "3%, hard targets": (67.3, 44.5),
                   "3%, soft targets": (65.4, 57.0)}
@@ -116,14 +121,16 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
     if (dist / "final.pt").is_file():
         name = f"distilled (T={_temperature(dist.resolve()):g})" if chosen else "distilled"
         rows[name] = {**_nnet_info(dist), **_scores(dist, sets)}
+    if ((mixed := nnet_dir / "student_mixup") / "final.pt").is_file():
+        t = yaml.safe_load((mixed / "nnet.yaml").read_text())["temperature"]
+        rows[f"{STUDENT_MIXUP} (T={t:g})"] = {**_nnet_info(mixed), **_scores(mixed, sets)}
     base, ens = rows["baseline (member 0)"], rows[ensemble]
-    kept = {}
-    student = next((r for k, r in rows.items() if k.startswith("distilled")), None)
-    if student:
-        for s in sets:
-            for key, sign in ((f"{s}_frame_acc", 1), (f"{s}_wer", -1)):
-                if None not in (base[key], ens[key], student[key]) and sign * (ens[key] - base[key]) > 0:
-                    kept[key] = (student[key] - base[key]) / (ens[key] - base[key])  # only where the ensemble gained
+    kept = {}  # per student: the share of the ensemble's gain it keeps, only where the ensemble gained
+    for name, student in rows.items():
+        if name.startswith("distilled"):
+            kept[name] = {key: (student[key] - base[key]) / (ens[key] - base[key])
+                          for s in sets for key, sign in ((f"{s}_frame_acc", 1), (f"{s}_wer", -1))
+                          if None not in (base[key], ens[key], student[key]) and sign * (ens[key] - base[key]) > 0}
     sweep = {f"T={_temperature(d):g}": {**_nnet_info(d), **_scores(d, sets), "chosen": d.name == chosen}
              for d in sorted(nnet_dir.glob("student_T*"), key=_temperature) if (d / "final.pt").is_file()}
     if sweep:
@@ -202,9 +209,14 @@ def write_markdown(res: dict, path: Path) -> None:
                      f"{tune} WER", f"{test} WER", "(LMWT, penalty)", "parameters", "MFLOP/frame",
                      f"decode RTF ({test})", "training"], table)
     if res["student_keeps"]:
-        lines += ["", "Share of the ensemble's gain over the baseline that the distilled model keeps, where the "
+        lines += ["", "Share of the ensemble's gain over the baseline that each distilled model keeps, where the "
                   "ensemble gained (paper: 86% of frame accuracy, 100% of WER):", ""]
-        lines += [f"- {k.replace('_', ' ')}: {100 * v:.1f}%" for k, v in res["student_keeps"].items()]
+        lines += [f"- {name}: " + ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f}%" for k, v in kept.items())
+                  for name, kept in res["student_keeps"].items()]
+    if any(k.startswith(STUDENT_MIXUP) for k in rows):
+        lines += ["", f"{STUDENT_MIXUP}: beyond the paper, a student of the same size distilled at the chosen T "
+                  "from the members run on every minibatch, whose windows are mixed in pairs (mixup, "
+                  "`teacher_mixup`), instead of from stored soft targets (function matching, Beyer et al. 2022)."]
     lines += ["", "## Paper, Table 1 (Hinton et al. 2015: 2000 h, 14,000 senones, 10 x 85M-weight DNNs)", ""]
     lines += _table(["system", "test frame accuracy", "WER"],
                     [[k, f"{fa}%", f"{w}%"] for k, (fa, w) in res["paper_table1"].items()])
@@ -295,6 +307,8 @@ def plot(res: dict, nnet_dir: Path, out: Path) -> None:
         curve(ax, _json(Path(m) / "log" / "train.json") or [], color="tab:blue", alpha=1.0 if i == 0 else 0.3,
               label="baseline (member 0)" if i == 0 else None)
     curve(ax, _json(nnet_dir / "distilled" / "log" / "train.json") or [], color="tab:red", label="distilled")
+    curve(ax, _json(nnet_dir / "student_mixup" / "log" / "train.json") or [], color="tab:purple",
+          label="distilled, mixed-up windows")
     ens = next(r for k, r in res["systems"].items() if k.startswith("ensemble"))
     ax.axhline(ens[f"{tune}_frame_acc"], color="tab:green", ls="--", label="ensemble")
     ax.set(xlabel="epoch", ylabel=f"{tune} frame accuracy (%)", title=f"{tune} frame accuracy per epoch")
@@ -303,11 +317,11 @@ def plot(res: dict, nnet_dir: Path, out: Path) -> None:
 
     named = [(k, r[f"{test}_wer"]) for k, r in res["systems"].items() if r.get(f"{test}_wer") is not None]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar([k for k, _ in named], [w for _, w in named], color="tab:gray")
+    ax.bar([textwrap.fill(k, 20) for k, _ in named], [w for _, w in named], color="tab:gray")
     for i, (_, w) in enumerate(named):
         ax.text(i, w, f"{w:.2f}", ha="center", va="bottom")
     ax.set(ylabel=f"{test} WER (%)", title=f"WER on {test}")
-    ax.tick_params(axis="x", labelrotation=15)
+    ax.tick_params(axis="x", labelsize=7)
     _save(fig, out / "wer.png")
 
     if res["section6"]:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from asrkd.data import read_table, validate_data_dir
-from asrkd.report import SUBSET_MIXUP
+from asrkd.report import STUDENT_MIXUP, SUBSET_MIXUP
 from conftest import ROOT, YESNO
 
 
@@ -54,9 +54,10 @@ def test_yesno_recipe_stages(tmp_path):
     systems = res["systems"]
     chosen = res["chosen_student"]
     assert chosen in ("student_T1", "student_T2") and (recipe / "exp/nnet/distilled").is_symlink()
-    student = f"distilled (T={chosen[-1]})"
-    assert list(systems) == ["tri GMM", "baseline (member 0)", "mean of members", "ensemble of 2", student]
-    for name in ("baseline (member 0)", "ensemble of 2", student):
+    student, mixed = f"distilled (T={chosen[-1]})", f"{STUDENT_MIXUP} (T={chosen[-1]})"
+    assert list(systems) == ["tri GMM", "baseline (member 0)", "mean of members", "ensemble of 2", student, mixed]
+    assert set(res["student_keeps"]) <= {student, mixed}
+    for name in ("baseline (member 0)", "ensemble of 2", student, mixed):
         assert systems[name]["test_yesno_frame_acc"] > 50, name  # 20 senones: chance is 5%
         # every training file starts with NO, so the tiny DNNs may insert a NO before a test file's
         # first YES (up to 21 of the test's 240 words); 15% is still far from chance

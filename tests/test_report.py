@@ -11,7 +11,7 @@ def results(**extra):
             "ensemble of 5": {**sys, "dev_frame_acc": 16.0, "test_frame_acc": 18.0, "test_wer": 63.0},
             "distilled (T=2)": {**sys, "dev_frame_acc": 15.5, "test_frame_acc": 17.5, "test_wer": 63.5}}
     sc = {"1": 16.0, "2": 17.0, "5": 18.0}
-    res = {"sets": ["dev", "test"], "systems": rows, "student_keeps": {"test_frame_acc": 0.75},
+    res = {"sets": ["dev", "test"], "systems": rows, "student_keeps": {"distilled (T=2)": {"test_frame_acc": 0.75, "test_wer": 0.5}},
            "paper_table1": PAPER, "temperature_sweep": {}, "section6": {}, "section6_recovered": {},
            "paper_section6": PAPER_SECTION6, "seeds": {"test": {"frame_acc": [16.0, 16.2], "mean": 16.1, "std": 0.14,
                                                                 "min": 16.0, "max": 16.2}},
@@ -25,7 +25,7 @@ def test_markdown_main_table_and_omitted_parts(tmp_path):
     write_markdown(results(), tmp_path / "r.md")
     md = (tmp_path / "r.md").read_text()
     assert "| baseline (member 0) | 1024x4 | 14.00 | 16.00 | 50.00 | 68.00 | 64.00 | 12, 1 | 5.75 M | 11.5 | 0.100 | 10.0 min |" in md
-    assert "- test frame acc: 75.0%" in md and "| distilled | 60.8% | 10.7% |" in md
+    assert "- distilled (T=2): test frame acc 75.0%, test wer 50.0%" in md and "| distilled | 60.8% | 10.7% |" in md
     assert "| test | 18.00 | 17.90 | 16.00 | 17.00 | 18.00 |" in md  # variants with the size curve
     for absent in ("## Temperature sweep", "## Soft targets as a regulariser", "Teacher switching", "## Time per stage"):
         assert absent not in md

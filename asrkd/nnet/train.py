@@ -107,8 +107,9 @@ def online_loss(logits: torch.Tensor, x: torch.Tensor, teachers: list[SenoneDnn]
     """Distillation from `teachers` run on the student's own input windows `x`: the KD loss
     against their averaged softmax(z/T) (as stored soft targets average them), plus the
     hard-target cross-entropy, mixed as the windows were (`mix`: lam, perm)."""
-    with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-        logq = average_posteriors([m(x) for m in teachers], cfg.temperature, cfg.ensemble_mean)
+    with torch.no_grad():  # the teachers' weights are cast once (bf16 with cfg.precision bf16)
+        dtype = next(teachers[0].parameters()).dtype
+        logq = average_posteriors([m(x.to(dtype)) for m in teachers], cfg.temperature, cfg.ensemble_mean)
     loss = dense_distillation_loss(logits, logq, cfg.temperature)
     if cfg.hard_weight > 0:
         ce = F.cross_entropy(logits, hard, reduction="none")
@@ -325,7 +326,9 @@ def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_di
         return done
     (exp_dir / "log").mkdir(parents=True, exist_ok=True)
     train, dev, num_pdfs, meta = _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, soft_dirs)
-    teachers = [load_nnet(d, pick_device(device).type).requires_grad_(False) for d in teacher_dirs]
+    # bf16 weights once, not an autocast cast of every teacher's weights at every step (30% of their time)
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    teachers = [load_nnet(d, pick_device(device).type).requires_grad_(False).to(dtype) for d in teacher_dirs]
     for d, m in zip(teacher_dirs, teachers):
         if m.arch["num_senones"] != num_pdfs:
             raise AsrkdError(f"{d}: a teacher over {m.arch['num_senones']} senones, the alignment has {num_pdfs}")

@@ -48,11 +48,13 @@ if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
 fi
 
 if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
-  begin_stage 14 "teacher switching (Fukuda et al. 2017): a student on one member's soft targets per minibatch"
+  begin_stage 14 "beyond the paper: teacher switching (Fukuda et al. 2017), and the members run on mixed-up windows of all of train"
   run_log exp/nnet/switched/log/run.log asrkd train-dnn $nnet_opts $ali_sets exp/nnet/switched \
     $(for m in exp/nnet/soft_T${switch_t}_member_*; do echo "--soft-targets $m"; done)
+  run_log exp/nnet/student_mixup/log/run.log asrkd train-dnn $nnet_opts --temperature $(chosen_temperature) \
+    $(for m in exp/nnet/member_*; do echo "--teacher-nnet $m"; done) $ali_sets exp/nnet/student_mixup
 fi
-students=$(for d in exp/nnet/student_T* exp/nnet/switched exp/nnet/subset_*; do if [ -d $d ]; then echo $d; fi; done)
+students=$(for d in exp/nnet/student_* exp/nnet/switched exp/nnet/subset_*; do if [ -d $d ]; then echo $d; fi; done)
 
 if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
   begin_stage 15 "frame accuracy on $tune_set and $test_set (senone and phone level): GMM, members, ensembles, students"
@@ -77,10 +79,14 @@ if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
 fi
 
 if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
-  begin_stage 16 "hybrid decoding with the tri HCLG: baseline, ensemble, chosen student (weights chosen on $tune_set), other students"
+  begin_stage 16 "hybrid decoding with the tri HCLG: baseline, ensemble, chosen student, mixed-up teachers' student (weights chosen on $tune_set), other students"
   decode_tuned exp/nnet/member_0 exp/tri/graph $tune_set $test_set $nj --nnet exp/nnet/member_0 --priors $train_ali $grid
   decode_tuned exp/nnet/ensemble exp/tri/graph $tune_set $test_set $nj $members --priors $train_ali $grid
   decode_tuned exp/nnet/distilled exp/tri/graph $tune_set $test_set $nj --nnet exp/nnet/distilled --priors $train_ali $grid
+  if [ -d exp/nnet/student_mixup ]; then
+    decode_tuned exp/nnet/student_mixup exp/tri/graph $tune_set $test_set $nj --nnet exp/nnet/student_mixup \
+      --priors $train_ali $grid
+  fi
   # the other students of the sweep and teacher switching: one pass per set at the chosen student's weights
   for d in exp/nnet/student_T* exp/nnet/switched; do
     [ "$(readlink -f $d)" = "$(readlink -f exp/nnet/distilled)" ] && continue

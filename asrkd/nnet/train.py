@@ -326,7 +326,7 @@ def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_di
         return done
     (exp_dir / "log").mkdir(parents=True, exist_ok=True)
     train, dev, num_pdfs, meta = _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, soft_dirs)
-    # bf16 weights once, not an autocast cast of every teacher's weights at every step (30% of their time)
+    # bf16 weights cast once, not by autocast at every step (5 teachers at batch 512: 31 vs 33 ms)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     teachers = [load_nnet(d, pick_device(device).type).requires_grad_(False).to(dtype) for d in teacher_dirs]
     for d, m in zip(teacher_dirs, teachers):

@@ -11,7 +11,8 @@ def results(**extra):
             "ensemble of 5": {**sys, "dev_frame_acc": 16.0, "test_frame_acc": 18.0, "test_wer": 63.0},
             "distilled (T=2)": {**sys, "dev_frame_acc": 15.5, "test_frame_acc": 17.5, "test_wer": 63.5}}
     sc = {"1": 16.0, "2": 17.0, "5": 18.0}
-    res = {"sets": ["dev", "test"], "systems": rows, "student_keeps": {"distilled (T=2)": {"test_frame_acc": 0.75, "test_wer": 0.5}},
+    res = {"sets": ["dev", "test"], "systems": rows,
+           "student_keeps": {"distilled (T=2)": {"test_frame_acc": 0.75, "test_wer": 0.5}},
            "paper_table1": PAPER, "temperature_sweep": {}, "section6": {}, "section6_recovered": {},
            "paper_section6": PAPER_SECTION6, "seeds": {"test": {"frame_acc": [16.0, 16.2], "mean": 16.1, "std": 0.14,
                                                                 "min": 16.0, "max": 16.2}},

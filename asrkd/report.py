@@ -19,8 +19,8 @@ import logging
 import textwrap
 from pathlib import Path
 
-import yaml
-
+from asrkd.config import load_config
+from asrkd.nnet.config import NnetConfig
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
         name = f"distilled (T={_temperature(dist.resolve()):g})" if chosen else "distilled"
         rows[name] = {**_nnet_info(dist), **_scores(dist, sets)}
     if ((mixed := nnet_dir / "student_mixup") / "final.pt").is_file():
-        t = yaml.safe_load((mixed / "nnet.yaml").read_text())["temperature"]
+        t = load_config(NnetConfig, mixed / "nnet.yaml").temperature
         rows[f"{STUDENT_MIXUP} (T={t:g})"] = {**_nnet_info(mixed), **_scores(mixed, sets)}
     base, ens = rows["baseline (member 0)"], rows[ensemble]
     kept = {}  # per student: the share of the ensemble's gain it keeps, only where the ensemble gained

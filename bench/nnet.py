@@ -93,6 +93,15 @@ def soft_target_rate(cfg: NnetConfig, num_pdfs: int, members: int, seconds: floa
     return 400 * calls / el
 
 
+def cpu_info() -> dict:
+    """The CPU's model name and its bf16 matrix units (AMX tiles, or AVX512-BF16 dot products)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    return {"cpu": model, "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "recipes/speechocean762/conf/nnet.yaml"))
@@ -109,8 +118,7 @@ def main() -> None:
     # backward: dX = dY W^T ([B, out] x [out, in]) and dW = X^T dY ([in, B] x [B, out])
     shapes = fwd + [(b, o, i) for b, i, o in fwd] + [(i, b, o) for b, i, o in fwd]
     res = {"config": a.config, "hidden": cfg.hidden, "layers": cfg.layers, "batch_size": cfg.batch_size,
-           "num_pdfs": a.num_pdfs, "threads": a.threads, "cpu": platform.processor() or platform.machine(),
-           "torch": torch.__version__, "amx_bf16": "amx_bf16" in open("/proc/cpuinfo").read(), "precisions": {}}
+           "num_pdfs": a.num_pdfs, "threads": a.threads, **cpu_info(), "torch": torch.__version__, "precisions": {}}
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         c = NnetConfig(**{**cfg.__dict__, "precision": precision})
         mm = matmul_gflops(shapes, dtype, a.seconds)

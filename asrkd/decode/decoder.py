@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from asrkd.data import read_table, sort_key
-from asrkd.decode.lattice import decode_lattice
+from asrkd.decode.lattice import SearchGraph, lattice_search, warm_up
 from asrkd.decode.score import compute_wer, format_wer, write_score
 from asrkd.features import FeatureReader
 from asrkd.hmm.align import best_path, gmm_features, load_model
@@ -148,18 +148,18 @@ _JOB = {}
 
 def _search(utt: str, ll: np.ndarray, weights: list, lines: list, skipped: list) -> dict:
     """Best word ids of one utterance per (LM weight, penalty): one FasterDecoder pass for a
-    single pair; for a grid one lattice at the middle LM weight, rescored at every pair."""
-    graphs, beam, max_active, grid_beam, lattice_beam = (_JOB[k] for k in (
-        "graphs", "beam", "max_active", "grid_beam", "lattice_beam"))
+    single pair; for a grid one lattice search at the middle LM weight, rescored at every pair."""
+    beam, max_active = _JOB["beam"], _JOB["max_active"]
     if len(weights) == 1:
         (lmwt, wip), = weights
-        words, final, cost = decode_utterance(graphs[wip], ll, 1.0 / lmwt, beam, max_active)
+        words, final, cost = decode_utterance(_JOB["graph"], ll, 1.0 / lmwt, beam, max_active)
         paths = [None if words is None else (words, cost)]
     else:
-        lmwt0 = float(np.median([w for w, _ in weights]))
-        lat, final = decode_lattice(graphs[0.0], ll / lmwt0, grid_beam, lattice_beam)
+        g, lmwt0 = _JOB["graph"], float(np.median([w for w, _ in weights]))
+        lat = lattice_search(g, ll / lmwt0, beam, max_active)
+        final = lat is not None and lat.final
         paths = [None] * len(weights) if lat is None else lat.best_paths(
-            np.array([lmwt0 / w for w, _ in weights]), np.array([p for _, p in weights]))
+            g, np.array([lmwt0 / w for w, _ in weights]), np.array([p for _, p in weights]))
     out = {}
     for (lmwt, wip), path in zip(weights, paths):
         if path is None:
@@ -198,7 +198,7 @@ def _decode_job(utts: list[str]) -> dict:
 def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | Path,
            lm_weights: list[float] = (10.0,), word_ins_penalties: list[float] = (0.0,),
            tuned_on: str | Path | None = None, beam: float = 13.0, max_active: int = 7000,
-           grid_beam: float = 10.0, lattice_beam: float = 6.0, nj: int = 1, force: bool = False) -> dict:
+           nj: int = 1, force: bool = False) -> dict:
     """Decode `data_dir` into `out_dir`: hyp/<lmwt>_<wip>.txt and wer_<lmwt>_<wip> for every
     LM weight and word insertion penalty, `text`/`wer` for the chosen pair: the best one
     here, or with `tuned_on` the one chosen on that (dev) decode dir."""
@@ -225,10 +225,12 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
         raise AsrkdError(f"{data_dir}: no utterance to decode")
     if refs is not None and not any(v.split() for v in refs.values()):
         raise AsrkdError(f"{data_dir / 'text'}: no reference words to score")
-    penalties = {weights[0][1]} if len(weights) == 1 else {0.0}  # a grid's penalties are added in rescoring
-    graphs = {p: add_word_penalty(graph, p) for p in penalties}
-    _JOB.update(graphs=graphs, scorer=scorer, weights=weights, beam=beam, max_active=max_active,
-                grid_beam=grid_beam, lattice_beam=lattice_beam)
+    if len(weights) == 1:
+        search_graph = add_word_penalty(graph, weights[0][1])
+    else:  # a grid's penalties are added in rescoring
+        search_graph = SearchGraph(graph)
+        warm_up(search_graph, scorer.num_pdfs)
+    _JOB.update(graph=search_graph, scorer=scorer, weights=weights, beam=beam, max_active=max_active)
     t0 = time.time()
     shards = [utts[j::nj] for j in range(nj)]
     if nj == 1:
@@ -263,8 +265,7 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
             "best_lmwt": best[0], "best_wip": best[1], "tuned_on": str(tuned_on or out_dir),
             "wer": wers[best]["wer"] if wers else None, "ser": wers[best]["ser"] if wers else None,
             "utts": len(utts), "skipped": len(skipped), "nj": nj,
-            "search": ({"beam": beam, "max_active": max_active} if len(weights) == 1 else
-                       {"lattice": True, "beam": grid_beam, "lattice_beam": lattice_beam}),
+            "search": {"beam": beam, "max_active": max_active, "lattice": len(weights) > 1},
             "audio_seconds": round(audio, 2), "wall_seconds": round(wall, 2),
             "rtf_per_core": cpu / audio if audio else None,
             "search_rtf_per_core": search / audio if audio else None,

@@ -108,18 +108,21 @@ class TokenLattice:
         return out
 
 
+_ROOM = {"per_frame": 2048}
+
+
 def lattice_search(g: SearchGraph, scores: np.ndarray, beam: float, max_active: int = 2**31 - 1,
                    min_active: int = 20, beam_delta: float = 0.5) -> TokenLattice | None:
     """Search `g` for [T, num_pdfs] already-scaled scores with FasterDecoder's pruning and its
     defaults; None when no token survives to the last frame."""
     scores = np.ascontiguousarray(scores, dtype=np.float32)
-    cap = 4096 * (len(scores) + 1)
-    while True:  # capacity in tokens; links get 4 per token; retried larger when exceeded
+    while True:  # room for tokens and links; doubled (and kept for later utterances) when too little
+        cap = _ROOM["per_frame"] * (len(scores) + 1)
         res = _search(*g.emitting, *g.epsilon, g.rank, g.start, g.final, scores, beam, max_active, min_active,
-                      beam_delta, cap, 4 * cap)
+                      beam_delta, cap, 2 * cap)
         if res[0] >= 0:
             break
-        cap *= 4
+        _ROOM["per_frame"] *= 2
     ntok, nlink, final, frame_offsets, tok_state, src, dst, olabel, graph, acoustic = res
     if frame_offsets[-1] == frame_offsets[-2]:
         return None
@@ -140,7 +143,7 @@ def warm_up(g: SearchGraph, num_pdfs: int) -> None:
 def _search(e_off, e_il, e_ol, e_w, e_next, n_off, n_il, n_ol, n_w, n_next, rank, start, final_cost, scores,
             beam, max_active, min_active, beam_delta, tok_cap, link_cap):
     """FasterDecoder's Decode (GetCutoff, ProcessEmitting, ProcessNonemitting) recording links.
-    Returns ntok = -1 when a capacity is exceeded."""
+    Returns ntok = -1 when there is no room for the tokens or links."""
     num_frames = scores.shape[0]
     tok_state = np.empty(tok_cap, np.int32)
     tok_cost = np.empty(tok_cap, np.float64)
@@ -168,13 +171,18 @@ def _search(e_off, e_il, e_ol, e_w, e_next, n_off, n_il, n_ol, n_w, n_next, rank
             for a in range(n_off[s], n_off[s + 1]):
                 nc = c + n_w[a]
                 if nc < cutoff:
-                    new = ntok
-                    d, ntok, nlink = _link(tok, n_next[a], nc, n_ol[a], n_w[a], 0.0, where, tok_state, tok_cost, ntok,
-                                           src, dst, olabel, graph, acoustic, nlink)
-                    if d < 0:
+                    if ntok == tok_cap or nlink == link_cap:
                         return -1, 0, False, frame_offsets, tok_state, src, dst, olabel, graph, acoustic
-                    if d == new and n_off[n_next[a] + 1] > n_off[n_next[a]]:  # a new token with epsilon arcs
-                        heapq.heappush(heap, (rank[n_next[a]] << 32) | d)
+                    d = where[n_next[a]]
+                    if d < 0:
+                        d, ntok = ntok, ntok + 1
+                        tok_state[d], tok_cost[d], where[n_next[a]] = n_next[a], nc, d
+                        if n_off[n_next[a] + 1] > n_off[n_next[a]]:
+                            heapq.heappush(heap, (rank[n_next[a]] << 32) | d)
+                    elif nc < tok_cost[d]:
+                        tok_cost[d] = nc
+                    src[nlink], dst[nlink], olabel[nlink], graph[nlink], acoustic[nlink] = tok, d, n_ol[a], n_w[a], 0.0
+                    nlink += 1
         hi = ntok
         frame_offsets[t + 1] = hi
         if t == num_frames:
@@ -216,34 +224,21 @@ def _search(e_off, e_il, e_ol, e_w, e_next, n_off, n_il, n_ol, n_w, n_next, rank
                 if nc < cutoff:
                     if nc + adaptive_beam < cutoff:
                         cutoff = nc + adaptive_beam
-                    d, ntok, nlink = _link(tok, e_next[a], nc, e_ol[a], e_w[a], ac, where, tok_state, tok_cost, ntok,
-                                           src, dst, olabel, graph, acoustic, nlink)
-                    if d < 0:
+                    if ntok == tok_cap or nlink == link_cap:
                         return -1, 0, False, frame_offsets, tok_state, src, dst, olabel, graph, acoustic
+                    d = where[e_next[a]]
+                    if d < 0:
+                        d, ntok = ntok, ntok + 1
+                        tok_state[d], tok_cost[d], where[e_next[a]] = e_next[a], nc, d
+                    elif nc < tok_cost[d]:
+                        tok_cost[d] = nc
+                    src[nlink], dst[nlink], olabel[nlink], graph[nlink], acoustic[nlink] = tok, d, e_ol[a], e_w[a], ac
+                    nlink += 1
     final = False
     for tok in range(frame_offsets[num_frames], frame_offsets[num_frames + 1]):
         if final_cost[tok_state[tok]] < np.inf:
             final = True
     return ntok, nlink, final, frame_offsets, tok_state, src, dst, olabel, graph, acoustic
-
-
-@numba.njit(cache=True)
-def _link(tok, state, cost, word, weight, ac, where, tok_state, tok_cost, ntok, src, dst, olabel, graph, acoustic,
-          nlink):
-    """Record a link from `tok` into the token of `state` on the frame being built, creating that
-    token or lowering its cost: (that token, ntok, nlink); token -1 when an array is full."""
-    d = where[state]
-    if d < 0:
-        if ntok == tok_state.shape[0]:
-            return -1, ntok, nlink
-        d, ntok = ntok, ntok + 1
-        tok_state[d], tok_cost[d], where[state] = state, cost, d
-    elif cost < tok_cost[d]:
-        tok_cost[d] = cost
-    if nlink == src.shape[0]:
-        return -1, ntok, nlink
-    src[nlink], dst[nlink], olabel[nlink], graph[nlink], acoustic[nlink] = tok, d, word, weight, ac
-    return d, ntok, nlink + 1
 
 
 @numba.njit(cache=True)

@@ -13,6 +13,7 @@ from asrkd.decode.decoder import (GmmScorer, PosteriorScorer, add_word_penalty, 
                                   decode_utterance)
 from asrkd.decode.graph import make_graph, make_lg
 from asrkd.decode.lattice import SearchGraph, lattice_search
+from asrkd.hmm.align import best_path
 from asrkd.hmm.graphs import compile_graph
 from asrkd.hmm.topo import read_topo
 from asrkd.hmm.tree import ContextTree
@@ -162,21 +163,8 @@ def test_lattice_search_matches_kaldi_decoders(yesno, yesno_mono, graph):
             pruned = lattice_search(g, ll / 10.0, 13.0, max_active, min_active)
             assert len(pruned.tok_state) < len(lattice_search(g, ll / 10.0, 13.0).tok_state)
             (words, cost), = pruned.best_paths(g, [1.0], [0.0])
-            kaldi_words, kaldi_cost = kaldi_best_path(HCLG, ll / 10.0, 13.0, max_active, min_active)
+            _, _, kaldi_words, kaldi_cost = best_path(HCLG, ll / 10.0, 13.0, max_active, min_active)
             assert words == kaldi_words and cost == pytest.approx(kaldi_cost, rel=1e-5)
-
-
-def kaldi_best_path(HCLG, scores, beam, max_active, min_active):
-    """FasterDecoder's (word ids, cost) with these pruning options."""
-    import kaldi_decoder
-
-    opts = kaldi_decoder.FasterDecoderOptions()
-    opts.beam, opts.max_active, opts.min_active = beam, max_active, min_active
-    dec = kaldi_decoder.FasterDecoder(HCLG, opts)
-    dec.decode(kaldi_decoder.DecodableCtc(np.ascontiguousarray(scores, dtype=np.float32)))
-    ok, path = dec.get_best_path(use_final_probs=dec.reached_final())
-    ok, _, olabels, w = kaldifst.get_linear_symbol_sequence(path)
-    return list(olabels), w.value1 + w.value2
 
 
 def kaldi_raw_lattice(HCLG, scores):

@@ -82,11 +82,12 @@ def compile_training_graphs(corpus: Corpus, lang_dir: Path, tree: ContextTree,
     return {utt: compile_graph(transcript_phone_fst(L, corpus.words[utt]), tree, topo) for utt in corpus.utts}
 
 
-def best_path(graph: kaldifst.StdVectorFst, scores: np.ndarray, beam: float, max_active: int = 2**31 - 1):
+def best_path(graph: kaldifst.StdVectorFst, scores: np.ndarray, beam: float, max_active: int = 2**31 - 1,
+              min_active: int = 20):
     """kaldi-decoder's FasterDecoder over `graph` for [T, num_pdfs] already-scaled scores:
     (reached a final state, ilabels, olabels, cost) of the best path, or None."""
     opts = kaldi_decoder.FasterDecoderOptions()
-    opts.beam, opts.max_active = beam, max_active
+    opts.beam, opts.max_active, opts.min_active = beam, max_active, min_active
     decoder = kaldi_decoder.FasterDecoder(graph, opts)
     decoder.decode(kaldi_decoder.DecodableCtc(np.ascontiguousarray(scores, dtype=np.float32)))
     final = decoder.reached_final()

@@ -29,13 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 TOL = 0.05  # path costs are logged to 0.01 and summed in float32 by the decoders
 
 
-def path_costs(decode_dir: Path) -> dict:
-    """{(utt, "lmwt_wip"): best path cost} from a decode dir's log/decode.log."""
+def path_costs(decode_dir: Path, search: str) -> dict:
+    """{(utt, "lmwt_wip"): best path cost} of one search ("pass" or "lattice") from a decode
+    dir's log/decode.log (a grid's dir also holds the pass at its chosen pair)."""
     out = {}
     for line in (decode_dir / "log/decode.log").read_text().splitlines():
         utt, *fields = line.split()
         f = dict(x.split("=") for x in fields)
-        out[utt, f"{f['lmwt']}_{f['wip']}"] = float(f["cost"])
+        if f["search"] == search:
+            out[utt, f"{f['lmwt']}_{f['wip']}"] = float(f["cost"])
     return out
 
 
@@ -74,7 +76,7 @@ def main() -> None:
                 info = decode(graph, scorer, data, one_dir, lm_weights=[w], word_ins_penalties=[pen], nj=a.nj)
                 single[k] = info["wer"]
                 single_cpu.append(info["search_rtf_per_core"])
-                single_cost.update(path_costs(one_dir))
+                single_cost.update(path_costs(one_dir, "pass"))
                 single_hyp[k] = hyps(one_dir, k)
         one_pass = sum(single_cpu) / len(single_cpu)
         res = {"model": a.gmm or a.nnet, "set": a.set, "single_pass_search_rtf": round(one_pass, 4),
@@ -86,7 +88,7 @@ def main() -> None:
             info = decode(graph, scorer, data, lat_dir, lm_weights=a.lm_weights,
                           word_ins_penalties=a.penalties, beam=beam, nj=a.nj)
             diffs = {k: round(v - single[k], 2) for k, v in info["wer_per_weight"].items()}
-            cost = path_costs(lat_dir)
+            cost = path_costs(lat_dir, "lattice")
             both = [x for x in cost if x in single_cost]
             other_words = sum(h != single_hyp[k].get(u) for k in single for u, h in hyps(lat_dir, k).items())
             res["lattice"][f"beam {beam:g}"] = {

@@ -181,6 +181,12 @@ def test_gmm_decoding_tunes_on_dev_only(yesno, yesno_mono, graph):
                  lm_weights=[5, 10, 15], word_ins_penalties=[0, 1], nj=2)
     assert len(list((exp / "decode_train").glob("wer_*_*"))) == 6
     assert dev["wer"] == min(dev["wer_per_weight"].values()) and dev["wer"] <= 5.0
+    searches = [ln.split()[1] for ln in (exp / "decode_train/log/decode.log").read_text().splitlines()]
+    assert searches.count("search=lattice") == 30 * 6 and searches.count("search=pass") == 30  # + the chosen pair's
+    again = decode(graph, GmmScorer(exp, yesno / "train_yesno"), yesno / "train_yesno", exp / "decode_train_pass",
+                   tuned_on=exp / "decode_train", nj=2)
+    assert (exp / "decode_train/text").read_text() == (exp / "decode_train_pass/text").read_text()
+    assert again["wer"] == dev["wer"]
     test = decode(graph, GmmScorer(exp, yesno / "test_yesno"), yesno / "test_yesno", exp / "decode_test",
                   tuned_on=exp / "decode_train", nj=2)
     assert (test["best_lmwt"], test["best_wip"]) == (dev["best_lmwt"], dev["best_wip"])

@@ -5,8 +5,8 @@ a GMM's directly, a neural model's as log posterior − log prior (an ensemble's
 of its members' mean posterior), from the models themselves or from stored posteriors.
 kaldi-decoder's FasterDecoder searches HCLG with the scores multiplied by the acoustic
 scale 1/LMWT. A grid of LM weights and insertion penalties on a tuning set (dev) is decoded
-once into lattices and rescored (`asrkd.decode.lattice`); the best pair is then applied,
-alone, to the test set.
+once into lattices and rescored (`asrkd.decode.lattice`) to choose the best pair; the WER
+reported for that pair, on dev as on test, is one FasterDecoder pass at it.
 """
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ def _search(utt: str, ll: np.ndarray, weights: list, lines: list, skipped: list)
             skipped.append(f"{utt} lmwt {lmwt:g} penalty {wip:g}: no surviving path")
             continue
         out[lmwt, wip] = path[0]
-        lines.append(f"{utt} lmwt={lmwt:g} wip={wip:g} frames={len(ll)} cost={path[1]:.2f} final={int(final)}")
+        lines.append(f"{utt} search={'pass' if len(weights) == 1 else 'lattice'} lmwt={lmwt:g} wip={wip:g} "
+                     f"frames={len(ll)} cost={path[1]:.2f} final={int(final)}")
     return out
 
 
@@ -193,6 +194,28 @@ def _decode_job(utts: list[str]) -> dict:
         score_s, search_s = score_s + t1 - t0, search_s + time.process_time() - t1
     return {"hyps": hyps, "lines": lines, "skipped": skipped, "frames": frames, "score_seconds": score_s,
             "search_seconds": search_s}
+
+
+def _run_jobs(graph, scorer, weights: list, utts: list[str], beam: float, max_active: int, nj: int) -> list[dict]:
+    """Search every utterance in `nj` forked jobs: one FasterDecoder pass for a single pair
+    (its penalty in the graph), a lattice search rescored at every pair for a grid."""
+    if len(weights) == 1:
+        search_graph = add_word_penalty(graph, weights[0][1])
+    else:  # a grid's penalties are added in rescoring
+        search_graph = SearchGraph(graph)
+        warm_up(search_graph, scorer.num_pdfs)
+    _JOB.update(graph=search_graph, scorer=scorer, weights=weights, beam=beam, max_active=max_active)
+    if nj == 1:
+        return [_decode_job(utts)]
+    with multiprocessing.get_context("fork").Pool(nj, initializer=die_with_parent) as pool:
+        return list(tqdm(pool.imap(_decode_job, [utts[j::nj] for j in range(nj)]), total=nj, desc="decode jobs",
+                         disable=None))
+
+
+def _hyp_text(results: list[dict], weights: list, words: dict) -> dict:
+    """{(LM weight, penalty): {utt: hypothesis text}} from the jobs' word ids."""
+    return {w: {u: " ".join(words[i] for i in r["hyps"][w][u]) for r in results for u in r["hyps"][w]}
+            for w in weights}
 
 
 def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | Path,
@@ -225,45 +248,39 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
         raise AsrkdError(f"{data_dir}: no utterance to decode")
     if refs is not None and not any(v.split() for v in refs.values()):
         raise AsrkdError(f"{data_dir / 'text'}: no reference words to score")
-    if len(weights) == 1:
-        search_graph = add_word_penalty(graph, weights[0][1])
-    else:  # a grid's penalties are added in rescoring
-        search_graph = SearchGraph(graph)
-        warm_up(search_graph, scorer.num_pdfs)
-    _JOB.update(graph=search_graph, scorer=scorer, weights=weights, beam=beam, max_active=max_active)
+    utt2spk = read_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else None
     t0 = time.time()
-    shards = [utts[j::nj] for j in range(nj)]
-    if nj == 1:
-        results = [_decode_job(utts)]
-    else:
-        with multiprocessing.get_context("fork").Pool(nj, initializer=die_with_parent) as pool:
-            results = list(tqdm(pool.imap(_decode_job, shards), total=nj, desc="decode jobs", disable=None))
+    grid = _run_jobs(graph, scorer, weights, utts, beam, max_active, nj)
+    hyps = _hyp_text(grid, weights, words)
+    wers = {w: compute_wer(refs, hyps[w], utt2spk) for w in weights} if refs is not None else {}
+    best = choose_weight(wers) if wers else weights[0]
+    rerun, text = [], hyps[best]
+    if len(weights) > 1:  # the chosen pair's hypotheses from one FasterDecoder pass, like test's and
+        # those of other models decoded at these weights: the lattice's path can differ by its pruning
+        rerun = _run_jobs(graph, scorer, [best], utts, beam, max_active, nj)
+        text = _hyp_text(rerun, [best], words)[best]
     wall = time.time() - t0
-    hyps = {w: {u: " ".join(words[i] for i in r["hyps"][w][u]) for r in results for u in r["hyps"][w]}
-            for w in weights}
-    skipped = [s for r in results for s in r["skipped"]]
+    skipped = list(dict.fromkeys(s for r in grid + rerun for s in r["skipped"]))
     if skipped:
         log.warning("%s: %d utterances skipped, listed in log/skipped.txt", out_dir, len(skipped))
     write_list(out_dir / "log" / "skipped.txt", skipped)
-    write_list(out_dir / "log" / "decode.log", sorted((ln for r in results for ln in r["lines"]), key=sort_key))
-    utt2spk = read_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else None
-    wers = {}
-    for w in weights:
+    write_list(out_dir / "log" / "decode.log",
+               sorted((ln for r in grid + rerun for ln in r["lines"]), key=sort_key))
+    for w in weights:  # a grid's hyp/ and wer_* files are the lattice's
         name = f"{w[0]:g}_{w[1]:g}"
         write_list(out_dir / "hyp" / f"{name}.txt", [f"{u} {hyps[w][u]}".rstrip() for u in sorted(hyps[w], key=sort_key)])
-        if refs is not None:
-            wers[w] = compute_wer(refs, hyps[w], utt2spk)
+        if wers:
             write_list(out_dir / f"wer_{name}", format_wer(wers[w]))
-    best = choose_weight(wers) if wers else weights[0]
-    write_list(out_dir / "text", [f"{u} {hyps[best][u]}".rstrip() for u in sorted(hyps[best], key=sort_key)])
-    if wers:
-        write_score(out_dir, wers[best])
-    audio = 0.01 * sum(r["frames"] for r in results)  # 10 ms frame shift
-    search = sum(r["search_seconds"] for r in results)  # one pass, or the lattice pass and rescoring
-    cpu = sum(r["score_seconds"] for r in results) + search
+    write_list(out_dir / "text", [f"{u} {text[u]}".rstrip() for u in sorted(text, key=sort_key)])
+    score = compute_wer(refs, text, utt2spk) if refs is not None else None
+    if score:
+        write_score(out_dir, score)
+    audio = 0.01 * sum(r["frames"] for r in grid)  # 10 ms frame shift
+    search = sum(r["search_seconds"] for r in grid)  # one pass, or the lattice pass and rescoring
+    cpu = sum(r["score_seconds"] + r["search_seconds"] for r in grid + rerun)
     info = {"lm_weights": sorted({w for w, _ in weights}), "word_ins_penalties": sorted({p for _, p in weights}),
             "best_lmwt": best[0], "best_wip": best[1], "tuned_on": str(tuned_on or out_dir),
-            "wer": wers[best]["wer"] if wers else None, "ser": wers[best]["ser"] if wers else None,
+            "wer": score["wer"] if score else None, "ser": score["ser"] if score else None,
             "utts": len(utts), "skipped": len(skipped), "nj": nj,
             "search": {"beam": beam, "max_active": max_active, "lattice": len(weights) > 1},
             "audio_seconds": round(audio, 2), "wall_seconds": round(wall, 2),
@@ -274,7 +291,7 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     with atomic_file(out_dir / "decode_info.json") as f:  # written last: marks the decode complete
         json.dump(info, f, indent=2)
     log.info("%s: LM weight %g, penalty %g (chosen on %s), %s; RTF/core %.3f", out_dir, *best, info["tuned_on"],
-             format_wer(wers[best])[0] if wers else "no references", info["rtf_per_core"] or 0)
+             format_wer(score)[0] if score else "no references", info["rtf_per_core"] or 0)
     return info
 
 

@@ -5,14 +5,16 @@ insertion penalty), against one FasterDecoder pass (beam 13, max-active 7000) pe
 for a trained model of the recipe.
 
     python bench/grid.py [--recipe-dir recipes/speechocean762] [--nnet exp/nnet/member_0 | --gmm exp/tri]
-                         [--lattice-beams 13 15]
+                         [--lattice-beams 13 15] [--exact-max-active 1000000]
 
 A neural model's log posteriors are computed once (so every decode times the search only).
 Reports, per lattice beam: search CPU relative to one single pass, the largest WER difference
 over the grid, whether the chosen pair is the same, and over every (utterance, grid point)
 how often the rescored path costs more or less (by > 0.05) than the single pass's (a search
 error of one or the other; both costs are graph + penalty x words + acoustic / LMWT) and how
-often its words differ. Writes bench/results/grid.json.
+often its words differ. With --exact-max-active N every grid point is also decoded with
+max-active N (beam 13: Viterbi within the beam), and both searches' WERs are compared with
+those. Writes bench/results/grid.json.
 """
 
 import argparse
@@ -46,6 +48,12 @@ def hyps(decode_dir: Path, point: str) -> dict:
     return read_table(decode_dir / "hyp" / f"{point}.txt", allow_empty_value=True)
 
 
+def against(wers: dict, exact: dict) -> dict:
+    """Largest WER difference from the max-active-lifted decodes, and points within 0.2."""
+    diffs = [abs(wers[k] - exact[k]) for k in exact]
+    return {"max_abs_wer_diff": round(max(diffs), 2), "points_within_0.2": sum(d <= 0.2 for d in diffs)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe-dir", type=Path, default=ROOT / "recipes/speechocean762")
@@ -56,6 +64,7 @@ def main() -> None:
     p.add_argument("--lm-weights", type=float, nargs="+", default=[9, 12, 15, 18, 21])
     p.add_argument("--penalties", type=float, nargs="+", default=[0, 1, 2])
     p.add_argument("--lattice-beams", type=float, nargs="+", default=[13, 15], help="search beams of the lattice pass")
+    p.add_argument("--exact-max-active", type=int, default=0, help="also decode each point with this max-active")
     p.add_argument("--nj", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/grid.json")
     a = p.parse_args()
@@ -78,9 +87,16 @@ def main() -> None:
                 single_cpu.append(info["search_rtf_per_core"])
                 single_cost.update(path_costs(one_dir, "pass"))
                 single_hyp[k] = hyps(one_dir, k)
+        exact = {}
+        for k in single if a.exact_max_active else []:
+            w, pen = map(float, k.split("_"))
+            exact[k] = decode(graph, scorer, data, tmp / f"exact_{k}", lm_weights=[w], word_ins_penalties=[pen],
+                              max_active=a.exact_max_active, nj=a.nj)["wer"]
         one_pass = sum(single_cpu) / len(single_cpu)
         res = {"model": a.gmm or a.nnet, "set": a.set, "single_pass_search_rtf": round(one_pass, 4),
                "single_pass_wers": single,
+               **({"exact_max_active": a.exact_max_active, "exact_wers": exact,
+                   "single_pass_vs_exact": against(single, exact)} if exact else {}),
                "single_pass_choice": "_".join(f"{x:g}" for x in choose_weight(
                    {tuple(map(float, k.split("_"))): {"wer": v} for k, v in single.items()})), "lattice": {}}
         for beam in a.lattice_beams:
@@ -100,6 +116,8 @@ def main() -> None:
                 "lattice_path_costlier": sum(cost[x] > single_cost[x] + TOL for x in both),
                 "lattice_path_cheaper": sum(cost[x] < single_cost[x] - TOL for x in both),
                 "other_words": other_words}
+            if exact:
+                res["lattice"][f"beam {beam:g}"]["vs_exact"] = against(info["wer_per_weight"], exact)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=2))
     print(json.dumps({k: v for k, v in res.items() if k != "single_pass_wers"}, indent=2))

@@ -272,7 +272,7 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
         if wers:
             write_list(out_dir / f"wer_{name}", format_wer(wers[w]))
     write_list(out_dir / "text", [f"{u} {text[u]}".rstrip() for u in sorted(text, key=sort_key)])
-    score = compute_wer(refs, text, utt2spk) if refs is not None else None
+    score = compute_wer(refs, text, utt2spk) if rerun else wers.get(best)
     if score:
         write_score(out_dir, score)
     audio = 0.01 * sum(r["frames"] for r in grid)  # 10 ms frame shift

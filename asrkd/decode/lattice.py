@@ -226,7 +226,8 @@ def _search(e_off, e_il, e_ol, e_w, e_next, n_off, n_il, n_ol, n_w, n_next, rank
                         cutoff = nc + adaptive_beam
                     if ntok == tok_cap or nlink == link_cap:
                         return -1, 0, False, frame_offsets, tok_state, src, dst, olabel, graph, acoustic
-                    # written out as in the epsilon pass: a helper taking the arrays made the search 4x slower
+                    # written out as in the epsilon pass: a helper taking the arrays, even with numba's
+                    # inline="always", made the search about 2x slower (30 tri dev utterances: 8.7 s, 4.5 s)
                     d = where[e_next[a]]
                     if d < 0:
                         d, ntok = ntok, ntok + 1

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Cost and fidelity of the lattice-rescored tuning grid (issue #13 item 6): one lattice search
-over the dev set (max-active 7000, at the middle LM weight) rescored at every (LM weight,
-insertion penalty), against one FasterDecoder pass (beam 13, max-active 7000) per grid point,
-for a trained model of the recipe.
+over the dev set (at the middle LM weight and penalty) rescored at every (LM weight, insertion
+penalty), against one FasterDecoder pass (beam 13) per grid point, both with max-active 7000
+(or --max-active), for a trained model of the recipe.
 
     python bench/grid.py [--recipe-dir recipes/speechocean762] [--nnet exp/nnet/member_0 | --gmm exp/tri]
-                         [--lattice-beams 13 15] [--exact-max-active 1000000]
+                         [--lattice-beams 13 15] [--max-active 7000] [--exact-max-active 1000000]
 
 A neural model's log posteriors are computed once (so every decode times the search only).
 Reports, per lattice beam: search CPU relative to one single pass, the largest WER difference
@@ -64,6 +64,7 @@ def main() -> None:
     p.add_argument("--lm-weights", type=float, nargs="+", default=[9, 12, 15, 18, 21])
     p.add_argument("--penalties", type=float, nargs="+", default=[0, 1, 2])
     p.add_argument("--lattice-beams", type=float, nargs="+", default=[13, 15], help="search beams of the lattice pass")
+    p.add_argument("--max-active", type=int, default=7000, help="max-active of the single passes and the lattice")
     p.add_argument("--exact-max-active", type=int, default=0, help="also decode each point with this max-active")
     p.add_argument("--nj", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/grid.json")
@@ -82,7 +83,8 @@ def main() -> None:
         for w in a.lm_weights:
             for pen in a.penalties:
                 k, one_dir = f"{w:g}_{pen:g}", tmp / f"single_{w:g}_{pen:g}"
-                info = decode(graph, scorer, data, one_dir, lm_weights=[w], word_ins_penalties=[pen], nj=a.nj)
+                info = decode(graph, scorer, data, one_dir, lm_weights=[w], word_ins_penalties=[pen],
+                              max_active=a.max_active, nj=a.nj)
                 single[k] = info["wer"]
                 single_cpu.append(info["search_rtf_per_core"])
                 single_cost.update(path_costs(one_dir, "pass"))
@@ -93,7 +95,7 @@ def main() -> None:
             exact[k] = decode(graph, scorer, data, tmp / f"exact_{k}", lm_weights=[w], word_ins_penalties=[pen],
                               max_active=a.exact_max_active, nj=a.nj)["wer"]
         one_pass = sum(single_cpu) / len(single_cpu)
-        res = {"model": a.gmm or a.nnet, "set": a.set, "single_pass_search_rtf": round(one_pass, 4),
+        res = {"model": a.gmm or a.nnet, "set": a.set, "max_active": a.max_active, "single_pass_search_rtf": round(one_pass, 4),
                "single_pass_wers": single,
                **({"exact_max_active": a.exact_max_active, "exact_wers": exact,
                    "single_pass_vs_exact": against(single, exact)} if exact else {}),
@@ -102,7 +104,8 @@ def main() -> None:
         for beam in a.lattice_beams:
             lat_dir = tmp / f"lattice_{beam:g}"
             info = decode(graph, scorer, data, lat_dir, lm_weights=a.lm_weights,
-                          word_ins_penalties=a.penalties, beam=beam, nj=a.nj)
+                          word_ins_penalties=a.penalties, beam=beam,
+                          max_active=a.max_active, nj=a.nj)
             diffs = {k: round(v - single[k], 2) for k, v in info["wer_per_weight"].items()}
             cost = path_costs(lat_dir, "lattice")
             both = [x for x in cost if x in single_cost]

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Cost and fidelity of the lattice-rescored tuning grid (issue #13 item 6): one lattice search
-over the dev set (at the middle LM weight and penalty) rescored at every (LM weight, insertion
-penalty), against one FasterDecoder pass (beam 13) per grid point, both with max-active 7000
-(or --max-active), for a trained model of the recipe.
+over the dev set (at the middle LM weight) rescored at every (LM weight, insertion penalty),
+against one FasterDecoder pass (beam 13) per grid point, both with max-active 7000 (or
+--max-active), for a trained model of the recipe.
 
     python bench/grid.py [--recipe-dir recipes/speechocean762] [--nnet exp/nnet/member_0 | --gmm exp/tri]
                          [--lattice-beams 13 15] [--max-active 7000] [--exact-max-active 1000000]
@@ -95,8 +95,8 @@ def main() -> None:
             exact[k] = decode(graph, scorer, data, tmp / f"exact_{k}", lm_weights=[w], word_ins_penalties=[pen],
                               max_active=a.exact_max_active, nj=a.nj)["wer"]
         one_pass = sum(single_cpu) / len(single_cpu)
-        res = {"model": a.gmm or a.nnet, "set": a.set, "max_active": a.max_active, "single_pass_search_rtf": round(one_pass, 4),
-               "single_pass_wers": single,
+        res = {"model": a.gmm or a.nnet, "set": a.set, "max_active": a.max_active,
+               "single_pass_search_rtf": round(one_pass, 4), "single_pass_wers": single,
                **({"exact_max_active": a.exact_max_active, "exact_wers": exact,
                    "single_pass_vs_exact": against(single, exact)} if exact else {}),
                "single_pass_choice": "_".join(f"{x:g}" for x in choose_weight(

@@ -139,10 +139,9 @@ def test_lattice_rescoring_by_hand():
 def test_lattice_search_matches_kaldi_decoders(yesno, yesno_mono, graph):
     """On real scores the rescored grid equals kaldi-decoder's FasterDecoder at every weight and
     penalty (wide beam), kaldifst's scale_lattice + shortest_path over LatticeSimpleDecoder's
-    lattice, and with max-active binding FasterDecoder with the same pruning. A lattice searched
-    with a penalty in the graph (a grid's centre) and rescored at the differences gives the same."""
+    lattice, and with max-active binding FasterDecoder with the same pruning."""
     HCLG = kaldifst.StdVectorFst.read(str(graph / "HCLG.fst"))
-    g, g1 = SearchGraph(HCLG), SearchGraph(add_word_penalty(HCLG, 1.0))
+    g = SearchGraph(HCLG)
     scorer = GmmScorer(yesno_mono / "mono", yesno / "train_yesno")
     grid = [(lmwt, p) for lmwt in (2.0, 10.0, 20.0) for p in (0.0, 1.0)]
     for utt in scorer.keys()[:3]:
@@ -150,9 +149,6 @@ def test_lattice_search_matches_kaldi_decoders(yesno, yesno_mono, graph):
         lat = lattice_search(g, ll / 10.0, 16.0)
         assert lat.final and lat.num_links > 0
         paths = lat.best_paths(g, [10.0 / w for w, _ in grid], [p for _, p in grid])
-        centred = lattice_search(g1, ll / 10.0, 16.0).best_paths(g1, [10.0 / w for w, _ in grid], [p - 1 for _, p in grid])
-        assert [w for w, _ in centred] == [w for w, _ in paths]
-        assert [c for _, c in centred] == pytest.approx([c for _, c in paths], rel=1e-5)
         for (lmwt, p), (words, cost) in zip(grid, paths):
             one = decode_utterance(add_word_penalty(HCLG, p), ll, 1.0 / lmwt, 16.0, 100000)
             assert words == one[0] and cost == pytest.approx(one[2], rel=1e-5)

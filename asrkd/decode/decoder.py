@@ -148,18 +148,18 @@ _JOB = {}
 
 def _search(utt: str, ll: np.ndarray, weights: list, lines: list, skipped: list) -> dict:
     """Best word ids of one utterance per (LM weight, penalty): one FasterDecoder pass for a
-    single pair; for a grid one lattice search at the grid's centre, rescored at every pair."""
+    single pair; for a grid one lattice search at the middle LM weight, rescored at every pair."""
     beam, max_active = _JOB["beam"], _JOB["max_active"]
     if len(weights) == 1:
         (lmwt, wip), = weights
         words, final, cost = decode_utterance(_JOB["graph"], ll, 1.0 / lmwt, beam, max_active)
         paths = [None if words is None else (words, cost)]
     else:
-        g, (lmwt0, wip0) = _JOB["graph"], _JOB["centre"]
+        g, lmwt0 = _JOB["graph"], float(np.median([w for w, _ in weights]))
         lat = lattice_search(g, ll / lmwt0, beam, max_active)
         final = lat is not None and lat.final
         paths = [None] * len(weights) if lat is None else lat.best_paths(
-            g, np.array([lmwt0 / w for w, _ in weights]), np.array([p - wip0 for _, p in weights]))
+            g, np.array([lmwt0 / w for w, _ in weights]), np.array([p for _, p in weights]))
     out = {}
     for (lmwt, wip), path in zip(weights, paths):
         if path is None:
@@ -199,13 +199,12 @@ def _decode_job(utts: list[str]) -> dict:
 def _run_jobs(graph, scorer, weights: list, utts: list[str], beam: float, max_active: int, nj: int) -> list[dict]:
     """Search every utterance in `nj` forked jobs: one FasterDecoder pass for a single pair
     (its penalty in the graph), a lattice search rescored at every pair for a grid."""
-    centre = tuple(float(np.median(x)) for x in zip(*weights))  # a grid's middle LM weight and penalty
     if len(weights) == 1:
         search_graph = add_word_penalty(graph, weights[0][1])
-    else:  # searched at the middle penalty; the others' differences are added in rescoring
-        search_graph = SearchGraph(add_word_penalty(graph, centre[1]))
+    else:  # a grid's penalties are added in rescoring
+        search_graph = SearchGraph(graph)
         warm_up(search_graph, scorer.num_pdfs)
-    _JOB.update(graph=search_graph, scorer=scorer, weights=weights, centre=centre, beam=beam, max_active=max_active)
+    _JOB.update(graph=search_graph, scorer=scorer, weights=weights, beam=beam, max_active=max_active)
     if nj == 1:
         return [_decode_job(utts)]
     with multiprocessing.get_context("fork").Pool(nj, initializer=die_with_parent) as pool:

@@ -79,7 +79,7 @@ def main() -> None:
         else:
             write_log_posteriors(NnetScorer([r / a.nnet], data), tmp / "post")
             scorer = PosteriorScorer([tmp / "post/logpost.scp"], AlignmentDir(r / "exp/tri_ali").log_priors)
-        single, single_cpu, single_cost, single_hyp = {}, [], {}, {}
+        single, single_cpu, single_cost, single_hyp, exact = {}, [], {}, {}, {}
         for w in a.lm_weights:
             for pen in a.penalties:
                 k, one_dir = f"{w:g}_{pen:g}", tmp / f"single_{w:g}_{pen:g}"
@@ -89,11 +89,9 @@ def main() -> None:
                 single_cpu.append(info["search_rtf_per_core"])
                 single_cost.update(path_costs(one_dir, "pass"))
                 single_hyp[k] = hyps(one_dir, k)
-        exact = {}
-        for k in single if a.exact_max_active else []:
-            w, pen = map(float, k.split("_"))
-            exact[k] = decode(graph, scorer, data, tmp / f"exact_{k}", lm_weights=[w], word_ins_penalties=[pen],
-                              max_active=a.exact_max_active, nj=a.nj)["wer"]
+                if a.exact_max_active:
+                    exact[k] = decode(graph, scorer, data, tmp / f"exact_{k}", lm_weights=[w],
+                                      word_ins_penalties=[pen], max_active=a.exact_max_active, nj=a.nj)["wer"]
         one_pass = sum(single_cpu) / len(single_cpu)
         res = {"model": a.gmm or a.nnet, "set": a.set, "max_active": a.max_active,
                "single_pass_search_rtf": round(one_pass, 4), "single_pass_wers": single,

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Cost and fidelity of the lattice-rescored tuning grid (issue #13 item 6): one lattice search
 over the dev set (at the middle LM weight) rescored at every (LM weight, insertion penalty),
-against one FasterDecoder pass (beam 13) per grid point, both with max-active 7000 (or
+against one FasterDecoder pass (beam 13) per grid point, both with max-active 15000 (or
 --max-active), for a trained model of the recipe.
 
     python bench/grid.py [--recipe-dir recipes/speechocean762] [--nnet exp/nnet/member_0 | --gmm exp/tri]
-                         [--lattice-beams 13 15] [--max-active 7000] [--exact-max-active 1000000]
+                         [--lattice-beams 13 15] [--max-active 15000] [--exact-max-active 1000000]
 
 A neural model's log posteriors are computed once (so every decode times the search only).
 Reports, per lattice beam: search CPU relative to one single pass, the largest WER difference
@@ -64,7 +64,7 @@ def main() -> None:
     p.add_argument("--lm-weights", type=float, nargs="+", default=[9, 12, 15, 18, 21])
     p.add_argument("--penalties", type=float, nargs="+", default=[0, 1, 2])
     p.add_argument("--lattice-beams", type=float, nargs="+", default=[13, 15], help="search beams of the lattice pass")
-    p.add_argument("--max-active", type=int, default=7000, help="max-active of the single passes and the lattice")
+    p.add_argument("--max-active", type=int, default=15000, help="max-active of the single passes and the lattice")
     p.add_argument("--exact-max-active", type=int, default=0, help="also decode each point with this max-active")
     p.add_argument("--nj", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/grid.json")

@@ -27,7 +27,7 @@ import kaldiio
 import numpy as np
 import torch
 
-from asrkd.decode.decoder import GmmScorer, PosteriorScorer, decode
+from asrkd.decode.decoder import MAX_ACTIVE, GmmScorer, PosteriorScorer, decode
 from asrkd.decode.graph import make_graph
 from asrkd.features import FeatureReader
 from asrkd.nnet.model import SenoneDnn
@@ -47,7 +47,7 @@ def main() -> None:
     p.add_argument("--nnet-sizes", nargs="+", default=["2560x8", "1024x4", "512x4"],
                    help="hidden units x layers of the DNNs whose forward pass is timed")
     p.add_argument("--nj", type=int, default=2, help="parallel jobs (RTF is per core: CPU s / audio s)")
-    p.add_argument("--max-active", type=int, default=15000)
+    p.add_argument("--max-active", type=int, default=MAX_ACTIVE)
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/decode.json")
     a = p.parse_args()
     setup_logging()

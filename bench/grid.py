@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Cost and fidelity of the lattice-rescored tuning grid (issue #13 item 6): one lattice search
 over the dev set (at the middle LM weight) rescored at every (LM weight, insertion penalty),
-against one FasterDecoder pass (beam 13) per grid point, both with max-active 15000 (or
---max-active), for a trained model of the recipe.
+against one FasterDecoder pass (beam 13) per grid point, both with the decoder's max-active
+(15000, or --max-active), for a trained model of the recipe.
 
     python bench/grid.py [--recipe-dir recipes/speechocean762] [--nnet exp/nnet/member_0 | --gmm exp/tri]
                          [--lattice-beams 13 15] [--max-active 15000] [--exact-max-active 1000000]
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from asrkd.alignment import AlignmentDir
 from asrkd.data import read_table
-from asrkd.decode.decoder import GmmScorer, NnetScorer, PosteriorScorer, choose_weight, decode, write_log_posteriors
+from asrkd.decode.decoder import (MAX_ACTIVE, GmmScorer, NnetScorer, PosteriorScorer, choose_weight, decode,
+                                  write_log_posteriors)
 from asrkd.utils import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def main() -> None:
     p.add_argument("--lm-weights", type=float, nargs="+", default=[9, 12, 15, 18, 21])
     p.add_argument("--penalties", type=float, nargs="+", default=[0, 1, 2])
     p.add_argument("--lattice-beams", type=float, nargs="+", default=[13, 15], help="search beams of the lattice pass")
-    p.add_argument("--max-active", type=int, default=15000, help="max-active of the single passes and the lattice")
+    p.add_argument("--max-active", type=int, default=MAX_ACTIVE, help="max-active of the single passes and the lattice")
     p.add_argument("--exact-max-active", type=int, default=0, help="also decode each point with this max-active")
     p.add_argument("--nj", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/grid.json")
@@ -102,8 +103,7 @@ def main() -> None:
         for beam in a.lattice_beams:
             lat_dir = tmp / f"lattice_{beam:g}"
             info = decode(graph, scorer, data, lat_dir, lm_weights=a.lm_weights,
-                          word_ins_penalties=a.penalties, beam=beam,
-                          max_active=a.max_active, nj=a.nj)
+                          word_ins_penalties=a.penalties, beam=beam, max_active=a.max_active, nj=a.nj)
             diffs = {k: round(v - single[k], 2) for k, v in info["wer_per_weight"].items()}
             cost = path_costs(lat_dir, "lattice")
             both = [x for x in cost if x in single_cost]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from asrkd.alignment import AlignmentDir
+from asrkd.cli import build_parser
 from asrkd.data import read_table, write_table
-from asrkd.decode.decoder import (GmmScorer, PosteriorScorer, add_word_penalty, choose_weight, decode,
+from asrkd.decode.decoder import (MAX_ACTIVE, GmmScorer, PosteriorScorer, add_word_penalty, choose_weight, decode,
                                   decode_utterance)
 from asrkd.decode.graph import make_graph, make_lg
 from asrkd.decode.lattice import SearchGraph, lattice_search
@@ -231,3 +232,9 @@ def test_score_cli_files(yesno, tmp_path):
     assert r["err"] == 7 and r["sent_err"] == 1
     assert (tmp_path / "out/wer").read_text().splitlines()[1] == "%SER 3.33 [ 1 / 30 ]"
     assert f"{utt} #csid" in (tmp_path / "out/wer_details/per_utt").read_text()
+
+
+def test_cli_decode_defaults_are_the_decoders():
+    """`asrkd decode` (which imports the decoder lazily) searches with decode()'s max-active."""
+    args = build_parser().parse_args(["decode", "--model-dir", "exp/tri", "graph", "data/test", "out"])
+    assert args.max_active == MAX_ACTIVE

@@ -144,8 +144,8 @@ def cmd_decode(a):
     from asrkd.decode.decoder import decode
 
     decode(a.graph_dir, _scorer(a, a.data_dir), a.data_dir, a.decode_dir, lm_weights=a.lm_weights,
-           word_ins_penalties=a.word_ins_penalties, tuned_on=a.tuned_on, beam=a.beam, max_active=a.max_active,
-           nj=a.nj, force=a.force)
+           word_ins_penalties=a.word_ins_penalties, tuned_on=a.tuned_on, beam=a.beam, grid_beam=a.grid_beam,
+           max_active=a.max_active, nj=a.nj, force=a.force)
 
 
 def cmd_score(a):
@@ -376,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lm-weights", type=_floats, default=[10.0], help="e.g. 8,10,12 (acoustic scale 1/LMWT)")
     s.add_argument("--word-ins-penalties", type=_floats, default=[0.0], help="e.g. 0,0.5,1")
     s.add_argument("--tuned-on", help="decode dir (dev) whose chosen LM weight and penalty to use")
-    s.add_argument("--beam", type=float, default=13.0, help="search beam (a grid's lattice search too)")
+    s.add_argument("--beam", type=float, default=13.0, help="search beam of a single pass")
+    s.add_argument("--grid-beam", type=float, default=13.0, help="search beam of a grid's lattice search")
     s.add_argument("--max-active", type=int, default=15000)
     s.add_argument("--nj", type=int, default=1)
     s.add_argument("--force", action="store_true")

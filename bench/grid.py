@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Cost and fidelity of the lattice-rescored tuning grid (issue #13 item 6): one lattice search
-over the dev set (at the middle LM weight) rescored at every (LM weight, insertion penalty),
-against one FasterDecoder pass (beam 13) per grid point, both with the decoder's max-active
-(15000, or --max-active), for a trained model of the recipe.
+over the dev set (at the middle LM weight, beam 13 or --lattice-beams) rescored at every (LM
+weight, insertion penalty), against one FasterDecoder pass (beam 13) per grid point, both with
+the decoder's max-active (15000, or --max-active), for a trained model of the recipe.
 
     python bench/grid.py [--recipe-dir recipes/speechocean762] [--nnet exp/nnet/member_0 | --gmm exp/tri]
-                         [--lattice-beams 13 15] [--max-active 15000] [--exact-max-active 1000000]
+                         [--lattice-beams 13 14] [--max-active 15000] [--exact-max-active 1000000]
 
 A neural model's log posteriors are computed once (so every decode times the search only).
 Reports, per lattice beam: search CPU relative to one single pass, the largest WER difference
@@ -24,8 +24,8 @@ from pathlib import Path
 
 from asrkd.alignment import AlignmentDir
 from asrkd.data import read_table
-from asrkd.decode.decoder import (MAX_ACTIVE, GmmScorer, NnetScorer, PosteriorScorer, choose_weight, decode,
-                                  write_log_posteriors)
+from asrkd.decode.decoder import (GRID_BEAM, MAX_ACTIVE, GmmScorer, NnetScorer, PosteriorScorer, choose_weight,
+                                  decode, write_log_posteriors)
 from asrkd.utils import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,8 +55,9 @@ def against(wers: dict, exact: dict) -> dict:
     return {"max_abs_wer_diff": round(max(diffs), 2), "points_within_0.2": sum(d <= 0.2 for d in diffs)}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def grid_args(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options both grid benches share: recipe, model, set, grid, max-active, jobs, output."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe-dir", type=Path, default=ROOT / "recipes/speechocean762")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--nnet", default="exp/nnet/member_0")
@@ -64,22 +65,33 @@ def main() -> None:
     p.add_argument("--set", default="dev")
     p.add_argument("--lm-weights", type=float, nargs="+", default=[9, 12, 15, 18, 21])
     p.add_argument("--penalties", type=float, nargs="+", default=[0, 1, 2])
-    p.add_argument("--lattice-beams", type=float, nargs="+", default=[13, 15], help="search beams of the lattice pass")
-    p.add_argument("--max-active", type=int, default=MAX_ACTIVE, help="max-active of the single passes and the lattice")
-    p.add_argument("--exact-max-active", type=int, default=0, help="also decode each point with this max-active")
+    p.add_argument("--max-active", type=int, default=MAX_ACTIVE, help="max-active of the decoder's searches")
     p.add_argument("--nj", type=int, default=2)
-    p.add_argument("--out", type=Path, default=ROOT / "bench/results/grid.json")
+    p.add_argument("--out", type=Path, default=ROOT / out)
+    return p
+
+
+def model_scorer(a: argparse.Namespace, tmp: Path):
+    """The GMM's scorer, or the network's log posteriors computed once into `tmp` (so that
+    decodes time the search only)."""
+    data = a.recipe_dir / "data" / a.set
+    if a.gmm:
+        return GmmScorer(a.recipe_dir / a.gmm, data)
+    write_log_posteriors(NnetScorer([a.recipe_dir / a.nnet], data), tmp / "post")
+    return PosteriorScorer([tmp / "post/logpost.scp"], AlignmentDir(a.recipe_dir / "exp/tri_ali").log_priors)
+
+
+def main() -> None:
+    p = grid_args(__doc__, "bench/results/grid.json")
+    p.add_argument("--lattice-beams", type=float, nargs="+", default=[GRID_BEAM],
+                   help="search beams of the lattice pass")
+    p.add_argument("--exact-max-active", type=int, default=0, help="also decode each point with this max-active")
     a = p.parse_args()
     setup_logging()
-    r = a.recipe_dir
-    graph, data = r / "exp/tri/graph", r / "data" / a.set
+    graph, data = a.recipe_dir / "exp/tri/graph", a.recipe_dir / "data" / a.set
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if a.gmm:
-            scorer = GmmScorer(r / a.gmm, data)
-        else:
-            write_log_posteriors(NnetScorer([r / a.nnet], data), tmp / "post")
-            scorer = PosteriorScorer([tmp / "post/logpost.scp"], AlignmentDir(r / "exp/tri_ali").log_priors)
+        scorer = model_scorer(a, tmp)
         single, single_cpu, single_cost, single_hyp, exact = {}, [], {}, {}, {}
         for w in a.lm_weights:
             for pen in a.penalties:
@@ -103,7 +115,7 @@ def main() -> None:
         for beam in a.lattice_beams:
             lat_dir = tmp / f"lattice_{beam:g}"
             info = decode(graph, scorer, data, lat_dir, lm_weights=a.lm_weights,
-                          word_ins_penalties=a.penalties, beam=beam, max_active=a.max_active, nj=a.nj)
+                          word_ins_penalties=a.penalties, grid_beam=beam, max_active=a.max_active, nj=a.nj)
             diffs = {k: round(v - single[k], 2) for k, v in info["wer_per_weight"].items()}
             cost = path_costs(lat_dir, "lattice")
             both = [x for x in cost if x in single_cost]

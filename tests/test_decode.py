@@ -10,8 +10,8 @@ import pytest
 from asrkd.alignment import AlignmentDir
 from asrkd.cli import build_parser
 from asrkd.data import read_table, write_table
-from asrkd.decode.decoder import (MAX_ACTIVE, GmmScorer, PosteriorScorer, add_word_penalty, choose_weight, decode,
-                                  decode_utterance)
+from asrkd.decode.decoder import (GRID_BEAM, MAX_ACTIVE, GmmScorer, PosteriorScorer, add_word_penalty, choose_weight,
+                                  decode, decode_utterance)
 from asrkd.decode.graph import make_graph, make_lg
 from asrkd.decode.lattice import SearchGraph, lattice_search
 from asrkd.hmm.align import best_path
@@ -235,6 +235,6 @@ def test_score_cli_files(yesno, tmp_path):
 
 
 def test_cli_decode_defaults_are_the_decoders():
-    """`asrkd decode` (which imports the decoder lazily) searches with decode()'s max-active."""
+    """`asrkd decode` (which imports the decoder lazily) searches with decode()'s max-active and grid beam."""
     args = build_parser().parse_args(["decode", "--model-dir", "exp/tri", "graph", "data/test", "out"])
-    assert args.max_active == MAX_ACTIVE
+    assert (args.max_active, args.grid_beam) == (MAX_ACTIVE, GRID_BEAM)

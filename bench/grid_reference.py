@@ -44,8 +44,9 @@ def _reference_paths(utt: str) -> tuple[str, dict]:
             continue
         paths = lat.best_paths(g, [w0 / w for w, _ in weights], [p - p0 for _, p in weights])
         for (w, p), path in zip(weights, paths):
-            if path is not None and (f"{w:g}_{p:g}" not in best or path[1] < best[f"{w:g}_{p:g}"][1]):
-                best[f"{w:g}_{p:g}"] = path
+            k = f"{w:g}_{p:g}"
+            if path is not None and (k not in best or path[1] < best[k][1]):
+                best[k] = path
     return utt, best
 
 

@@ -151,14 +151,14 @@ _JOB = {}
 def _search(utt: str, ll: np.ndarray, weights: list, lines: list, skipped: list) -> dict:
     """Best word ids of one utterance per (LM weight, penalty): one FasterDecoder pass for a
     single pair; for a grid one lattice search at the middle LM weight, rescored at every pair."""
-    max_active = _JOB["max_active"]
+    beam, max_active = _JOB["beam"], _JOB["max_active"]
     if len(weights) == 1:
         (lmwt, wip), = weights
-        words, final, cost = decode_utterance(_JOB["graph"], ll, 1.0 / lmwt, _JOB["beam"], max_active)
+        words, final, cost = decode_utterance(_JOB["graph"], ll, 1.0 / lmwt, beam, max_active)
         paths = [None if words is None else (words, cost)]
     else:
         g, lmwt0 = _JOB["graph"], float(np.median([w for w, _ in weights]))
-        lat = lattice_search(g, ll / lmwt0, _JOB["grid_beam"], max_active)
+        lat = lattice_search(g, ll / lmwt0, beam, max_active)
         final = lat is not None and lat.final
         paths = [None] * len(weights) if lat is None else lat.best_paths(
             g, np.array([lmwt0 / w for w, _ in weights]), np.array([p for _, p in weights]))
@@ -198,17 +198,15 @@ def _decode_job(utts: list[str]) -> dict:
             "search_seconds": search_s}
 
 
-def _run_jobs(graph, scorer, weights: list, utts: list[str], beam: float, grid_beam: float, max_active: int,
-              nj: int) -> list[dict]:
-    """Search every utterance in `nj` forked jobs: one FasterDecoder pass (`beam`) for a single
-    pair (its penalty in the graph), a lattice search (`grid_beam`) rescored at every pair for a grid."""
+def _run_jobs(graph, scorer, weights: list, utts: list[str], beam: float, max_active: int, nj: int) -> list[dict]:
+    """Search every utterance in `nj` forked jobs: one FasterDecoder pass for a single pair
+    (its penalty in the graph), a lattice search rescored at every pair for a grid."""
     if len(weights) == 1:
         search_graph = add_word_penalty(graph, weights[0][1])
     else:  # a grid's penalties are added in rescoring
         search_graph = SearchGraph(graph)
         warm_up(search_graph, scorer.num_pdfs)
-    _JOB.update(graph=search_graph, scorer=scorer, weights=weights, beam=beam, grid_beam=grid_beam,
-                max_active=max_active)
+    _JOB.update(graph=search_graph, scorer=scorer, weights=weights, beam=beam, max_active=max_active)
     if nj == 1:
         return [_decode_job(utts)]
     with multiprocessing.get_context("fork").Pool(nj, initializer=die_with_parent) as pool:
@@ -254,14 +252,14 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
         raise AsrkdError(f"{data_dir / 'text'}: no reference words to score")
     utt2spk = read_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else None
     t0 = time.time()
-    grid = _run_jobs(graph, scorer, weights, utts, beam, grid_beam, max_active, nj)
+    grid = _run_jobs(graph, scorer, weights, utts, grid_beam if len(weights) > 1 else beam, max_active, nj)
     hyps = _hyp_text(grid, weights, words)
     wers = {w: compute_wer(refs, hyps[w], utt2spk) for w in weights} if refs is not None else {}
     best = choose_weight(wers) if wers else weights[0]
     rerun, text = [], hyps[best]
     if len(weights) > 1:  # the chosen pair's hypotheses from one FasterDecoder pass, like test's and
         # those of other models decoded at these weights: the lattice's path can differ by its pruning
-        rerun = _run_jobs(graph, scorer, [best], utts, beam, grid_beam, max_active, nj)
+        rerun = _run_jobs(graph, scorer, [best], utts, beam, max_active, nj)
         text = _hyp_text(rerun, [best], words)[best]
     wall = time.time() - t0
     skipped = list(dict.fromkeys(s for r in grid + rerun for s in r["skipped"]))

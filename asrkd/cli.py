@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--word-ins-penalties", type=_floats, default=[0.0], help="e.g. 0,0.5,1")
     s.add_argument("--tuned-on", help="decode dir (dev) whose chosen LM weight and penalty to use")
     s.add_argument("--beam", type=float, default=13.0, help="search beam of a single pass")
-    s.add_argument("--grid-beam", type=float, default=13.0, help="search beam of a grid's lattice search")
+    s.add_argument("--grid-beam", type=float, default=14.0, help="search beam of a grid's lattice search")
     s.add_argument("--max-active", type=int, default=15000)
     s.add_argument("--nj", type=int, default=1)
     s.add_argument("--force", action="store_true")

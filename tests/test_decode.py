@@ -176,6 +176,26 @@ def kaldi_raw_lattice(HCLG, scores):
     return dec.get_raw_lattice()[1]
 
 
+def test_grid_is_centred_and_exact_at_a_wide_beam(yesno, yesno_mono, graph, tmp_path):
+    """decode()'s grid (searched at the middle LM weight and penalty, the others' penalty
+    differences added in rescoring) gives every pair the words and cost of a wide-beam pass."""
+    scorer, data = GmmScorer(yesno_mono / "mono", yesno / "train_yesno"), yesno / "train_yesno"
+    wide = dict(beam=16.0, grid_beam=16.0, max_active=100000)
+
+    def logged(out, search):  # {(utt, lmwt, wip): cost} from log/decode.log
+        rows = [dict(f.split("=") for f in ln.split()[1:]) | {"utt": ln.split()[0]}
+                for ln in (out / "log/decode.log").read_text().splitlines()]
+        return {(r["utt"], r["lmwt"], r["wip"]): float(r["cost"]) for r in rows if r["search"] == search}
+
+    decode(graph, scorer, data, tmp_path / "grid", lm_weights=[5, 10, 15], word_ins_penalties=[0, 1, 2], **wide)
+    grid = logged(tmp_path / "grid", "lattice")
+    for w, p in [(5, 0), (10, 1), (15, 2), (5, 2), (15, 0)]:
+        decode(graph, scorer, data, tmp_path / f"{w}_{p}", lm_weights=[w], word_ins_penalties=[p], **wide)
+        one = logged(tmp_path / f"{w}_{p}", "pass")
+        assert len(one) == 30 and all(c == pytest.approx(grid[k], rel=1e-5, abs=0.011) for k, c in one.items())
+        assert (tmp_path / f"{w}_{p}/hyp/{w}_{p}.txt").read_text() == (tmp_path / f"grid/hyp/{w}_{p}.txt").read_text()
+
+
 def test_gmm_decoding_tunes_on_dev_only(yesno, yesno_mono, graph):
     exp = yesno_mono / "mono"
     dev = decode(graph, GmmScorer(exp, yesno / "train_yesno"), yesno / "train_yesno", exp / "decode_train",

@@ -36,7 +36,7 @@ from asrkd.utils import AsrkdError, atomic_dir, atomic_file, die_with_parent, re
 
 log = logging.getLogger(__name__)
 MAX_ACTIVE = 15000  # tokens kept per frame; at 7000 test WERs lost up to 0.31 to search errors (README)
-GRID_BEAM = 14.0  # the grid's lattice search: with the middle penalty in the graph, at about the cost of 13 without (README "Tuning grid")
+GRID_BEAM = 14.0  # a grid's lattice search; at its middle penalty about the cost of 13 without (README)
 
 
 class GmmScorer:

@@ -157,7 +157,7 @@ def _search(utt: str, ll: np.ndarray, weights: list, lines: list, skipped: list)
         words, final, cost = decode_utterance(_JOB["graph"], ll, 1.0 / lmwt, beam, max_active)
         paths = [None if words is None else (words, cost)]
     else:
-        g, (lmwt0, wip0) = _JOB["graph"], _grid_centre(weights)
+        g, (lmwt0, wip0) = _JOB["graph"], _JOB["centre"]
         lat = lattice_search(g, ll / lmwt0, beam, max_active)
         final = lat is not None and lat.final
         paths = [None] * len(weights) if lat is None else lat.best_paths(
@@ -171,11 +171,6 @@ def _search(utt: str, ll: np.ndarray, weights: list, lines: list, skipped: list)
         lines.append(f"{utt} search={'pass' if len(weights) == 1 else 'lattice'} lmwt={lmwt:g} wip={wip:g} "
                      f"frames={len(ll)} cost={path[1]:.2f} final={int(final)}")
     return out
-
-
-def _grid_centre(weights: list) -> tuple[float, float]:
-    """The (LM weight, penalty) a grid's lattice search runs at: the middle of each (medians)."""
-    return float(np.median([w for w, _ in weights])), float(np.median([p for _, p in weights]))
 
 
 def _decode_job(utts: list[str]) -> dict:
@@ -206,12 +201,14 @@ def _decode_job(utts: list[str]) -> dict:
 def _run_jobs(graph, scorer, weights: list, utts: list[str], beam: float, max_active: int, nj: int) -> list[dict]:
     """Search every utterance in `nj` forked jobs: one FasterDecoder pass for a single pair
     (its penalty in the graph), a lattice search rescored at every pair for a grid."""
+    # a grid is searched at its middle LM weight and penalty (medians), the others' differences added in rescoring
+    centre = float(np.median([w for w, _ in weights])), float(np.median([p for _, p in weights]))
     if len(weights) == 1:
         search_graph = add_word_penalty(graph, weights[0][1])
-    else:  # a grid: the middle penalty in the graph, the others' differences added in rescoring
-        search_graph = SearchGraph(add_word_penalty(graph, _grid_centre(weights)[1]))
+    else:
+        search_graph = SearchGraph(add_word_penalty(graph, centre[1]))
         warm_up(search_graph, scorer.num_pdfs)
-    _JOB.update(graph=search_graph, scorer=scorer, weights=weights, beam=beam, max_active=max_active)
+    _JOB.update(graph=search_graph, scorer=scorer, weights=weights, centre=centre, beam=beam, max_active=max_active)
     if nj == 1:
         return [_decode_job(utts)]
     with multiprocessing.get_context("fork").Pool(nj, initializer=die_with_parent) as pool:

@@ -5,9 +5,9 @@ The reference path of every (utterance, grid point) is the cheapest one found by
 searches at each LM weight of the grid, with the middle penalty in the graph, a wide beam
 (--reference-beam 16) and no max-active, each rescored at every point. Then the decoder's grid
 search (one lattice search at the middle LM weight and penalty, max-active as the decoder's)
-is run at each --grid-beams value, and each is compared with the reference: WER per point, and (utterance,
-point) pairs whose path costs more or less than the reference's (cost: graph + penalty x words
-+ acoustic / LMWT). The single passes' WERs of a `bench/grid.py` result (--single, same model
+is run at each --grid-beams value, and each is compared with the reference: WER per point,
+and (utterance, point) pairs whose path costs more or less than the reference's (cost: graph
++ penalty x words + acoustic / LMWT). The single passes' WERs of a `bench/grid.py` result (--single, same model
 and max-active) are compared with the reference and with each grid search, whose search CPU
 is given in those single passes.
 
@@ -102,8 +102,9 @@ def main() -> None:
                 "other_words": sum(h != text[k].get(u) for k in text for u, h in hyps(out, k).items()),
                 "choice": f"{info['best_lmwt']:g}_{info['best_wip']:g}"}
             if single:
+                cpu = info["search_rtf_per_core"] / single["single_pass_search_rtf"]
                 res["grid"][f"beam {beam:g}"].update(
-                    search_cpu_in_single_passes=round(info["search_rtf_per_core"] / single["single_pass_search_rtf"], 2),
+                    search_cpu_in_single_passes=round(cpu, 2),
                     against_single_passes=against(info["wer_per_weight"], single["single_pass_wers"]))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=2))

@@ -257,6 +257,13 @@ def cmd_compare_senones(a):
     print(Path(a.out_dir, "senones.md").read_text())
 
 
+def cmd_env(a):
+    from asrkd.environment import environment
+    from asrkd.nnet.train import pick_device
+
+    print(json.dumps(environment(pick_device(a.device)), indent=2))
+
+
 def _add_model_args(s):
     s.add_argument("--model-dir", help="GMM-HMM dir (final.pt + tree)")
     s.add_argument("--posteriors", action="append", help="log-posterior scp of a model; repeat for an "
@@ -455,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stage-times", help="run.sh's exp/log/stage_times.tsv, for the time-per-stage table")
     s.add_argument("out_dir")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("env", help="commit, package versions, CPU, vector ISA, threads, device as JSON (bug reports)")
+    s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="the device to name")
+    s.set_defaults(func=cmd_env)
     return p
 
 

@@ -23,9 +23,9 @@ def git_state(path: str | Path) -> dict:
     the commit or is new and not ignored); both None when `path` is not a work tree's top or git fails."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # not a hook's repository
     try:
-        def git(*args):
-            return subprocess.run(["git", "--no-optional-locks", "-C", str(path), *args], capture_output=True, text=True, env=env,
-                                  timeout=10, check=True).stdout.strip()
+        def git(*args):  # no optional locks: never holds index.lock against a commit running beside
+            return subprocess.run(["git", "--no-optional-locks", "-C", str(path), *args], capture_output=True,
+                                  text=True, env=env, timeout=10, check=True).stdout.strip()
         top, commit = git("rev-parse", "--show-toplevel", "HEAD").splitlines()
         if Path(top).resolve() != Path(path).resolve():
             raise ValueError(top)

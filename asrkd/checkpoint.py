@@ -1,5 +1,6 @@
 """Checkpoints and model files: written atomically, read with `weights_only=True`, and
-tagged with what produced them so that training resumes only under the same options and data."""
+tagged with what produced them: `meta` (options and data), which training must match to
+resume, and `environment` (commit, packages, CPU, threads: `asrkd.environment`), which it need not."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from asrkd.environment import environment
 from asrkd.utils import AsrkdError, atomic_file
 
 
@@ -21,10 +23,21 @@ def fingerprint(*files: str | Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None) -> None:
-    """torch.save `state` (tensors, numbers, strings, lists, dicts) plus `meta` atomically."""
+def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None, env: dict | None = None) -> None:
+    """torch.save `state` (tensors, numbers, strings, lists, dicts) plus `meta` and `env`
+    (default: this process's `environment()`, on the CPU) atomically."""
     with atomic_file(path, "wb") as f:
-        torch.save({**state, "meta": meta or {}}, f)
+        torch.save({**state, "meta": meta or {}, "environment": env or environment()}, f)
+
+
+def read_environment(path: str | Path) -> dict | None:
+    """The environment a checkpoint was saved in, without reading its tensors; None for a
+    file saved without one or not readable."""
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError):
+        return None
+    return state.get("environment") if isinstance(state, dict) else None
 
 
 def load_checkpoint(path: str | Path, meta: dict | None = None) -> dict:

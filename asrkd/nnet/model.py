@@ -1,6 +1,7 @@
 """Frame-level senone classifiers: Hinton et al.'s (2015) speech DNN, a window of fbank
 frames (20 left, 5 right of the target frame) through ReLU layers to senone logits.
-A model file (`final.pt`) holds the weights and the architecture; `load_nnet` rebuilds it."""
+A model file (`final.pt`) holds the weights, the architecture and the environment it was
+trained in; `load_nnet` rebuilds it."""
 
 from __future__ import annotations
 
@@ -75,10 +76,11 @@ class SenoneDnn(nn.Module):
         return 2 * sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
 
 
-def save_nnet(path: str | Path, model: SenoneDnn, info: dict | None = None) -> None:
-    """A model file: weights (float32, CPU), architecture and `info` (epoch, dev accuracy...)."""
+def save_nnet(path: str | Path, model: SenoneDnn, info: dict | None = None, env: dict | None = None) -> None:
+    """A model file: weights (float32, CPU), architecture, `info` (epoch, dev accuracy...) and
+    `env`, the environment it was trained in (default: this process's, on the CPU)."""
     state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-    save_checkpoint(path, {"model": state, "arch": model.arch, "info": info or {}}, {"kind": "senone_dnn"})
+    save_checkpoint(path, {"model": state, "arch": model.arch, "info": info or {}}, {"kind": "senone_dnn"}, env)
 
 
 def _load(model_dir: str | Path) -> dict:

@@ -6,7 +6,8 @@ models, on windows mixed up in pairs (function matching, Beyer et al. 2022).
 Adam; after every epoch the dev frame accuracy is measured, the learning rate halved when
 it gained less than `min_improvement` (Kaldi nnet1's newbob), and the best epoch kept.
 Each epoch ends with a checkpoint (weights, optimizer, RNG, history); a killed run resumes
-there and reaches the same final weights. Outputs: `final.pt`, `nnet.yaml`, `log/train.json`.
+there and reaches the same final weights. Outputs: `final.pt` (with the environment it was
+trained in), `nnet.yaml`, `log/train.json`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from asrkd.alignment import AlignmentDir
 from asrkd.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from asrkd.config import save_config
+from asrkd.environment import environment
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import FrameSet, load_frames
 from asrkd.nnet.soft_targets import SoftTargets, average_posteriors, tail_probability
@@ -191,6 +193,7 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
         raise AsrkdError(f"{exp_dir}: distillation needs soft targets for the training frames")
     dev_ = pick_device(device)
     threads = cpu_setup() if dev_.type == "cpu" else None
+    env = environment(dev_)
     (exp_dir / "log").mkdir(parents=True, exist_ok=True)
     save_config(cfg, exp_dir / "nnet.yaml")
     ckpt = exp_dir / "checkpoint.pt"
@@ -255,11 +258,11 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
             stop = halvings > cfg.max_halvings
         save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "best": best,
                                "best_acc": best_acc, "lr": lr, "halvings": halvings, "epoch": epoch,
-                               "history": history, "rng": torch.get_rng_state()}, meta)
+                               "history": history, "rng": torch.get_rng_state()}, meta, env)
     model.load_state_dict(best)
     best_epoch = max(history, key=lambda h: h["dev_frame_accuracy"])
     save_nnet(exp_dir / "final.pt", model, {"epoch": best_epoch["epoch"], "dev_frame_accuracy": best_acc,
-                                             "seed": seed, "distill": distill})
+                                             "seed": seed, "distill": distill}, env)
     with atomic_file(exp_dir / "log" / "train.json") as f:
         json.dump(history, f, indent=1)
     ckpt.unlink(missing_ok=True)

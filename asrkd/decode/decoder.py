@@ -26,6 +26,7 @@ from tqdm import tqdm
 from asrkd.data import read_table, sort_key
 from asrkd.decode.lattice import SearchGraph, lattice_search, warm_up
 from asrkd.decode.score import compute_wer, format_wer, write_score
+from asrkd.environment import environment
 from asrkd.features import FeatureReader
 from asrkd.hmm.align import best_path, gmm_features, load_model
 from asrkd.hmm.graphs import map_arcs
@@ -195,7 +196,7 @@ def _decode_job(utts: list[str]) -> dict:
             hyps[w][utt] = words
         score_s, search_s = score_s + t1 - t0, search_s + time.process_time() - t1
     return {"hyps": hyps, "lines": lines, "skipped": skipped, "frames": frames, "score_seconds": score_s,
-            "search_seconds": search_s}
+            "search_seconds": search_s, "environment": environment()}
 
 
 def _run_jobs(graph, scorer, weights: list, utts: list[str], beam: float, max_active: int, nj: int) -> list[dict]:
@@ -291,7 +292,8 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
             "audio_seconds": round(audio, 2), "wall_seconds": round(wall, 2),
             "rtf_per_core": cpu / audio if audio else None,
             "search_rtf_per_core": search / audio if audio else None,
-            "wer_per_weight": {f"{w[0]:g}_{w[1]:g}": wers[w]["wer"] for w in wers}}
+            "wer_per_weight": {f"{w[0]:g}_{w[1]:g}": wers[w]["wer"] for w in wers},
+            "environment": grid[0]["environment"]}  # a job's: torch on one thread
     write_list(out_dir / "best_lmwt", [f"{best[0]:g} {best[1]:g}"])
     with atomic_file(out_dir / "decode_info.json") as f:  # written last: marks the decode complete
         json.dump(info, f, indent=2)

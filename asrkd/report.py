@@ -9,7 +9,8 @@ mixed-up windows), `switched/` (teacher switching), `subset_hard/`,
 `subset_soft/` (section 6) and `subset_mixup/` (its teachers run on mixed-up windows). Each
 system dir holds `frame_accuracy_<set>.json` (the ensemble's lists every member, the
 geometric mean and the ensemble-size curve) and
-`decode_<set>/decode_info.json`; models hold `final.pt` and `log/train.json`.
+`decode_<set>/decode_info.json`; models hold `final.pt` and `log/train.json`. The results
+name the environment (`asrkd.environment`) of the report, of each model file and of each decode.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import logging
 import textwrap
 from pathlib import Path
 
+from asrkd.checkpoint import read_environment
 from asrkd.config import load_config
+from asrkd.environment import environment
 from asrkd.nnet.config import NnetConfig
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
@@ -88,6 +91,28 @@ def _stage_times(path: Path | None) -> dict:
             if len(f) >= 2 and f[0].isdigit() and f[1].isdigit():
                 times[int(f[0])] = int(f[1])
     return dict(sorted(times.items()))
+
+
+def model_environments(gmm_dir: Path, nnet_dir: Path, members: list[Path]) -> dict:
+    """{model dir: the environment its final.pt was trained in, None if not recorded}: the
+    GMM, the members, then the other models of nnet_dir (links such as `distilled` left out)."""
+    others = sorted(d for d in nnet_dir.iterdir() if d not in members and not d.is_symlink()
+                    and (d / "final.pt").is_file())
+    return {_name(d, gmm_dir, nnet_dir): read_environment(d / "final.pt") for d in [gmm_dir, *members, *others]
+            if (d / "final.pt").is_file()}
+
+
+def decode_environments(gmm_dir: Path, nnet_dir: Path) -> dict:
+    """{decode dir: the environment of its decode_info.json, None if not recorded}."""
+    infos = [*sorted(gmm_dir.glob("decode_*/decode_info.json")),
+             *(p for p in sorted(nnet_dir.glob("*/decode_*/decode_info.json")) if not p.parent.parent.is_symlink())]
+    return {_name(p.parent, gmm_dir, nnet_dir): (_json(p) or {}).get("environment") for p in infos}
+
+
+def _name(d: Path, gmm_dir: Path, nnet_dir: Path) -> str:
+    """A dir named from the GMM dir's or the neural dir's parent (tri, tri/decode_test, nnet/member_0)."""
+    top = gmm_dir if d.is_relative_to(gmm_dir) else nnet_dir
+    return str(d.relative_to(top.parent))
 
 
 def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("dev", "test"),
@@ -173,7 +198,9 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
             "section6": section6, "section6_recovered": recovered, "paper_section6": PAPER_SECTION6,
             "ensemble_variants": variants, "seeds": seeds, "stage_seconds": _stage_times(stage_times),
             "soft_targets": {p.name: _json(p / "info.json") for p in soft_dirs},
-            "per_member_soft_targets": len(list(nnet_dir.glob("soft_T*_member_*")))}
+            "per_member_soft_targets": len(list(nnet_dir.glob("soft_T*_member_*"))),
+            "environment": environment(), "model_environments": model_environments(gmm_dir, nnet_dir, members),
+            "decode_environments": decode_environments(gmm_dir, nnet_dir)}
 
 
 def _f(x, fmt="{:.2f}") -> str:
@@ -287,8 +314,48 @@ def write_markdown(res: dict, path: Path) -> None:
         lines += ["", "## Time per stage", "", "Wall-clock of each stage's latest run (`exp/log/stage_times.tsv`):", ""]
         lines += _table(["stage", "minutes"], [[k, f"{t / 60:.1f}"] for k, t in res["stage_seconds"].items()]
                         + [["these stages", f"{total / 60:.1f}"]])
+    if res.get("environment"):
+        lines += environment_lines(res["environment"], {"model files": res.get("model_environments", {}),
+                                                        "decodes": res.get("decode_environments", {})})
     lines += ["", "Plots: `dev_frame_accuracy.png` (per epoch), `wer.png` (test WER), `section6.png`, `ensemble_size.png`."]
     write_list(path, lines)
+
+
+def _env_row(env: dict | None, ref: dict) -> list[str]:
+    """asrkd commit, Python, packages (those that differ from `ref`'s), CPU, ISA, threads, device."""
+    if not env:
+        return ["not recorded"] + ["–"] * 6
+    commit = env.get("asrkd_commit")
+    commit = f"{commit[:12]}{' (modified)' if env.get('asrkd_dirty') else ''}" if commit else "not a git checkout"
+    pk, ref_pk = env.get("packages", {}), ref.get("packages", {})
+    differ = [f"{k} {v or 'absent'}" for k, v in pk.items() if v != ref_pk.get(k)]
+    blas = env.get("numpy_blas") or {}
+    amx = {True: "AMX", False: "no AMX"}.get(env.get("amx"))
+    isa = ", ".join(filter(None, [env.get("cpu_capability") and f"torch {env['cpu_capability']}", amx,
+                                  blas and f"numpy {blas.get('library')} {blas.get('architecture')}"]))
+    return [commit, env.get("python", "–"), ", ".join(differ) or "same", env.get("cpu") or "–", isa or "–",
+            env.get("threads", "–"), env.get("device", "–")]
+
+
+def environment_lines(env: dict, made: dict[str, dict]) -> list[str]:
+    """The Environment section: this report's environment, then per kind of output (model
+    files, decodes: {dir: environment}) the environments, each with the dirs made in it."""
+    rows = [["this report", *_env_row(env, env)[:2], "listed below", *_env_row(env, env)[3:]]]
+    for kind, envs in made.items():
+        groups = {}
+        for d, e in envs.items():
+            groups.setdefault(tuple(map(str, _env_row(e, env))), []).append(d)
+        for key, dirs in groups.items():
+            label = f"all {kind} ({len(dirs)})" if len(groups) == 1 else ", ".join(dirs)
+            rows.append([label, *key])
+    kernel, packages = env.get("kernel_env") or {}, env.get("packages", {})
+    return ["", "## Environment", "", "What produced these numbers: the report's own environment, the one each "
+            "model file was trained in and each decode ran in (`environment`, `model_environments`, "
+            "`decode_environments` in results.json). Packages: those that differ from the report's; threads: "
+            "torch's intra-op threads.", "",
+            *_table(["made by", "asrkd commit", "Python", "packages", "CPU", "vector ISA", "threads", "device"], rows),
+            "", "- Packages (this report): " + ", ".join(f"{k} {v or 'absent'}" for k, v in packages.items()),
+            "- Kernel variables set: " + (", ".join(f"{k}={v}" for k, v in kernel.items()) or "none")]
 
 
 def plot(res: dict, nnet_dir: Path, out: Path) -> None:

@@ -1,6 +1,7 @@
 from setuptools import find_packages, setup
 
-# torch is pinned by tools/setup_env.sh (CPU build 2.13.0 by default; set TORCH_SPEC for CUDA).
+# Ranges for library users. tools/setup_env.sh installs the exact versions in requirements/lock.txt
+# (refreshed from these ranges by tools/lock.sh), torch as the CPU build 2.13.0+cpu.
 setup(
     name="asrkd",
     version="0.1.0",

@@ -5,8 +5,10 @@ a GMM's directly, a neural model's as log posterior − log prior (an ensemble's
 of its members' mean posterior), from the models themselves or from stored posteriors.
 kaldi-decoder's FasterDecoder searches HCLG with the scores multiplied by the acoustic
 scale 1/LMWT. A grid of LM weights and insertion penalties on a tuning set (dev) is decoded
-once into lattices and rescored (`asrkd.decode.lattice`) to choose the best pair; the WER
-reported for that pair, on dev as on test, is one FasterDecoder pass at it.
+once into lattices and rescored (`asrkd.decode.lattice`) to choose the best pair; where that
+pair lies on an edge of the grid, the grid is widened on that side and the best pair chosen
+again (`widen_grid`). The WER reported for the chosen pair, on dev as on test, is one
+FasterDecoder pass at it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from asrkd.utils import AsrkdError, atomic_dir, atomic_file, die_with_parent, re
 log = logging.getLogger(__name__)
 MAX_ACTIVE = 15000  # tokens kept per frame; at 7000 test WERs lost up to 0.31 to search errors (README)
 GRID_BEAM = 14.0  # a grid's lattice search; at its middle penalty about the cost of 13 without (README)
+MAX_WIDEN = 3  # widenings of each side of a grid whose chosen pair lies on that edge
 
 
 class GmmScorer:
@@ -226,10 +229,11 @@ def _hyp_text(results: list[dict], weights: list, words: dict) -> dict:
 def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | Path,
            lm_weights: list[float] = (10.0,), word_ins_penalties: list[float] = (0.0,),
            tuned_on: str | Path | None = None, beam: float = 13.0, grid_beam: float = GRID_BEAM,
-           max_active: int = MAX_ACTIVE, nj: int = 1, force: bool = False) -> dict:
+           max_active: int = MAX_ACTIVE, nj: int = 1, force: bool = False, max_widen: int = MAX_WIDEN) -> dict:
     """Decode `data_dir` into `out_dir`: hyp/<lmwt>_<wip>.txt and wer_<lmwt>_<wip> for every
     LM weight and word insertion penalty, `text`/`wer` for the chosen pair: the best one
-    here, or with `tuned_on` the one chosen on that (dev) decode dir."""
+    here (the grid widened up to `max_widen` times per side while it lies on an edge), or
+    with `tuned_on` the one chosen on that (dev) decode dir."""
     graph_dir, data_dir, out_dir = Path(graph_dir), Path(data_dir), Path(out_dir)
     if (out_dir / "decode_info.json").is_file() and not force:
         log.info("%s: decoded already, skipping (use --force to redo)", out_dir)
@@ -254,24 +258,32 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     if refs is not None and not any(v.split() for v in refs.values()):
         raise AsrkdError(f"{data_dir / 'text'}: no reference words to score")
     utt2spk = read_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else None
+
+    def search(pairs: list) -> tuple[list, dict, dict]:
+        """The jobs' results, hypotheses and (with references) WERs of `pairs`."""
+        res = _run_jobs(graph, scorer, pairs, utts, grid_beam if len(pairs) > 1 else beam, max_active, nj)
+        text = _hyp_text(res, pairs, words)
+        return res, text, {w: compute_wer(refs, text[w], utt2spk) for w in pairs} if refs is not None else {}
+
     t0 = time.time()
-    grid = _run_jobs(graph, scorer, weights, utts, grid_beam if len(weights) > 1 else beam, max_active, nj)
-    hyps = _hyp_text(grid, weights, words)
-    wers = {w: compute_wer(refs, hyps[w], utt2spk) for w in weights} if refs is not None else {}
+    grid, hyps, wers = search(weights)
     best = choose_weight(wers) if wers else weights[0]
+    widened, wider = [], []
+    if len(weights) > 1 and max_widen > 0:
+        best, widened, wider = widen_grid(search, hyps, wers, max_widen)
     rerun, text = [], hyps[best]
     if len(weights) > 1:  # the chosen pair's hypotheses from one FasterDecoder pass, like test's and
         # those of other models decoded at these weights: the lattice's path can differ by its pruning
         rerun = _run_jobs(graph, scorer, [best], utts, beam, max_active, nj)
         text = _hyp_text(rerun, [best], words)[best]
     wall = time.time() - t0
-    skipped = list(dict.fromkeys(s for r in grid + rerun for s in r["skipped"]))
+    skipped = list(dict.fromkeys(s for r in grid + wider + rerun for s in r["skipped"]))
     if skipped:
         log.warning("%s: %d utterances skipped, listed in log/skipped.txt", out_dir, len(skipped))
     write_list(out_dir / "log" / "skipped.txt", skipped)
     write_list(out_dir / "log" / "decode.log",
-               sorted((ln for r in grid + rerun for ln in r["lines"]), key=sort_key))
-    for w in weights:  # a grid's hyp/ and wer_* files are the lattice's
+               sorted((ln for r in grid + wider + rerun for ln in r["lines"]), key=sort_key))
+    for w in hyps:  # a grid's hyp/ and wer_* files are the lattice's
         name = f"{w[0]:g}_{w[1]:g}"
         write_list(out_dir / "hyp" / f"{name}.txt", [f"{u} {hyps[w][u]}".rstrip() for u in sorted(hyps[w], key=sort_key)])
         if wers:
@@ -281,17 +293,17 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     if score:
         write_score(out_dir, score)
     audio = 0.01 * sum(r["frames"] for r in grid)  # 10 ms frame shift
-    search = sum(r["search_seconds"] for r in grid)  # one pass, or the lattice pass and rescoring
-    cpu = sum(r["score_seconds"] + r["search_seconds"] for r in grid + rerun)
-    info = {"lm_weights": sorted({w for w, _ in weights}), "word_ins_penalties": sorted({p for _, p in weights}),
-            "best_lmwt": best[0], "best_wip": best[1], "tuned_on": str(tuned_on or out_dir),
+    search_s = sum(r["search_seconds"] for r in grid + wider)  # one pass, or the lattice passes and rescoring
+    cpu = sum(r["score_seconds"] + r["search_seconds"] for r in grid + wider + rerun)
+    info = {"lm_weights": sorted({w for w, _ in hyps}), "word_ins_penalties": sorted({p for _, p in hyps}),
+            "widened": widened, "best_lmwt": best[0], "best_wip": best[1], "tuned_on": str(tuned_on or out_dir),
             "wer": score["wer"] if score else None, "ser": score["ser"] if score else None,
             "utts": len(utts), "skipped": len(skipped), "nj": nj,
             "search": {"beam": beam, "max_active": max_active, "lattice": len(weights) > 1,
-                       **({"grid_beam": grid_beam} if len(weights) > 1 else {})},
+                       **({"grid_beam": grid_beam, "max_widen": max_widen} if len(weights) > 1 else {})},
             "audio_seconds": round(audio, 2), "wall_seconds": round(wall, 2),
             "rtf_per_core": cpu / audio if audio else None,
-            "search_rtf_per_core": search / audio if audio else None,
+            "search_rtf_per_core": search_s / audio if audio else None,
             "wer_per_weight": {f"{w[0]:g}_{w[1]:g}": wers[w]["wer"] for w in wers},
             "environment": grid[0]["environment"]}  # a job's: torch on one thread
     write_list(out_dir / "best_lmwt", [f"{best[0]:g} {best[1]:g}"])
@@ -300,6 +312,44 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     log.info("%s: LM weight %g, penalty %g (chosen on %s), %s; RTF/core %.3f", out_dir, *best, info["tuned_on"],
              format_wer(score)[0] if score else "no references", info["rtf_per_core"] or 0)
     return info
+
+
+def beyond_edge(chosen: float, values: list, positive: bool = False) -> tuple[str, float] | None:
+    """("low" or "high", the value one step beyond that edge of the sorted grid `values`) when
+    `chosen` lies on it: the step is the grid's spacing there. None inside, for a single value,
+    or past the low edge of `positive` values where the next would be <= 0."""
+    if len(values) < 2 or values[0] < chosen < values[-1]:
+        return None
+    if chosen == values[-1]:
+        return "high", round(values[-1] + values[-1] - values[-2], 6)
+    low = round(values[0] - (values[1] - values[0]), 6)
+    return None if positive and low <= 0 else ("low", low)
+
+
+def widen_grid(search, hyps: dict, wers: dict, max_widen: int = MAX_WIDEN) -> tuple[tuple, list, list]:
+    """While the best pair of `wers` lies on an edge of the grid, widen the grid by one step
+    on that side (at most `max_widen` times per side), `search` the new pairs and choose
+    again. `hyps` and `wers` get the new pairs; returns the chosen pair, what was added and
+    the new searches' job results."""
+    best, widened, results, count = choose_weight(wers), [], [], {}
+    while True:
+        axes = [sorted({w for w, _ in wers}), sorted({p for _, p in wers})]
+        for axis, (name, key) in enumerate((("LM weight", "lm_weight"), ("penalty", "word_ins_penalty"))):
+            edge = beyond_edge(best[axis], axes[axis], positive=axis == 0)
+            if edge is None or count.get((axis, edge[0]), 0) >= max_widen:
+                continue
+            count[axis, edge[0]] = count.get((axis, edge[0]), 0) + 1
+            axes[axis] = sorted(axes[axis] + [edge[1]])
+            widened.append({"chosen": list(best), key: edge[1]})
+            log.info("chosen pair (%g, %g) on the edge of the grid: adding %s %g", *best, name, edge[1])
+        new = [(w, p) for w in axes[0] for p in axes[1] if (w, p) not in wers]
+        if not new:
+            return best, widened, results
+        res, text, wer = search(new)
+        results += res
+        hyps.update(text)
+        wers.update(wer)
+        best = choose_weight(wers)
 
 
 def choose_weight(wers: dict) -> tuple[float, float]:

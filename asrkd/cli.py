@@ -145,7 +145,7 @@ def cmd_decode(a):
 
     decode(a.graph_dir, _scorer(a, a.data_dir), a.data_dir, a.decode_dir, lm_weights=a.lm_weights,
            word_ins_penalties=a.word_ins_penalties, tuned_on=a.tuned_on, beam=a.beam, grid_beam=a.grid_beam,
-           max_active=a.max_active, nj=a.nj, force=a.force)
+           max_active=a.max_active, nj=a.nj, force=a.force, max_widen=a.max_widen)
 
 
 def cmd_score(a):
@@ -255,6 +255,13 @@ def cmd_compare_senones(a):
         systems[name] = dirs
     senone_inventory(systems, a.lang, a.out_dir, sets=tuple(a.sets.split(",")))
     print(Path(a.out_dir, "senones.md").read_text())
+
+
+def cmd_seed_spread(a):
+    from asrkd.spread import format_spread, seed_spread
+
+    res = seed_spread(a.nnet, a.spread_dir, a.out, sets=tuple(a.sets.split(",")), level=a.level)
+    print("\n".join(format_spread(res)))
 
 
 def cmd_env(a):
@@ -386,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--beam", type=float, default=13.0, help="search beam of a single pass")
     s.add_argument("--grid-beam", type=float, default=14.0, help="search beam of a grid's lattice search")
     s.add_argument("--max-active", type=int, default=15000)
+    s.add_argument("--max-widen", type=int, default=3,
+                   help="times a grid is widened by one step on a side while the chosen pair lies on that edge "
+                        "(0: never)")
     s.add_argument("--nj", type=int, default=1)
     s.add_argument("--force", action="store_true")
     for name in ("graph_dir", "data_dir", "decode_dir"):
@@ -462,6 +472,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stage-times", help="run.sh's exp/log/stage_times.tsv, for the time-per-stage table")
     s.add_argument("out_dir")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("seed-spread", help="seeds' mean and std of the headline numbers, and which stated "
+                       "differences exceed them -> SPREAD_DIR/spread.json (local/seed_spread.sh)")
+    s.add_argument("--nnet", default="exp/nnet", help="the recipe's neural dir (member_<k>, ensemble, distilled, ...)")
+    s.add_argument("--sets", default="dev,test", help="tuning set and test set names (frame_accuracy_<set>.json, "
+                   "decode_<set> dirs)")
+    s.add_argument("--level", type=float, default=0.95, help="confidence level of the Welch t-intervals")
+    s.add_argument("--out", help="output JSON (default: SPREAD_DIR/spread.json)")
+    s.add_argument("spread_dir", help="dir of the extra seeds and decodes (exp/spread)")
+    s.set_defaults(func=cmd_seed_spread)
 
     s = sub.add_parser("env", help="commit, package versions, CPU, vector ISA, threads, device as JSON (bug reports)")
     s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="the device to name")

@@ -1,6 +1,7 @@
 """HCLG, hybrid Viterbi decoding, LM-weight tuning and WER scoring on yesno."""
 
 import json
+import logging
 
 import kaldifst
 import kaldiio
@@ -10,8 +11,8 @@ import pytest
 from asrkd.alignment import AlignmentDir
 from asrkd.cli import build_parser
 from asrkd.data import read_table, write_table
-from asrkd.decode.decoder import (GRID_BEAM, MAX_ACTIVE, GmmScorer, PosteriorScorer, add_word_penalty, choose_weight,
-                                  decode, decode_utterance)
+from asrkd.decode.decoder import (GRID_BEAM, MAX_ACTIVE, MAX_WIDEN, GmmScorer, PosteriorScorer, add_word_penalty,
+                                  beyond_edge, choose_weight, decode, decode_utterance, widen_grid)
 from asrkd.decode.graph import make_graph, make_lg
 from asrkd.decode.lattice import SearchGraph, lattice_search
 from asrkd.hmm.align import best_path
@@ -200,10 +201,11 @@ def test_gmm_decoding_tunes_on_dev_only(yesno, yesno_mono, graph):
     exp = yesno_mono / "mono"
     dev = decode(graph, GmmScorer(exp, yesno / "train_yesno"), yesno / "train_yesno", exp / "decode_train",
                  lm_weights=[5, 10, 15], word_ins_penalties=[0, 1], nj=2)
-    assert len(list((exp / "decode_train").glob("wer_*_*"))) == 6
+    pairs = len(dev["wer_per_weight"])  # 6, and any the grid was widened by
+    assert pairs >= 6 and len(list((exp / "decode_train").glob("wer_*_*"))) == pairs
     assert dev["wer"] == min(dev["wer_per_weight"].values()) and dev["wer"] <= 5.0
     searches = [ln.split()[1] for ln in (exp / "decode_train/log/decode.log").read_text().splitlines()]
-    assert searches.count("search=lattice") == 30 * 6 and searches.count("search=pass") == 30  # + the chosen pair's
+    assert searches.count("search=lattice") == 30 * pairs and searches.count("search=pass") == 30  # + the chosen pair's
     again = decode(graph, GmmScorer(exp, yesno / "train_yesno"), yesno / "train_yesno", exp / "decode_train_pass",
                    tuned_on=exp / "decode_train", nj=2)
     assert (exp / "decode_train/text").read_text() == (exp / "decode_train_pass/text").read_text()
@@ -222,11 +224,135 @@ def test_gmm_decoding_tunes_on_dev_only(yesno, yesno_mono, graph):
         decode(graph, GmmScorer(exp, yesno / "test_yesno"), yesno / "test_yesno", exp / "x", lm_weights=[0, 10])
 
 
+def edges_of_choice(info):
+    """{(axis, side): values added on that side} for each edge of the final grid in `info`
+    ("lmwt"/"wip", "low"/"high") that its chosen pair lies on."""
+    edges = {}
+    for axis, key, values, x in (("lmwt", "lm_weight", info["lm_weights"], info["best_lmwt"]),
+                                 ("wip", "word_ins_penalty", info["word_ins_penalties"], info["best_wip"])):
+        added = [w[key] for w in info["widened"] if key in w]
+        first = [v for v in values if v not in added]
+        if len(values) > 1 and x in (values[0], values[-1]):
+            side = "low" if x == values[0] else "high"
+            edges[axis, side] = [a for a in added if (a < first[0] if side == "low" else a > first[-1])]
+    return edges
+
+
+def test_grid_widens_while_the_choice_lies_on_its_edge(yesno, yesno_mono, graph, tmp_path, caplog):
+    """On yesno a low LM weight and a high penalty are best: the 16..32 x -4..-2 grid's choice
+    lies in its corner. With `--max-widen 0` it stays there; by default the grid grows on those
+    sides, the new pairs get hyp/ and wer_* files like the others, and the final choice is
+    interior or on a side that may not grow further."""
+    caplog.set_level(logging.INFO, logger="asrkd.decode.decoder")
+    data, lms, wips = yesno / "train_yesno", [16.0, 24.0, 32.0], [-4.0, -3.0, -2.0]
+    args = build_parser().parse_args(["decode", "--model-dir", str(yesno_mono / "mono"), "--lm-weights", "16,24,32",
+                                      "--word-ins-penalties=-4,-3,-2", "--max-widen", "0", str(graph), str(data),
+                                      str(tmp_path / "fixed")])
+    args.func(args)
+    fixed = json.loads((tmp_path / "fixed/decode_info.json").read_text())
+    assert fixed["widened"] == [] and (fixed["lm_weights"], fixed["word_ins_penalties"]) == (lms, wips)
+    assert set(edges_of_choice(fixed)) == {("lmwt", "low"), ("wip", "high")}
+    assert len(list((tmp_path / "fixed").glob("wer_*_*"))) == 9 and "edge of the grid" not in caplog.text
+
+    info = decode(graph, GmmScorer(yesno_mono / "mono", data), data, tmp_path / "wide", lm_weights=lms,
+                  word_ins_penalties=wips)
+    assert info["widened"][:2] == [{"chosen": [16.0, -2.0], "lm_weight": 8.0},
+                                   {"chosen": [16.0, -2.0], "word_ins_penalty": -1.0}]
+    assert "chosen pair (16, -2) on the edge of the grid: adding LM weight 8" in caplog.text
+    assert "chosen pair (16, -2) on the edge of the grid: adding penalty -1" in caplog.text
+    assert info["lm_weights"] == sorted(lms + [w["lm_weight"] for w in info["widened"] if "lm_weight" in w])
+    assert info["word_ins_penalties"] == sorted(wips + [w["word_ins_penalty"] for w in info["widened"]
+                                                        if "word_ins_penalty" in w])
+    pairs = [f"{w:g}_{p:g}" for w in info["lm_weights"] for p in info["word_ins_penalties"]]
+    assert sorted(info["wer_per_weight"]) == sorted(pairs) and info["search"]["max_widen"] == MAX_WIDEN
+    assert all((tmp_path / f"wide/wer_{k}").is_file() and (tmp_path / f"wide/hyp/{k}.txt").is_file() for k in pairs)
+    assert len(read_table(tmp_path / "wide/hyp/8_-1.txt", allow_empty_value=True)) == 30
+    assert all(info["wer_per_weight"][k] == v for k, v in fixed["wer_per_weight"].items())  # the same first search
+    assert info["wer_per_weight"][f"{info['best_lmwt']:g}_{info['best_wip']:g}"] == min(info["wer_per_weight"].values())
+    for (axis, side), added in edges_of_choice(info).items():  # only where that side may not grow
+        lowest = info["lm_weights"][:2]
+        assert len(added) == MAX_WIDEN or (axis, side) == ("lmwt", "low") and 2 * lowest[0] - lowest[1] <= 0
+    searches = [ln.split()[1] for ln in (tmp_path / "wide/log/decode.log").read_text().splitlines()]
+    assert searches.count("search=lattice") == 30 * len(pairs) and searches.count("search=pass") == 30
+
+
+def test_grid_widens_up_to_its_limit_and_keeps_lm_weights_positive(yesno, yesno_mono, graph, tmp_path):
+    """The 5..15 x -8..-4 grid's choice lies on its lowest LM weight, which may not go down to
+    0, and its highest penalty, which grows once at `max_widen` 1."""
+    data = yesno / "train_yesno"
+    info = decode(graph, GmmScorer(yesno_mono / "mono", data), data, tmp_path / "d", lm_weights=[5, 10, 15],
+                  word_ins_penalties=[-8, -6, -4], max_widen=1)
+    assert info["widened"] == [{"chosen": [5.0, -4.0], "word_ins_penalty": -2.0}]
+    assert (info["lm_weights"], info["word_ins_penalties"]) == ([5, 10, 15], [-8, -6, -4, -2])
+    assert len(list((tmp_path / "d").glob("wer_*_*"))) == 12
+
+
+def test_single_pair_never_widens(yesno, yesno_mono, graph, tmp_path):
+    """A test set decoded at the tuning set's choice, or any single pair, is one pass at that pair."""
+    data = yesno / "train_yesno"
+    scorer = GmmScorer(yesno_mono / "mono", data)
+    one = decode(graph, scorer, data, tmp_path / "one", lm_weights=[16], word_ins_penalties=[-4])
+    assert one["widened"] == [] and [p.name for p in (tmp_path / "one").glob("wer_*_*")] == ["wer_16_-4"]
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev/best_lmwt").write_text("32 -4\n")  # a corner of the recipe grid
+    test = decode(graph, GmmScorer(yesno_mono / "mono", yesno / "test_yesno"), yesno / "test_yesno",
+                  tmp_path / "test", tuned_on=tmp_path / "dev")
+    assert test["widened"] == [] and (test["lm_weights"], test["word_ins_penalties"]) == ([32], [-4])
+    assert [p.name for p in (tmp_path / "test").glob("hyp/*")] == ["32_-4.txt"]
+
+
 def test_choose_weight_prefers_middle_of_ties():
     r = lambda w: {"wer": w}  # noqa: E731
     assert choose_weight({(5, 0): r(1.0), (10, 0): r(0.0), (15, 0): r(0.0), (20, 0): r(0.0), (10, 1): r(0.0)}) \
         == (15, 0)
     assert choose_weight({(5, 0): r(2.0), (10, 0): r(3.0)}) == (5, 0)
+
+
+def fake_search(surface):
+    """A `search` for widen_grid: every pair's WER from `surface`, its pairs recorded per call."""
+    calls = []
+
+    def search(pairs):
+        calls.append(sorted(pairs))
+        return [{}], {w: {} for w in pairs}, {w: {"wer": surface(*w)} for w in pairs}
+    return search, calls
+
+
+def test_widen_grid_follows_the_best_pair_out_to_the_limit():
+    """Best at (27, -2), outside a 9..21 x 0..2 grid: the corner (21, 0) is chosen, both
+    sides widen together (the new grid stays a rectangle) until the choice is interior, or
+    stops at the limit of widenings per side."""
+    def surface(lmwt, wip):
+        return (lmwt - 27) ** 2 + (wip + 2) ** 2
+    grid = {(w, p): {"wer": surface(w, p)} for w in (9, 12, 15, 18, 21) for p in (0, 1, 2)}
+    assert choose_weight(grid) == (21, 0)
+    search, calls = fake_search(surface)
+    hyps, wers = {w: {} for w in grid}, dict(grid)
+    best, widened, results = widen_grid(search, hyps, wers)
+    assert best == (27, -2) and len(calls) == 3 and len(results) == 3
+    assert [{k: v for k, v in w.items() if k != "chosen"} for w in widened] == [
+        {"lm_weight": 24}, {"word_ins_penalty": -1}, {"lm_weight": 27}, {"word_ins_penalty": -2},
+        {"lm_weight": 30}, {"word_ins_penalty": -3}]
+    assert widened[0]["chosen"] == [21, 0] and widened[-1]["chosen"] == [27, -2]
+    assert calls[0] == sorted([(24, p) for p in (-1, 0, 1, 2)] + [(w, -1) for w in (9, 12, 15, 18, 21)])
+    assert set(wers) == set(hyps) == {(w, p) for w in range(9, 31, 3) for p in range(-3, 3)}
+    best, widened, _ = widen_grid(fake_search(surface)[0], {}, dict(grid), max_widen=1)
+    assert best == (24, -1) and len(widened) == 2
+    # interior: nothing to search
+    search, calls = fake_search(lambda w, p: abs(w - 15) + abs(p - 1))
+    assert widen_grid(search, {}, {w: {"wer": abs(w[0] - 15) + abs(w[1] - 1)} for w in grid}) == ((15, 1), [], [])
+    assert calls == []
+
+
+def test_widening_keeps_lm_weights_positive_and_single_values_fixed():
+    assert beyond_edge(9, [9, 12, 15]) == ("low", 6) and beyond_edge(15, [9, 12, 15]) == ("high", 18)
+    assert beyond_edge(12, [9, 12, 15]) is None and beyond_edge(0, [0]) is None
+    assert beyond_edge(0, [0, 0.5, 1.5]) == ("low", -0.5) and beyond_edge(1.5, [0, 0.5, 1.5]) == ("high", 2.5)
+    assert beyond_edge(0.3, [0.1, 0.2, 0.3]) == ("high", 0.4)
+    assert beyond_edge(3, [3, 6], positive=True) is None and beyond_edge(4, [4, 6], positive=True) == ("low", 2)
+    search, calls = fake_search(lambda w, p: w + p)  # lower is better all the way down
+    best, widened, _ = widen_grid(search, {}, {(w, 0.0): {"wer": w} for w in (6, 9)})
+    assert best == (3, 0.0) and widened == [{"chosen": [6, 0.0], "lm_weight": 3}] and calls == [[(3, 0.0)]]
 
 
 def test_wer_hand_computed():
@@ -255,6 +381,7 @@ def test_score_cli_files(yesno, tmp_path):
 
 
 def test_cli_decode_defaults_are_the_decoders():
-    """`asrkd decode` (which imports the decoder lazily) searches with decode()'s max-active and grid beam."""
+    """`asrkd decode` (which imports the decoder lazily) searches with decode()'s max-active, grid beam
+    and limit of widenings."""
     args = build_parser().parse_args(["decode", "--model-dir", "exp/tri", "graph", "data/test", "out"])
-    assert (args.max_active, args.grid_beam) == (MAX_ACTIVE, GRID_BEAM)
+    assert (args.max_active, args.grid_beam, args.max_widen) == (MAX_ACTIVE, GRID_BEAM, MAX_WIDEN)

@@ -8,8 +8,10 @@ The alignment dir it writes is owned by `asrkd.alignment.AlignmentDir`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -34,14 +36,22 @@ from asrkd.utils import AsrkdError
 log = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=8)
+def dct_lifter(n: int, num_ceps: int, lifter: float) -> tuple[np.ndarray, np.ndarray]:
+    """Orthonormal DCT-II matrix [num_ceps, n] and Kaldi's cepstral lifter, from Python's
+    scalar cos and sin (numpy's vectorised ones differ between its SIMD paths)."""
+    dct = np.array([[math.sqrt((1.0 if k else 0.5) * 2.0 / n) * math.cos(math.pi / n * (j + 0.5) * k)
+                     for j in range(n)] for k in range(num_ceps)])
+    return dct, np.array([1.0 + 0.5 * lifter * math.sin(math.pi * k / lifter) for k in range(num_ceps)])
+
+
 def gmm_features(fbank: np.ndarray, num_ceps: int = 13, lifter: float = 22.0) -> np.ndarray:
     """Cepstra (orthonormal DCT-II of log-mels, Kaldi's liftering) + deltas + delta-deltas."""
-    n = fbank.shape[1]
-    k = np.arange(num_ceps)[:, None]
-    dct = np.sqrt(2.0 / n) * np.cos(np.pi / n * (np.arange(n)[None, :] + 0.5) * k)
-    dct[0] /= np.sqrt(2.0)
-    lift = 1.0 + 0.5 * lifter * np.sin(np.pi * np.arange(num_ceps) / lifter)
-    ceps = (fbank @ dct.T * lift).astype(np.float32)
+    dct, lift = dct_lifter(fbank.shape[1], num_ceps, lifter)
+    ceps = np.zeros((len(fbank), num_ceps))
+    for j in range(fbank.shape[1]):  # the DCT summed in a fixed order, not a BLAS product (bit-reproducible)
+        ceps += fbank[:, j, None].astype(np.float64) * dct[:, j]
+    ceps = (ceps * lift).astype(np.float32)
     return knf.compute_deltas(knf.DeltaOptions(), np.ascontiguousarray(ceps))
 
 

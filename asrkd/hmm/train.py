@@ -117,7 +117,7 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
         gmm.update(occ, m1, m2, var_floor)
         if it <= max_iter_inc:
             target = gmm.num_gauss() + max(0, tot_gauss - gmm.num_gauss()) // (max_iter_inc - it + 1)
-            gmm.mix_up(target, occ.sum(1))
+            gmm.mix_up(target, occ)
         history.append({"iter": it, "loglik_per_frame": total / len(a), "frames": int(len(a)),
                         "aligned": len(ali), "failed": len(failed), "num_gauss": gmm.num_gauss(),
                         "realigned": it in realign_iters, "seconds": round(time.time() - t0, 2)})

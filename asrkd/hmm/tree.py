@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from asrkd.utils import AsrkdError, atomic_file
@@ -38,11 +39,34 @@ class GaussStats:
         return GaussStats(self.occ[mask].sum(), self.s1[mask].sum(0), self.s2[mask].sum(0))
 
 
+@numba.njit(cache=True)
+def _sum_log(v):
+    """sum_d log v[i, d] per row, in order of d (no SIMD-width-dependent rounding)."""
+    out = np.zeros(v.shape[0])
+    for i in range(v.shape[0]):
+        for d in range(v.shape[1]):
+            out[i] += math.log(v[i, d])
+    return out
+
+
+@numba.njit(cache=True)
+def _question_sums(member, x):
+    """[Q, D] sums of the rows of x [K, D] that each question's 0/1 row of member [Q, K] selects,
+    in row order (a fixed rounding where a matrix product's depends on the BLAS kernel)."""
+    out = np.zeros((member.shape[0], x.shape[1]))
+    for q in range(member.shape[0]):
+        for k in range(member.shape[1]):
+            if member[q, k]:
+                out[q] += x[k]
+    return out
+
+
 def gauss_loglik(occ, s1, s2, var_floor) -> np.ndarray:
     """Log-likelihood of the frames under their own ML diagonal Gaussian (broadcasts over rows)."""
     occ = np.maximum(occ, 1e-10)
     var = np.maximum(s2 / occ[..., None] - (s1 / occ[..., None]) ** 2, var_floor)
-    return -0.5 * occ * (s1.shape[-1] * (1 + LOG_2PI) + np.log(var).sum(-1))
+    logdet = _sum_log(np.ascontiguousarray(var.reshape(-1, var.shape[-1]))).reshape(var.shape[:-1])
+    return -0.5 * occ * (s1.shape[-1] * (1 + LOG_2PI) + logdet)
 
 
 def cluster_phones(stats: dict[int, GaussStats], var_floor: np.ndarray) -> list[frozenset[int]]:
@@ -184,7 +208,8 @@ def build_tree(contexts: np.ndarray, states: np.ndarray, stats: GaussStats, ques
         best = (0.0, None, None, None)
         for pos in positions:
             m = member[:, contexts[idx, pos]]  # [Q, k]
-            yo, y1, y2 = m @ stats.occ[idx], m @ stats.s1[idx], m @ stats.s2[idx]
+            yo = _question_sums(m, stats.occ[idx, None])[:, 0]
+            y1, y2 = _question_sums(m, stats.s1[idx]), _question_sums(m, stats.s2[idx])
             no, n1, n2 = stats.occ[idx].sum() - yo, stats.s1[idx].sum(0) - y1, stats.s2[idx].sum(0) - y2
             gain = gauss_loglik(yo, y1, y2, var_floor) + gauss_loglik(no, n1, n2, var_floor) - parent
             gain[(yo < min_occ) | (no < min_occ)] = -np.inf

@@ -1,0 +1,73 @@
+"""Run the GMM stages on prepared data and print a fingerprint (SHA-1) of every output, for
+tests/test_reproducible.py, which runs this script under different threads and kernels.
+
+    python tests/gmm_stages.py YESNO_DIR SO762_DIR OUT_DIR
+
+YESNO_DIR holds train_yesno/, test_yesno/, lang/ and lang_test/ with features (the `yesno`
+fixture); SO762_DIR holds train/ with features, lang/ and lang_test/.
+"""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import kaldiio
+import torch
+
+from asrkd.decode.decoder import GmmScorer, decode
+from asrkd.decode.graph import make_graph
+from asrkd.hmm.align import align
+from asrkd.hmm.train import train_mono, train_tri
+
+
+def sha1(*blobs: bytes) -> str:
+    return hashlib.sha1(b"".join(blobs)).hexdigest()
+
+
+def model_print(model_dir: Path) -> dict:
+    state = torch.load(model_dir / "final.pt", weights_only=True)
+    history = json.loads((model_dir / "log/train.json").read_text())
+    return {"params": sha1(*(state[k].numpy().tobytes() for k in ("means", "vars", "logw"))),
+            "tree": sha1((model_dir / "tree").read_bytes()),
+            "history": sha1(json.dumps([{k: v for k, v in h.items() if k != "seconds"} for h in history]).encode())}
+
+
+def ali_print(ali_dir: Path) -> str:
+    ali = dict(kaldiio.load_scp(str(ali_dir / "ali.scp")))
+    return sha1(*(u.encode() + ali[u].tobytes() for u in sorted(ali)))
+
+
+def decode_print(decode_dir: Path) -> str:
+    files = sorted(decode_dir.glob("hyp/*.txt")) + [decode_dir / "text", decode_dir / "log/decode.log"]
+    return sha1(*(f.read_bytes() for f in files))
+
+
+def main(yesno: Path, so762: Path, out: Path) -> dict:
+    fp = {}
+    exp = out / "yesno"
+    train_mono(yesno / "train_yesno", yesno / "lang", exp / "mono", num_iters=15, tot_gauss=100)
+    align(yesno / "train_yesno", yesno / "lang", exp / "mono", exp / "mono_ali")
+    make_graph(yesno / "lang_test", exp / "mono", exp / "mono/graph")
+    decode(exp / "mono/graph", GmmScorer(exp / "mono", yesno / "test_yesno"), yesno / "test_yesno",
+           exp / "mono/decode", lm_weights=[5, 10], word_ins_penalties=[0, 1])
+    fp["yesno mono"] = model_print(exp / "mono")
+    fp["yesno mono_ali"] = ali_print(exp / "mono_ali")
+    fp["yesno decode"] = decode_print(exp / "mono/decode")
+    exp, data, lang = out / "so762", so762 / "train", so762 / "lang"
+    train_mono(data, lang, exp / "mono", num_iters=12, tot_gauss=200)
+    align(data, lang, exp / "mono", exp / "mono_ali")
+    train_tri(data, lang, exp / "mono_ali", exp / "tri", num_leaves=150, tot_gauss=400, num_iters=8,
+              min_leaf_occ=20, split_silence=False, cluster_leaves=True)
+    align(data, lang, exp / "tri", exp / "tri_ali")
+    make_graph(so762 / "lang_test", exp / "tri", exp / "tri/graph")
+    decode(exp / "tri/graph", GmmScorer(exp / "tri", data), data, exp / "tri/decode", lm_weights=[10])
+    for m in ("mono", "tri"):
+        fp[f"so762 {m}"] = model_print(exp / m)
+        fp[f"so762 {m}_ali"] = ali_print(exp / f"{m}_ali")
+    fp["so762 decode"] = decode_print(exp / "tri/decode")
+    return fp
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(*map(Path, sys.argv[1:4]))))

@@ -115,7 +115,8 @@ def main() -> None:
         for beam in a.lattice_beams:
             lat_dir = tmp / f"lattice_{beam:g}"
             info = decode(graph, scorer, data, lat_dir, lm_weights=a.lm_weights,
-                          word_ins_penalties=a.penalties, grid_beam=beam, max_active=a.max_active, nj=a.nj)
+                          word_ins_penalties=a.penalties, grid_beam=beam, max_active=a.max_active, nj=a.nj,
+                          max_widen=0)  # the grid as given: compared point by point
             diffs = {k: round(v - single[k], 2) for k, v in info["wer_per_weight"].items()}
             cost = path_costs(lat_dir, "lattice")
             both = [x for x in cost if x in single_cost]

@@ -91,7 +91,7 @@ def main() -> None:
         for beam in a.grid_beams:
             out = Path(tmp) / f"grid_{beam:g}"
             info = decode(graph_dir, scorer, data, out, lm_weights=a.lm_weights, word_ins_penalties=a.penalties,
-                          grid_beam=beam, max_active=a.max_active, nj=a.nj)
+                          grid_beam=beam, max_active=a.max_active, nj=a.nj, max_widen=0)
             cost = path_costs(out, "lattice")
             res["grid"][f"beam {beam:g}"] = {
                 "search_rtf": round(info["search_rtf_per_core"], 4),

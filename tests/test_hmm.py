@@ -156,6 +156,7 @@ def test_tri_alignment_outputs(so762):
     num_frames = read_table(so762 / "train/utt2num_frames")
     ali = dict(kaldiio.load_scp(str(ali_dir / "ali.scp")))
     assert len(ali) == report["aligned"] >= 115
+    assert report["environment"]["packages"]["numba"] and report["environment"]["threads"] >= 1
     for utt, a in ali.items():
         assert len(a) == int(num_frames[utt]) and 0 <= a.min() and a.max() < report["num_pdfs"]
     counts = np.array((ali_dir / "pdf_counts").read_text().split(), dtype=np.int64)

@@ -25,6 +25,7 @@ import numpy as np
 from asrkd.alignment import AlignmentDir
 from asrkd.checkpoint import load_checkpoint, save_checkpoint
 from asrkd.data import read_table, sort_key
+from asrkd.environment import environment
 from asrkd.features import FeatureReader
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
@@ -186,7 +187,8 @@ def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali
            for utt in sorted(ali, key=sort_key) for p, s, e in phone_segments(ali[utt], tree, topo)]
     report = AlignmentDir.write(ali_dir, ali, tree.num_pdfs, failed + [s.split()[0] for s in corpus.skipped], ctm,
                                 {"avg_loglik_per_frame": avg_ll, "oov_words": corpus.oov_words,
-                                 "skipped": corpus.skipped, "seconds": round(time.time() - t0, 1)})
+                                 "skipped": corpus.skipped, "seconds": round(time.time() - t0, 1),
+                                 "environment": environment()})
     log.info("%s: %d aligned, %d failed, avg log-likelihood/frame %.3f (%.0f s)",
              ali_dir, len(ali), len(failed), avg_ll, time.time() - t0)
     return report

@@ -36,6 +36,19 @@ def so762_subset(out: Path, split: str = "train", speakers: int = 2, per_spk: in
     return out
 
 
+def so762_prepared(d: Path, speakers: int, per_spk: int) -> Path:
+    """d/train (a `so762_subset` of train) with fbank + CMVN, and d/lang from its words."""
+    from asrkd.features import FbankConfig, compute_cmvn_stats_dir, compute_fbank_dir
+    from asrkd.lang import build_lexicon, prepare_lang
+
+    data = so762_subset(d / "train", "train", speakers=speakers, per_spk=per_spk)
+    compute_fbank_dir(data, FbankConfig(dither=0.0), nj=2)
+    compute_cmvn_stats_dir(data)
+    lexicon, _ = build_lexicon(SO762 / "resource/lexicon.txt", [data / "text"], use_cmudict=False)
+    prepare_lang(lexicon, d / "lang")
+    return d
+
+
 @pytest.fixture
 def small_dir(tmp_path) -> Path:
     return so762_subset(tmp_path / "small")

@@ -10,15 +10,14 @@ import pytest
 import torch
 
 from asrkd.data import read_table, write_table
-from asrkd.features import FbankConfig, compute_cmvn_stats_dir, compute_fbank_dir
 from asrkd.hmm.align import align, load_corpus, load_model, phone_segments
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.topo import read_topo
 from asrkd.hmm.train import train_mono, train_tri, tree_stats
 from asrkd.hmm.tree import ContextTree, build_tree, cluster_phones, merge_leaves
-from asrkd.lang import build_lexicon, prepare_lang, read_symbols
+from asrkd.lang import read_symbols
 from asrkd.utils import AsrkdError
-from conftest import SO762, so762_subset
+from conftest import so762_prepared
 
 
 def words_and_energy(data_dir, ali_dir, lang):
@@ -64,12 +63,8 @@ def test_mono_flat_start_on_yesno(yesno, yesno_mono):
 @pytest.fixture(scope="module")
 def so762(tmp_path_factory):
     """Mono and tri systems on 120 utterances (6 speakers) of speechocean762 train."""
-    d = tmp_path_factory.mktemp("so762")
-    data = so762_subset(d / "train", "train", speakers=6, per_spk=20)
-    compute_fbank_dir(data, FbankConfig(dither=0.0), nj=2)
-    compute_cmvn_stats_dir(data)
-    lexicon, _ = build_lexicon(SO762 / "resource/lexicon.txt", [data / "text"], use_cmudict=False)
-    prepare_lang(lexicon, d / "lang")
+    d = so762_prepared(tmp_path_factory.mktemp("so762"), speakers=6, per_spk=20)
+    data = d / "train"
     train_mono(data, d / "lang", d / "mono", num_iters=20, tot_gauss=300)
     align(data, d / "lang", d / "mono", d / "mono_ali")
     train_tri(data, d / "lang", d / "mono_ali", d / "tri", num_leaves=150, tot_gauss=600, num_iters=12,

@@ -9,10 +9,8 @@ import sys
 
 import pytest
 
-from asrkd.features import FbankConfig, compute_cmvn_stats_dir, compute_fbank_dir
-from asrkd.lang import build_lexicon, prepare_lang
 from asrkd.lm import make_lang_test, train_lm
-from conftest import ROOT, SO762, so762_subset
+from conftest import ROOT, so762_prepared
 
 HASWELL = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,+popcnt,+sse,+sse2,+sse3,"
            "+sse4.1,+sse4.2,+ssse3,+xsave")
@@ -30,13 +28,8 @@ SETTINGS = {
 @pytest.fixture(scope="module")
 def so762_small(tmp_path_factory):
     """60 utterances (4 speakers) of speechocean762 train with features, lang and a bigram lang_test."""
-    d = tmp_path_factory.mktemp("so762_small")
-    data = so762_subset(d / "train", "train", speakers=4, per_spk=15)
-    compute_fbank_dir(data, FbankConfig(dither=0.0), nj=2)
-    compute_cmvn_stats_dir(data)
-    lexicon, _ = build_lexicon(SO762 / "resource/lexicon.txt", [data / "text"], use_cmudict=False)
-    prepare_lang(lexicon, d / "lang")
-    train_lm(data / "text", d / "lang", d / "lm", order=2)
+    d = so762_prepared(tmp_path_factory.mktemp("so762_small"), speakers=4, per_spk=15)
+    train_lm(d / "train/text", d / "lang", d / "lm", order=2)
     make_lang_test(d / "lang", next((d / "lm").glob("*.arpa*")), d / "lang_test")
     return d
 

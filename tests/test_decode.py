@@ -342,6 +342,10 @@ def test_widen_grid_follows_the_best_pair_out_to_the_limit():
     search, calls = fake_search(lambda w, p: abs(w - 15) + abs(p - 1))
     assert widen_grid(search, {}, {w: {"wer": abs(w[0] - 15) + abs(w[1] - 1)} for w in grid}) == ((15, 1), [], [])
     assert calls == []
+    # a flat optimum: the chosen edge pair ties pairs off that edge, so no side widens
+    flat = lambda w, p: 0.0 if p < 2 and w < 21 else 1.0  # noqa: E731
+    search, calls = fake_search(flat)
+    assert widen_grid(search, {}, {w: {"wer": flat(*w)} for w in grid}) == ((12, 0), [], []) and calls == []
 
 
 def test_widening_keeps_lm_weights_positive_and_single_values_fixed():

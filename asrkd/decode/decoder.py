@@ -326,17 +326,25 @@ def beyond_edge(chosen: float, values: list, positive: bool = False) -> tuple[st
     return None if positive and low <= 0 else ("low", low)
 
 
+def only_on_edge(wers: dict, axis: int, value: float) -> bool:
+    """Whether the grid's lowest WER is reached only by pairs whose coordinate `axis` (0: LM
+    weight, 1: penalty) is `value`: a tie with another row or column means a flat optimum,
+    which a wider grid cannot improve on."""
+    off = [r["wer"] for w, r in wers.items() if w[axis] != value]
+    return not off or min(r["wer"] for w, r in wers.items() if w[axis] == value) < min(off)
+
+
 def widen_grid(search, hyps: dict, wers: dict, max_widen: int = MAX_WIDEN) -> tuple[tuple, list, list]:
-    """While the best pair of `wers` lies on an edge of the grid, widen the grid by one step
-    on that side (at most `max_widen` times per side), `search` the new pairs and choose
-    again. `hyps` and `wers` get the new pairs; returns the chosen pair, what was added and
+    """While the best pair of `wers` lies on an edge of the grid, and the lowest WER is found
+    only on that edge (`only_on_edge`), widen the grid by one step on that side (at most
+    `max_widen` times per side), `search` the new pairs and choose again. `hyps` and `wers` get the new pairs; returns the chosen pair, what was added and
     the new searches' job results."""
     best, widened, results, count = choose_weight(wers), [], [], {}
     while True:
         axes = [sorted({w for w, _ in wers}), sorted({p for _, p in wers})]
         for axis, (name, key) in enumerate((("LM weight", "lm_weight"), ("penalty", "word_ins_penalty"))):
             edge = beyond_edge(best[axis], axes[axis], positive=axis == 0)
-            if edge is None or count.get((axis, edge[0]), 0) >= max_widen:
+            if edge is None or count.get((axis, edge[0]), 0) >= max_widen or not only_on_edge(wers, axis, best[axis]):
                 continue
             count[axis, edge[0]] = count.get((axis, edge[0]), 0) + 1
             axes[axis] = sorted(axes[axis] + [edge[1]])

@@ -15,7 +15,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-LN2 = 0.6931471805599453
+LN2 = 0.6931471805599453  # constants written out rather than left to the C library
+LOG_2PI = 1.8378770664093453  # log(2 pi)
 LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * LN2_HI is exact for |k| < 2**11
 LN2_LO = 1.90821492927058770002e-10
 INV_LN2 = 1.44269504088896338700e+00

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 
 from asrkd.hmm import fpmath
-from asrkd.hmm.fpmath import LN2
+from asrkd.hmm.fpmath import LN2, LOG_2PI
 
-LOG_2PI = 1.8378770664093453  # log(2 pi), written out rather than left to the C library
 CHUNK = 256  # Gaussians scored together (whole pdfs), so that their sums stay in the L1 cache
 
 

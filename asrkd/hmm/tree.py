@@ -13,16 +13,16 @@ as senones (pdf ids), root by root. A monophone system is the tree with no split
 from __future__ import annotations
 
 import heapq
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numba
 import numpy as np
 
+from asrkd.hmm import fpmath
+from asrkd.hmm.fpmath import LOG_2PI
 from asrkd.utils import AsrkdError, atomic_file
 
-LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
@@ -45,7 +45,7 @@ def _sum_log(v):
     out = np.zeros(v.shape[0])
     for i in range(v.shape[0]):
         for d in range(v.shape[1]):
-            out[i] += math.log(v[i, d])
+            out[i] += fpmath.log(v[i, d])
     return out
 
 

@@ -79,3 +79,14 @@ def log_normal(x):
     s = ((((((((((L11 * z2 + L10) * z2 + L9) * z2 + L8) * z2 + L7) * z2 + L6) * z2 + L5) * z2 + L4) * z2 + L3)
           * z2 + L2) * z2 + L1) * z2 + L0
     return e * LN2_HI + (e * LN2_LO + 2.0 * z * s)
+
+
+@numba.njit(cache=True)
+def log_rows(v):
+    """[N] sums over each row of v [N, D] of log v[n, d], in order of d (no SIMD-width-dependent
+    rounding)."""
+    out = np.zeros(v.shape[0])
+    for i in range(v.shape[0]):
+        for d in range(v.shape[1]):
+            out[i] += log(v[i, d])
+    return out

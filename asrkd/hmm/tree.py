@@ -40,16 +40,6 @@ class GaussStats:
 
 
 @numba.njit(cache=True)
-def _sum_log(v):
-    """sum_d log v[i, d] per row, in order of d (no SIMD-width-dependent rounding)."""
-    out = np.zeros(v.shape[0])
-    for i in range(v.shape[0]):
-        for d in range(v.shape[1]):
-            out[i] += fpmath.log(v[i, d])
-    return out
-
-
-@numba.njit(cache=True)
 def _question_sums(member, x):
     """[Q, D] sums of the rows of x [K, D] that each question's 0/1 row of member [Q, K] selects,
     in row order (a fixed rounding where a matrix product's depends on the BLAS kernel)."""
@@ -65,7 +55,7 @@ def gauss_loglik(occ, s1, s2, var_floor) -> np.ndarray:
     """Log-likelihood of the frames under their own ML diagonal Gaussian (broadcasts over rows)."""
     occ = np.maximum(occ, 1e-10)
     var = np.maximum(s2 / occ[..., None] - (s1 / occ[..., None]) ** 2, var_floor)
-    logdet = _sum_log(np.ascontiguousarray(var.reshape(-1, var.shape[-1]))).reshape(var.shape[:-1])
+    logdet = fpmath.log_rows(np.ascontiguousarray(var.reshape(-1, var.shape[-1]))).reshape(var.shape[:-1])
     return -0.5 * occ * (s1.shape[-1] * (1 + LOG_2PI) + logdet)
 
 

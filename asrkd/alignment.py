@@ -106,7 +106,7 @@ class AlignmentDir:
         path.mkdir(parents=True, exist_ok=True)
         (path / "align_report.json").unlink(missing_ok=True)  # incomplete until rewritten last
         utts = sorted(ali, key=sort_key)
-        with new_ark(path / "ali") as ark:  # the old ark stays readable until ali.scp switches
+        with new_ark(path.resolve() / "ali") as ark:  # scp entries absolute, as Kaldi's  # the old ark stays readable until ali.scp switches
             with open(ark, "wb") as fa, atomic_file(path / "ali.scp") as fs:
                 for utt in utts:
                     kaldiio.save_ark(fa, {utt: ali[utt].astype(np.int32)}, scp=fs)

@@ -48,7 +48,8 @@ def load_checkpoint(path: str | Path, meta: dict | None = None) -> dict:
         raise AsrkdError(f"{path}: no such file")
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as e:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, IndexError, ValueError,
+            KeyError) as e:
         raise AsrkdError(f"{path}: not a readable asrkd checkpoint ({type(e).__name__}); "
                          "delete it or retrain with --force") from None
     if not isinstance(state, dict):

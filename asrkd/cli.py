@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -29,14 +30,14 @@ def cmd_subset_data_dir(a):
 
     utt_list = Path(a.utt_list).read_text().split() if a.utt_list else None
     kept = subset_data_dir(a.src, a.dest, first=a.first, per_spk=a.per_spk, fraction=a.fraction,
-                           utt_list=utt_list, seed=a.seed, frame_fraction=a.frame_fraction)
+                           utt_list=utt_list, seed=a.seed, frame_fraction=a.frame_fraction, force=a.force)
     log.info("%s: %d utterances", a.dest, len(kept))
 
 
 def cmd_combine_data_dirs(a):
     from asrkd.data import combine_data_dirs
 
-    combine_data_dirs(a.dest, a.srcs)
+    combine_data_dirs(a.dest, a.srcs, force=a.force)
 
 
 def cmd_fix_data_dir(a):
@@ -47,24 +48,29 @@ def cmd_fix_data_dir(a):
 
 def cmd_prepare_lang(a):
     from asrkd.lang import build_lexicon, prepare_lang
+    from asrkd.outputs import Output
 
-    if Path(a.lang_dir, "L_disambig.fst").is_file() and not a.force:
-        log.info("%s exists, skipping (use --force to rebuild)", a.lang_dir)
+    out = Output(a.lang_dir, "prepare-lang",
+                 {"sil_prob": a.sil_prob, "cmudict": not a.no_cmudict, "keep_stress": a.keep_stress},
+                 {"lexicon": a.lexicon, **{f"text_{i}": t for i, t in enumerate(a.text)}})
+    if out.done(a.force):
         return
     lexicon, oov = build_lexicon(a.lexicon, a.text, use_cmudict=not a.no_cmudict, keep_stress=a.keep_stress)
     for word, count in oov.most_common():
         log.warning("no pronunciation for '%s' (%d occurrences): mapped to <UNK>", word, count)
-    prepare_lang(lexicon, a.lang_dir, sil_prob=a.sil_prob, oov_counts=oov)
+    prepare_lang(lexicon, out, sil_prob=a.sil_prob, oov_counts=oov)
 
 
 def cmd_train_lm(a):
     from asrkd.lm import make_lang_test, train_lm
+    from asrkd.outputs import Output
 
-    if Path(a.lang_test, "G.fst").is_file() and not a.force:
-        log.info("%s exists, skipping (use --force to rebuild)", Path(a.lang_test, "G.fst"))
+    out = Output(a.lang_test, "train-lm", {"order": a.order},
+                 {"text": a.text, "lang": a.lang, "dev_text": a.dev_text})
+    if out.done(a.force):
         return
     report = train_lm(a.text, a.lang, a.lm_dir, order=a.order, dev_text=a.dev_text)
-    make_lang_test(a.lang, report["arpa"], a.lang_test)
+    make_lang_test(a.lang, report["arpa"], out)
     print(json.dumps({k: report[k] for k in ("train", "dev") if k in report}, indent=1))
 
 
@@ -119,17 +125,17 @@ def _priors(a):
     return AlignmentDir(path.parent if path.name == "priors" and path.is_file() else path).log_priors
 
 
-def _scorer(a, data_dir):
+def _scorer(a, data_dir, need_priors: bool = True):
     from asrkd.decode.decoder import GmmScorer, NnetScorer, PosteriorScorer
 
     if sum(map(bool, (a.model_dir, a.posteriors, a.nnet))) != 1:
         raise AsrkdError("give one of --model-dir (a GMM), --nnet (neural models) or --posteriors (stored log posteriors)")
-    if (a.posteriors or a.nnet) and not a.priors:
+    if (a.posteriors or a.nnet) and not a.priors and need_priors:
         raise AsrkdError("--nnet and --posteriors need --priors (the training alignment dir)")
     if a.posteriors:
         return PosteriorScorer(a.posteriors, _priors(a))
     if a.nnet:
-        return NnetScorer(a.nnet, data_dir, _priors(a))
+        return NnetScorer(a.nnet, data_dir, _priors(a) if a.priors else None)
     return GmmScorer(a.model_dir, data_dir, _priors(a) if a.priors else None)
 
 
@@ -145,7 +151,7 @@ def cmd_decode(a):
 
     decode(a.graph_dir, _scorer(a, a.data_dir), a.data_dir, a.decode_dir, lm_weights=a.lm_weights,
            word_ins_penalties=a.word_ins_penalties, tuned_on=a.tuned_on, beam=a.beam, grid_beam=a.grid_beam,
-           max_active=a.max_active, nj=a.nj, force=a.force, max_widen=a.max_widen)
+           max_active=a.max_active, nj=a.nj, force=a.force, max_widen=a.max_widen, max_skipped=a.max_skipped)
 
 
 def cmd_score(a):
@@ -156,16 +162,23 @@ def cmd_score(a):
 
 def cmd_frame_accuracy(a):
     from asrkd.alignment import AlignmentDir
+    from asrkd.checkpoint import fingerprint
     from asrkd.decode.score import frame_accuracy
     from asrkd.nnet.soft_targets import average_posteriors
+    from asrkd.outputs import Output
 
-    if Path(a.out_json).is_file() and not a.force:
-        log.info("%s exists, skipping (use --force to recompute)", a.out_json)
+    scorer, ali = _scorer(a, a.data_dir, need_priors=not a.nnet), AlignmentDir(a.ali_dir)
+    if scorer.num_pdfs != ali.num_pdfs:
+        raise AsrkdError(f"{a.ali_dir}: an alignment over {ali.num_pdfs} senones, the model has {scorer.num_pdfs}")
+    if scorer.tree and (ali.path / "tree").is_file() and fingerprint(ali.path / "tree") != scorer.tree:
+        raise AsrkdError(f"{a.ali_dir}: aligned with another tree than the model's alignment")
+    out = Output(a.out_json, "frame-accuracy", {"per_member": a.per_member, "priors": a.priors},
+                 {"data": a.data_dir, "ali": a.ali_dir, **scorer.sources})
+    if out.done(a.force):
         return
-    scorer, ali = _scorer(a, a.data_dir), AlignmentDir(a.ali_dir)
     if not (a.nnet and a.per_member):
         pred = {u: scorer.log_posterior(u).argmax(1) for u in scorer.keys()}
-        r = frame_accuracy(pred, ali, a.out_json)
+        r = frame_accuracy(pred, ali)
     else:  # from one forward pass per member: each member, the ensemble of the first k members
         n = len(a.nnet)  # (arithmetic mean; k = n is the ensemble), and the geometric mean of all
         combos = {k: (k, "arithmetic") for k in range(1, n + 1)} | {"geometric": (n, "geometric")}
@@ -182,8 +195,8 @@ def cmd_frame_accuracy(a):
         r |= {"members": members, "member_mean": sum(accs) / len(accs), "member_min": min(accs), "member_max": max(accs),
               "geometric": frame_accuracy(preds["geometric"], ali),
               "size_curve": {k: frame_accuracy(preds[k], ali)["frame_accuracy"] for k in range(1, n + 1)}}
-        with atomic_file(a.out_json) as f:
-            json.dump(r, f, indent=2)
+    with out.writing() as tmp:
+        tmp.write_text(json.dumps(r, indent=2) + "\n")
     log.info("frame accuracy %.2f%% over %d frames of %d utterances", 100 * r["frame_accuracy"], r["frames"], r["utts"])
 
 
@@ -227,7 +240,8 @@ def cmd_make_soft_targets(a):
     for t in a.per_member or []:  # each member's own soft targets, for teacher switching
         out |= {(t, k): (t, Path(a.out_dir) / f"soft_T{t:g}_member_{k}", k) for k in range(len(a.nnet))}
     make_soft_targets([load_nnet(d) for d in a.nnet], a.data_dir, out, k=cfg.top_k, mean=cfg.ensemble_mean,
-                      bf16=cfg.precision == "bf16", force=a.force)
+                      bf16=cfg.precision == "bf16", force=a.force,
+                      sources={f"nnet_{i}": d for i, d in enumerate(a.nnet)})
 
 
 def cmd_nnet_forward(a):
@@ -281,7 +295,9 @@ def _add_model_args(s):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asrkd", description=__doc__)
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    p.add_argument("--threads", type=int, help="CPU threads of torch and the GMM kernels (default: "
+                   "OMP_NUM_THREADS, else all cores); decoding jobs use one each")
     sub = p.add_subparsers(dest="step", required=True)
 
     s = sub.add_parser("validate-data-dir", help="Kaldi's data dir checks")
@@ -300,11 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--frame-fraction", type=float, help="seeded whole utterances holding this fraction of the frames")
     g.add_argument("--utt-list", help="file of utterance ids")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true", help="rewrite a destination made with other options")
     s.set_defaults(func=cmd_subset_data_dir)
 
     s = sub.add_parser("combine-data-dirs", help="union of data dirs")
     s.add_argument("dest")
     s.add_argument("srcs", nargs="+")
+    s.add_argument("--force", action="store_true", help="rewrite a destination made from other dirs")
     s.set_defaults(func=cmd_combine_data_dirs)
 
     s = sub.add_parser("fix-data-dir", help="keep utterances present in every table")
@@ -396,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-widen", type=int, default=3,
                    help="times a grid is widened by one step on a side while the chosen pair lies on that edge "
                         "(0: never)")
+    s.add_argument("--max-skipped", type=float, default=0.05,
+                   help="share of utterances that may be skipped (no scores or no surviving path) before it is an error")
     s.add_argument("--nj", type=int, default=1)
     s.add_argument("--force", action="store_true")
     for name in ("graph_dir", "data_dir", "decode_dir"):
@@ -492,6 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    if args.threads is not None:  # read by torch (intra-op threads) and by `cpu_setup`
+        if args.threads < 1:
+            log.error("--threads must be at least 1, got %d", args.threads)
+            raise SystemExit(1)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if os.environ.get("ASRKD_FORCE") == "1" and hasattr(args, "force"):
+        args.force = True  # a recipe run with --force true
     try:
         args.func(args)
     except AsrkdError as e:

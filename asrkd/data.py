@@ -7,12 +7,14 @@ A data dir holds text tables keyed by utterance (`wav.scp`, `text`, `utt2spk`,
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from asrkd.outputs import Output
 from asrkd.utils import AsrkdError, atomic_file
 
 log = logging.getLogger(__name__)
@@ -171,12 +173,19 @@ def subset_data_dir(
     utt_list: list[str] | None = None,
     seed: int = 0,
     frame_fraction: float | None = None,
+    force: bool = False,
 ) -> list[str]:
     """Kaldi's subset_data_dir.sh: keep the first N utts, N per speaker, a seeded fraction of
     the utterances or of the frames (whole utterances in seeded random order until that share
-    of utt2num_frames), or an explicit list; copies every known table filtered to the kept
-    utts/speakers."""
-    src = Path(src)
+    of utt2num_frames), or an explicit list; writes `dest` whole with every known table
+    filtered to the kept utts/speakers. Returns the kept utterances."""
+    src = distinct_dirs(src, dest)
+    ids = None if utt_list is None else hashlib.sha1(" ".join(sorted(utt_list)).encode()).hexdigest()
+    out = Output(dest, "subset-data-dir", {"first": first, "per_spk": per_spk, "fraction": fraction,
+                                           "utt_list": ids, "seed": seed, "frame_fraction": frame_fraction},
+                 {"src": src})
+    if out.done(force):
+        return sorted(read_table(Path(dest) / "utt2spk"), key=sort_key)
     utt2spk = read_table(src / "utt2spk")
     utts = list(utt2spk)
     if sum(x is not None for x in (first, per_spk, fraction, utt_list, frame_fraction)) != 1:
@@ -210,7 +219,16 @@ def subset_data_dir(
         if unknown:
             raise AsrkdError(f"subset: {len(unknown)} utterances not in {src} (e.g. '{unknown[0]}')")
         keep = utt_list
-    return filter_data_dir(src, dest, set(keep))
+    with out.writing() as tmp:
+        return filter_data_dir(src, tmp, set(keep))
+
+
+def distinct_dirs(src: str | Path, dest: str | Path) -> Path:
+    """`src` as a Path, after refusing a `dest` that is the same dir (symlinks resolved)."""
+    src, dest = Path(src), Path(dest)
+    if src.resolve() == dest.resolve():
+        raise AsrkdError(f"{dest}: the destination is the source dir; give another destination")
+    return src
 
 
 def filter_data_dir(src: str | Path, dest: str | Path, keep: set[str]) -> list[str]:
@@ -258,10 +276,16 @@ def fix_data_dir(data_dir: str | Path) -> int:
     return removed
 
 
-def combine_data_dirs(dest: str | Path, srcs: list[str | Path]) -> None:
-    """Kaldi's combine_data.sh: union of data dirs; utterance or speaker-table clashes are errors."""
+def combine_data_dirs(dest: str | Path, srcs: list[str | Path], force: bool = False) -> None:
+    """Kaldi's combine_data.sh: union of data dirs, written whole into `dest`; utterance or
+    speaker-table clashes are errors."""
+    srcs = [distinct_dirs(src, dest) for src in srcs]
+    out = Output(dest, "combine-data-dirs", {}, {f"src_{i}": s for i, s in enumerate(srcs)
+                                                 if (Path(s) / "utt2spk").is_file()})
+    if out.done(force):
+        return
     merged: dict[str, dict[str, str]] = defaultdict(dict)
-    for src in map(Path, srcs):
+    for src in srcs:
         if not (src / "utt2spk").is_file():
             raise AsrkdError(f"{src}: not a data dir (no utt2spk)")
         for name in (*UTT_TABLES, "spk2gender"):
@@ -273,9 +297,8 @@ def combine_data_dirs(dest: str | Path, srcs: list[str | Path]) -> None:
                 if k in merged[name] and (name in UTT_TABLES or merged[name][k] != v):
                     raise AsrkdError(f"{src / name}: key '{k}' also in another source dir")
                 merged[name][k] = v
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, table in merged.items():
-        write_table(dest / name, table)
-    write_table(dest / "spk2utt", utt2spk_to_spk2utt(merged["utt2spk"]))
+    with out.writing() as tmp:
+        for name, table in merged.items():
+            write_table(tmp / name, table)
+        write_table(tmp / "spk2utt", utt2spk_to_spk2utt(merged["utt2spk"]))
     log.info("combined %d dirs into %s: %d utterances", len(srcs), dest, len(merged["utt2spk"]))

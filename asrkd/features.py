@@ -45,6 +45,7 @@ class FbankConfig:
     energy_floor: float = 0.0
     seed: int = 0
     channel: int | None = None  # None: average channels
+    allow_upsample: bool = False  # audio below sample_frequency: skipped (an empty upper band) unless true
 
     def knf_options(self) -> knf.FbankOptions:
         o = knf.FbankOptions()
@@ -94,6 +95,10 @@ def _fbank_job(job: int, items: list[tuple[str, str]], cfg: FbankConfig, out_dir
         for utt, spec in items:
             try:
                 x, sr = read_audio(spec, channel=cfg.channel, allow_pipes=allow_pipes)
+                if sr < cfg.sample_frequency and not cfg.allow_upsample:
+                    raise AudioError(f"{sr} Hz audio, the fbank config's sample_frequency is {cfg.sample_frequency}: "
+                                     "upsampling leaves the upper mel bins on an empty band; set sample_frequency "
+                                     f"to {sr} (or allow_upsample: true)")
                 if sr != cfg.sample_frequency:
                     x, resampled = resample(x, sr, cfg.sample_frequency), resampled + 1
                 feats = compute_fbank(x, cfg, utt)
@@ -176,7 +181,10 @@ def compute_fbank_dir(
             raise AsrkdError(f"{d}: {len(skipped)} of {len(items)} utterances have no features (more than "
                              f"{max_skipped:.0%}), first: {skipped[0]}; see {d / 'log' / 'fbank_skipped.txt'}")
     if resampled:
-        log.info("%s: resampled %d utterances to %d Hz", d, resampled, cfg.sample_frequency)
+        (log.warning if cfg.allow_upsample else log.info)(
+            "%s: resampled %d utterances to %d Hz%s", d, resampled, cfg.sample_frequency,
+            " (allow_upsample: where the audio's rate was lower, the upper mel bins lie on an empty band)"
+            if cfg.allow_upsample else "")
     write_table(d / "utt2num_frames", num_frames)
     write_table(d / "utt2dur", durs)
     with atomic_file(conf) as f:

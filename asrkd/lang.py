@@ -16,7 +16,8 @@ import kaldifst
 
 from asrkd.data import read_table
 from asrkd.hmm.topo import left_to_right, silence, write_topo
-from asrkd.utils import AsrkdError, atomic_dir, write_list
+from asrkd.outputs import Output
+from asrkd.utils import AsrkdError, write_list
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def read_symbols(path: str | Path) -> dict[str, int]:
     return {k: int(v) for k, v in read_table(path).items()}
 
 
-def prepare_lang(lexicon: Lexicon, lang_dir: str | Path, sil_prob: float = 0.5,
+def prepare_lang(lexicon: Lexicon, lang_dir: str | Path | Output, sil_prob: float = 0.5,
                  oov_counts: Counter | None = None) -> None:
     """Write a Kaldi lang dir: phones.txt, words.txt, topo, L.fst, L_disambig.fst, phones/, oov."""
     if not 0 <= sil_prob < 1:
@@ -158,7 +159,8 @@ def prepare_lang(lexicon: Lexicon, lang_dir: str | Path, sil_prob: float = 0.5,
     disambig = [f"#{k}" for k in range(num_disambig)]
     word_list = sorted({w for w, _ in lexicon}, key=lambda w: w.encode())
 
-    with atomic_dir(lang_dir) as d:
+    out = lang_dir if isinstance(lang_dir, Output) else Output(lang_dir, "prepare-lang", {"sil_prob": sil_prob})
+    with out.writing() as d:
         phones = write_symbols(d / "phones.txt", ["<eps>", SIL, SPN, *nonsil, *disambig])
         words = write_symbols(d / "words.txt", ["<eps>", *word_list, "#0", "<s>", "</s>"])
         (d / "phones").mkdir()
@@ -185,4 +187,4 @@ def prepare_lang(lexicon: Lexicon, lang_dir: str | Path, sil_prob: float = 0.5,
         kaldifst.arcsort(Ld, sort_type="olabel")
         Ld.write(str(d / "L_disambig.fst"))
     log.info("%s: %d words, %d prons, %d non-silence phones, %d disambiguation symbols",
-             lang_dir, len(word_list), len(lexicon), len(nonsil), num_disambig)
+             out.path, len(word_list), len(lexicon), len(nonsil), num_disambig)

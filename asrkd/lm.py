@@ -14,7 +14,8 @@ from kaldingram import train as kaldingram_train
 
 from asrkd.data import read_table
 from asrkd.lang import UNK, read_symbols
-from asrkd.utils import AsrkdError, atomic_dir, atomic_file, write_list
+from asrkd.outputs import Output
+from asrkd.utils import AsrkdError, atomic_file, write_list
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +179,11 @@ def train_lm(train_text: str | Path, lang_dir: str | Path, lm_dir: str | Path, o
     return report
 
 
-def make_lang_test(lang_dir: str | Path, arpa: str | Path, out_dir: str | Path) -> None:
+def make_lang_test(lang_dir: str | Path, arpa: str | Path, out_dir: str | Path | Output) -> None:
     """Copy the lang dir and add G.fst (kaldilm arpa2fst, #0 on back-off arcs, <s>/</s> as eps)."""
-    with atomic_dir(out_dir) as d:
+    out = out_dir if isinstance(out_dir, Output) else Output(out_dir, "train-lm", {}, {"arpa": arpa})
+    with out.writing() as d:
         shutil.copytree(lang_dir, d, dirs_exist_ok=True)
         kaldilm.arpa2fst(input_arpa=str(arpa), output_fst=str(d / "G.fst"), disambig_symbol="#0",
                          read_symbol_table=str(Path(lang_dir) / "words.txt"))
-    log.info("%s: G.fst from %s", out_dir, arpa)
+    log.info("%s: G.fst from %s", out.path, arpa)

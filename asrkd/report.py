@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import textwrap
 from pathlib import Path
 
@@ -77,6 +78,12 @@ def _gmm_info(gmm_dir: Path) -> dict:
             "train_seconds": sum(h.get("seconds", 0) for h in hist), "arch": f"{n} Gaussians"}
 
 
+def results(nnet_dir: Path, pattern: str) -> list[Path]:
+    """The dirs of `nnet_dir` whose whole name matches `pattern` (a regex: `member_\\d+`,
+    `student_T[\\d.]+`): copies such as `student_T2.bak` or `.soft_T1.tmp` are not results."""
+    return sorted(d for d in nnet_dir.iterdir() if re.fullmatch(pattern, d.name))
+
+
 def _temperature(d: Path) -> float:
     """T of a student_T<T> or soft_T<T> dir."""
     return float(d.name.split("_T")[1].split("_")[0])
@@ -97,7 +104,7 @@ def model_environments(gmm_dir: Path, nnet_dir: Path, members: list[Path]) -> di
     """{model dir: the environment its final.pt was trained in, None if not recorded}: the
     GMM, the members, then the other models of nnet_dir (links such as `distilled` left out)."""
     others = sorted(d for d in nnet_dir.iterdir() if d not in members and not d.is_symlink()
-                    and (d / "final.pt").is_file())
+                    and not d.name.startswith(".") and (d / "final.pt").is_file())
     return {_name(d, gmm_dir, nnet_dir): read_environment(d / "final.pt") for d in [gmm_dir, *members, *others]
             if (d / "final.pt").is_file()}
 
@@ -105,7 +112,8 @@ def model_environments(gmm_dir: Path, nnet_dir: Path, members: list[Path]) -> di
 def decode_environments(gmm_dir: Path, nnet_dir: Path) -> dict:
     """{decode dir: the environment of its decode_info.json, None if not recorded}."""
     infos = [*sorted(gmm_dir.glob("decode_*/decode_info.json")),
-             *(p for p in sorted(nnet_dir.glob("*/decode_*/decode_info.json")) if not p.parent.parent.is_symlink())]
+             *(p for p in sorted(nnet_dir.glob("*/decode_*/decode_info.json"))
+               if not p.parent.parent.is_symlink() and not p.parent.parent.name.startswith("."))]
     return {_name(p.parent, gmm_dir, nnet_dir): (_json(p) or {}).get("environment") for p in infos}
 
 
@@ -121,13 +129,18 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
     experiment that was run (temperature sweep, section 6, ensemble variants, seeds)."""
     gmm_dir, nnet_dir = Path(gmm_dir), Path(nnet_dir)
     tune, test = sets
-    members = sorted(nnet_dir.glob("member_*"), key=lambda p: int(p.name.split("_")[1]))
+    members = sorted(results(nnet_dir, r"member_\d+"), key=lambda p: int(p.name.split("_")[1]))
     if not members:
         raise AsrkdError(f"{nnet_dir}: no member_<k> dirs (run train-ensemble first)")
     ens_fa = {s: _json(nnet_dir / "ensemble" / f"frame_accuracy_{s}.json") for s in sets}
     for s in sets:
         if ens_fa[s] is None:
             raise AsrkdError(f"{nnet_dir}/ensemble/frame_accuracy_{s}.json: missing (run frame-accuracy first)")
+        measured = [Path(m["model"]).name for m in ens_fa[s].get("members", [])]
+        if measured != [m.name for m in members] or not all((m / "final.pt").is_file() for m in members):
+            raise AsrkdError(f"{nnet_dir}/ensemble/frame_accuracy_{s}.json: measured with members {measured}, but "
+                             f"{nnet_dir} has finished {[m.name for m in members if (m / 'final.pt').is_file()]}; "
+                             "train the missing members or redo the ensemble's frame accuracy (--force)")
     rows = {"tri GMM": {**_gmm_info(gmm_dir), **_scores(gmm_dir, sets)}}
     member_infos = [_nnet_info(m) for m in members]
     rows["baseline (member 0)"] = {**member_infos[0],
@@ -141,8 +154,12 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
                       "mflops_per_frame": sum(i["mflops_per_frame"] for i in member_infos),
                       "train_seconds": sum(i["train_seconds"] for i in member_infos),
                       **_scores(nnet_dir / "ensemble", sets, ens_fa)}
-    dist = nnet_dir / "distilled"
+    dist, missing = nnet_dir / "distilled", []
     chosen = dist.resolve().name if dist.is_symlink() else None
+    if dist.is_symlink() and not (dist / "final.pt").is_file():
+        raise AsrkdError(f"{dist} -> {chosen}: no final.pt there; rerun select-model or train that student")
+    if not (dist / "final.pt").is_file():
+        missing.append(f"distilled student ({dist} missing: run select-model over the students)")
     if (dist / "final.pt").is_file():
         name = f"distilled (T={_temperature(dist.resolve()):g})" if chosen else "distilled"
         rows[name] = {**_nnet_info(dist), **_scores(dist, sets)}
@@ -157,7 +174,7 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
                           for s in sets for key, sign in ((f"{s}_frame_acc", 1), (f"{s}_wer", -1))
                           if None not in (base[key], ens[key], student[key]) and sign * (ens[key] - base[key]) > 0}
     sweep = {f"T={_temperature(d):g}": {**_nnet_info(d), **_scores(d, sets), "chosen": d.name == chosen}
-             for d in sorted(nnet_dir.glob("student_T*"), key=_temperature) if (d / "final.pt").is_file()}
+             for d in sorted(results(nnet_dir, r"student_T[\d.]+"), key=_temperature) if (d / "final.pt").is_file()}
     if sweep:
         sweep = {"hard targets only (member 0)": {**base, "chosen": False}, **sweep}
     section6 = {}
@@ -181,7 +198,7 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
                     "size_curve": {int(k): 100 * v for k, v in ens_fa[s].get("size_curve", {}).items()}} for s in sets}
     switched = nnet_dir / "switched"
     if (switched / "final.pt").is_file():
-        info = _json(next(nnet_dir.glob("soft_T*_member_0"), Path("-")) / "info.json") or {}
+        info = _json(next(iter(results(nnet_dir, r"soft_T[\d.]+_member_0")), Path("-")) / "info.json") or {}
         t = info.get("temperature")
         variants["teacher_switching"] = {  # against the sweep's student on the averaged targets at that T
             "temperature": t, "switched": {**_nnet_info(switched), **_scores(switched, sets)},
@@ -192,13 +209,13 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
         mean = sum(accs) / len(accs)
         seeds[s] = {"frame_acc": accs, "mean": mean, "min": min(accs), "max": max(accs),
                     "std": (sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1)) ** 0.5}
-    soft_dirs = sorted((p for p in nnet_dir.glob("soft_T*") if "_member_" not in p.name), key=_temperature)
+    soft_dirs = sorted(results(nnet_dir, r"soft_T[\d.]+"), key=_temperature)
     return {"sets": list(sets), "systems": rows, "student_keeps": kept, "paper_table1": PAPER,
             "members": [str(m) for m in members], "temperature_sweep": sweep, "chosen_student": chosen,
             "section6": section6, "section6_recovered": recovered, "paper_section6": PAPER_SECTION6,
             "ensemble_variants": variants, "seeds": seeds, "stage_seconds": _stage_times(stage_times),
             "soft_targets": {p.name: _json(p / "info.json") for p in soft_dirs},
-            "per_member_soft_targets": len(list(nnet_dir.glob("soft_T*_member_*"))),
+            "per_member_soft_targets": len(results(nnet_dir, r"soft_T[\d.]+_member_\d+")), "missing": missing,
             "environment": environment(), "model_environments": model_environments(gmm_dir, nnet_dir, members),
             "decode_environments": decode_environments(gmm_dir, nnet_dir)}
 
@@ -235,6 +252,7 @@ def write_markdown(res: dict, path: Path) -> None:
     lines += _table(["system", "model", f"{tune} frame acc.", f"{test} frame acc.", f"{test} phone acc.",
                      f"{tune} WER", f"{test} WER", "(LMWT, penalty)", "parameters", "MFLOP/frame",
                      f"decode RTF ({test})", "training"], table)
+    lines += ["", f"Not in this table: {'; '.join(res['missing'])}."] if res.get("missing") else []
     if res["student_keeps"]:
         lines += ["", "Share of the ensemble's gain over the baseline that each distilled model keeps, where the "
                   "ensemble gained (paper: 86% of frame accuracy, 100% of WER):", ""]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import shutil
 import signal
 import uuid
 from contextlib import contextmanager
@@ -40,29 +39,8 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator:
             tmp.unlink()
 
 
-@contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield `path.tmp`, an empty directory, and move it to `path` when the block succeeds.
-
-    An existing `path` is replaced, so callers decide beforehand whether to skip.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.rename(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
 def relocate_scp(scp: str | Path, old_dir: Path, new_dir: Path) -> None:
-    """Point an scp written inside `atomic_dir`'s temporary dir at the dir's final place."""
+    """Point an scp written inside an output's temporary dir (`Output.writing`) at its final place."""
     scp = Path(scp)
     scp.write_text(scp.read_text().replace(str(old_dir), str(new_dir)))
 

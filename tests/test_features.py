@@ -137,3 +137,17 @@ def test_splice_context():
     assert out.shape == (4, 12)
     np.testing.assert_array_equal(out[0], np.concatenate([feats[0], feats[0], feats[0], feats[1]]))
     np.testing.assert_array_equal(out[3], np.concatenate([feats[1], feats[2], feats[3], feats[3]]))
+
+
+def test_upsampling_is_refused_unless_allowed(tmp_path, caplog):
+    """8 kHz audio under a 16 kHz config would put half of the mel bins on an empty band."""
+    d = tmp_path / "yesno8k"
+    d.mkdir()
+    wavs = sorted(YESNO.glob("*.wav"))[:3]
+    write_table(d / "wav.scp", {w.stem: str(w) for w in wavs})
+    write_table(d / "utt2spk", {w.stem: w.stem for w in wavs})
+    with pytest.raises(AsrkdError, match="3 of 3 utterances have no features.*8000 Hz audio.*upsampling"):
+        compute_fbank_dir(d, FbankConfig(dither=0.0), nj=1)
+    caplog.set_level("WARNING")
+    compute_fbank_dir(d, FbankConfig(dither=0.0, allow_upsample=True), nj=1, force=True)
+    assert len(read_table(d / "feats.scp")) == 3 and "upper mel bins lie on an empty band" in caplog.text

@@ -186,9 +186,11 @@ def test_training_learns_and_resumes_after_kill(frames, tmp_path, monkeypatch, c
     assert hist[-1]["dev_frame_accuracy"] > 0.5  # 16 senones: chance is about 6%
     train_killed_after_first_epoch(monkeypatch, cfg, frames, frames, 16, tmp_path / "killed", seed=3)
     assert (tmp_path / "killed/checkpoint.pt").is_file() and not (tmp_path / "killed/final.pt").exists()
-    # another config must not resume from it
-    with pytest.raises(AsrkdError, match="use --force"):
+    # another config must not resume from it: one line names the key, and nothing is changed
+    config = (tmp_path / "killed/nnet.yaml").read_text()
+    with pytest.raises(AsrkdError, match=r"made with learning_rate=0.001 \(now 0.01\); rerun with --force"):
         train_dnn(dataclasses.replace(cfg, learning_rate=0.01), frames, frames, 16, tmp_path / "killed", seed=3)
+    assert (tmp_path / "killed/nnet.yaml").read_text() == config
     caplog.set_level("INFO")
     train_dnn(cfg, frames, frames, 16, tmp_path / "killed", seed=3)
     assert "resuming after epoch 1" in caplog.text and not (tmp_path / "killed/checkpoint.pt").exists()

@@ -6,15 +6,37 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
+import pytest
+
+from asrkd.cli import main
 from asrkd.data import read_table, validate_data_dir
 from asrkd.report import STUDENT_MIXUP, SUBSET_MIXUP
 from conftest import ROOT, YESNO
 
 
-def run_recipe(recipe, *args):
+def run_recipe(recipe, *args, cwd=None):
     env = dict(os.environ, ASRKD_SKIP_SETUP="1", ASRKD_VENV=sys.prefix)
-    return subprocess.run(["bash", str(recipe / "run.sh"), *args], capture_output=True, text=True, env=env)
+    return subprocess.run(["bash", str(recipe / "run.sh"), *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def check_compare_reports_what_exists(recipe, tmp):
+    """compare ignores copies beside the results, names a missing student, and fails when the
+    ensemble's numbers were measured with a member that is gone."""
+    nnet = tmp / "nnet"
+    shutil.copytree(recipe / "exp/nnet", nnet, symlinks=True)
+    shutil.copytree(nnet / "member_1", nnet / "member_1.bak")
+    (nnet / ".soft_T1.tmp").mkdir()
+    (nnet / "distilled").unlink()
+    args = ["--gmm", recipe / "exp/tri", "--nnet", nnet, "--sets", "train_yesno,test_yesno", tmp / "out"]
+    main(list(map(str, ["compare", *args])))
+    res = json.loads((tmp / "out/results.json").read_text())
+    assert "ensemble of 2" in res["systems"] and not any(k.startswith("distilled") for k in res["systems"])
+    assert "Not in this table: distilled student" in (tmp / "out/results.md").read_text()
+    shutil.rmtree(nnet / "member_1")
+    with pytest.raises(SystemExit):
+        main(list(map(str, ["compare", *args])))
 
 
 def test_yesno_recipe_stages(tmp_path):
@@ -88,6 +110,7 @@ def test_yesno_recipe_stages(tmp_path):
         assert heading in md, heading
     for png in ("wer", "dev_frame_accuracy", "section6", "ensemble_size"):
         assert (recipe / f"exp/compare/{png}.png").stat().st_size > 0
+    check_compare_reports_what_exists(recipe, tmp_path / "compare")
     stamp = (recipe / "exp/tri/decode_test_yesno/decode_info.json").stat().st_mtime_ns
     proc = run_recipe(recipe, "--stage", "9", "--corpus-dir", str(YESNO))
     assert proc.returncode == 0, proc.stderr
@@ -99,6 +122,19 @@ def test_yesno_recipe_stages(tmp_path):
     for args, msg in ((["--stage", "foo"], "--stage must be a non-negative integer, got 'foo'"),
                       (["--stage", "5", "--stop-stage", "2"], "nothing to run"),
                       (["--nj", "0"], "--nj must be at least 1"),
-                      (["--corpus-dir", str(tmp_path)], "data/ was prepared from")):
-        proc = run_recipe(recipe, *args)
+                      (["--corpus-dir", str(tmp_path)], "data/ was prepared from"),
+                      (["--nnet-config", "nope.yaml"], f"--nnet-config {tmp_path}/nope.yaml: no such file")):
+        proc = run_recipe(recipe, *args, cwd=tmp_path)
         assert proc.returncode != 0 and msg in proc.stderr, proc.stderr
+    # a relative --corpus-dir is the caller's; a second run of the recipe at once is refused
+    proc = run_recipe(recipe, "--stop-stage", "0", "--corpus-dir", os.path.relpath(YESNO, tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    holder = subprocess.Popen(["flock", str(recipe / "exp/.run.lock"), "sleep", "60"])
+    try:
+        while subprocess.run(["flock", "-n", str(recipe / "exp/.run.lock"), "true"]).returncode == 0:
+            time.sleep(0.1)  # until the holder has the lock
+        proc = run_recipe(recipe, "--stop-stage", "0")
+        assert proc.returncode != 0 and "this recipe is already running" in proc.stderr, proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()

@@ -169,7 +169,7 @@ def test_one_line_errors(small_dir, tmp_path, caplog):
     (small_dir / "wav.scp").write_bytes((small_dir / "wav.scp").read_bytes() + b"x\xff\xfe bad.wav\n")
     assert "wav.scp:7: not UTF-8" in cli_error(caplog, "compute-fbank", small_dir)
     assert not (small_dir / "feats.scp").exists()
-    assert "nope/topo" in cli_error(caplog, "train-mono", small_dir, tmp_path / "nope", tmp_path / "exp")
+    assert "nope: no such file" in cli_error(caplog, "train-mono", small_dir, tmp_path / "nope", tmp_path / "exp")
     assert "nope.yaml" in cli_error(caplog, "compute-fbank", "--config", tmp_path / "nope.yaml", small_dir)
     assert "list.txt" in cli_error(caplog, "subset-data-dir", "--utt-list", tmp_path / "list.txt", small_dir,
                                    tmp_path / "sub")

@@ -13,6 +13,7 @@ FasterDecoder pass at it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -35,7 +36,9 @@ from asrkd.hmm.graphs import map_arcs
 from asrkd.lang import read_symbols
 from asrkd.nnet.model import load_nnet
 from asrkd.nnet.soft_targets import average_posteriors
-from asrkd.utils import AsrkdError, atomic_dir, atomic_file, die_with_parent, relocate_scp, write_list
+from asrkd.checkpoint import fingerprint
+from asrkd.outputs import Output
+from asrkd.utils import AsrkdError, atomic_file, die_with_parent, relocate_scp, write_list
 
 log = logging.getLogger(__name__)
 MAX_ACTIVE = 15000  # tokens kept per frame; at 7000 test WERs lost up to 0.31 to search errors (README)
@@ -49,6 +52,8 @@ class GmmScorer:
     def __init__(self, model_dir: str | Path, data_dir: str | Path, log_prior: np.ndarray | None = None):
         self.gmm, tree = load_model(model_dir)
         self.num_pdfs = tree.num_pdfs
+        self.sources = {"model": model_dir}
+        self.tree = fingerprint(Path(model_dir) / "tree")
         self.reader = FeatureReader(data_dir, cmvn=True)
         self.log_prior = np.zeros(self.num_pdfs, dtype=np.float32) if log_prior is None else log_prior
 
@@ -74,6 +79,8 @@ class PosteriorScorer:
         self.tables = [kaldiio.load_scp(str(s)) for s in post_scps]
         self.log_prior = log_prior
         self.num_pdfs = len(self.log_prior)
+        self.sources = {f"posteriors_{k}": s for k, s in enumerate(post_scps)}
+        self.tree = None
         for scp, table in zip(post_scps[1:], self.tables[1:]):
             differ = set(self.tables[0]) ^ set(table)
             if differ:
@@ -97,6 +104,11 @@ class NnetScorer:
     def __init__(self, model_dirs: list[str | Path], data_dir: str | Path, log_prior: np.ndarray | None = None):
         self.models = [load_nnet(d) for d in model_dirs]
         self.num_pdfs = self.models[0].arch["num_senones"]
+        self.sources = {f"nnet_{k}": d for k, d in enumerate(model_dirs)}
+        trees = {m.info.get("tree") for m in self.models}
+        if len(trees) > 1:
+            raise AsrkdError(f"{model_dirs[0]} and the other models were trained on different trees' alignments")
+        self.tree = trees.pop()
         self.log_prior = np.zeros(self.num_pdfs, dtype=np.float32) if log_prior is None else log_prior
         for d, m in zip(model_dirs, self.models):
             if m.arch["num_senones"] != len(self.log_prior):
@@ -121,7 +133,7 @@ def write_log_posteriors(scorer, out_dir: str | Path) -> int:
     """`out_dir/logpost.{ark,scp}`: every utterance's log posteriors (Kaldi float matrices),
     written atomically; returns the number of utterances."""
     out_dir = Path(out_dir).resolve()
-    with atomic_dir(out_dir) as tmp:
+    with Output(out_dir, "nnet-forward", {}, {"data": scorer.reader.path, **scorer.sources}).writing() as tmp:
         with open(tmp / "logpost.ark", "wb") as fa, open(tmp / "logpost.scp", "w") as fs:
             for u in scorer.keys():
                 kaldiio.save_ark(fa, {u: scorer.log_posterior(u)}, scp=fs)
@@ -229,21 +241,30 @@ def _hyp_text(results: list[dict], weights: list, words: dict) -> dict:
 def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | Path,
            lm_weights: list[float] = (10.0,), word_ins_penalties: list[float] = (0.0,),
            tuned_on: str | Path | None = None, beam: float = 13.0, grid_beam: float = GRID_BEAM,
-           max_active: int = MAX_ACTIVE, nj: int = 1, force: bool = False, max_widen: int = MAX_WIDEN) -> dict:
+           max_active: int = MAX_ACTIVE, nj: int = 1, force: bool = False, max_widen: int = MAX_WIDEN,
+           max_skipped: float = 0.05) -> dict:
     """Decode `data_dir` into `out_dir`: hyp/<lmwt>_<wip>.txt and wer_<lmwt>_<wip> for every
     LM weight and word insertion penalty, `text`/`wer` for the chosen pair: the best one
     here (the grid widened up to `max_widen` times per side while it lies on an edge), or
-    with `tuned_on` the one chosen on that (dev) decode dir."""
+    with `tuned_on` the one chosen on that (dev) decode dir. More than `max_skipped` of the
+    utterances skipped (no scores, no surviving path) is an error."""
     graph_dir, data_dir, out_dir = Path(graph_dir), Path(data_dir), Path(out_dir)
-    if (out_dir / "decode_info.json").is_file() and not force:
-        log.info("%s: decoded already, skipping (use --force to redo)", out_dir)
-        return json.loads((out_dir / "decode_info.json").read_text())
+    check_graph(graph_dir, scorer)
     if tuned_on is not None:
         chosen = Path(tuned_on) / "best_lmwt"
         if not chosen.is_file():
             raise AsrkdError(f"{chosen}: missing (decode the tuning set with several LM weights first)")
         lmwt, wip = map(float, chosen.read_text().split())
         lm_weights, word_ins_penalties = [lmwt], [wip]
+    prior = getattr(scorer, "log_prior", None)
+    options = {"lm_weights": list(lm_weights), "word_ins_penalties": list(word_ins_penalties), "beam": beam,
+               "grid_beam": grid_beam, "max_active": max_active, "max_widen": max_widen,
+               "priors": None if prior is None else hashlib.sha1(np.asarray(prior, np.float32).tobytes()).hexdigest()}
+    out = Output(out_dir, "decode", options,
+                 {"graph": graph_dir, "data": data_dir, "tuned_on": tuned_on, **getattr(scorer, "sources", {})})
+    if out.done(force):
+        return json.loads((out_dir / "decode_info.json").read_text())
+    out.start()
     if min(lm_weights) <= 0:
         raise AsrkdError(f"LM weights must be positive (the acoustic scale is 1/LMWT), got {list(lm_weights)}")
     weights = [(float(w), float(p)) for w in lm_weights for p in word_ins_penalties]
@@ -281,6 +302,9 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     if skipped:
         log.warning("%s: %d utterances skipped, listed in log/skipped.txt", out_dir, len(skipped))
     write_list(out_dir / "log" / "skipped.txt", skipped)
+    if (bad := len({s.split()[0] for s in skipped})) > max_skipped * len(utts):
+        raise AsrkdError(f"{out_dir}: {bad} of {len(utts)} utterances skipped (more than {max_skipped:.0%}), first: "
+                         f"{skipped[0]}; see {out_dir / 'log' / 'skipped.txt'}")
     write_list(out_dir / "log" / "decode.log",
                sorted((ln for r in grid + wider + rerun for ln in r["lines"]), key=sort_key))
     for w in hyps:  # a grid's hyp/ and wer_* files are the lattice's
@@ -307,11 +331,25 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
             "wer_per_weight": {f"{w[0]:g}_{w[1]:g}": wers[w]["wer"] for w in wers},
             "environment": grid[0]["environment"]}  # a job's: torch on one thread
     write_list(out_dir / "best_lmwt", [f"{best[0]:g} {best[1]:g}"])
-    with atomic_file(out_dir / "decode_info.json") as f:  # written last: marks the decode complete
+    with atomic_file(out_dir / "decode_info.json") as f:
         json.dump(info, f, indent=2)
+    out.finish()
     log.info("%s: LM weight %g, penalty %g (chosen on %s), %s; RTF/core %.3f", out_dir, *best, info["tuned_on"],
              format_wer(score)[0] if score else "no references", info["rtf_per_core"] or 0)
     return info
+
+
+def check_graph(graph_dir: Path, scorer) -> None:
+    """One-line errors for a graph over another senone inventory than the scorer's model."""
+    info = graph_dir / "graph_info.json"
+    if not (graph_dir / "HCLG.fst").is_file():
+        raise AsrkdError(f"{graph_dir}/HCLG.fst: missing (make it with `asrkd make-graph`)")
+    num_pdfs = json.loads(info.read_text())["num_pdfs"] if info.is_file() else None
+    if num_pdfs is not None and num_pdfs != scorer.num_pdfs:
+        raise AsrkdError(f"{graph_dir}: a graph over {num_pdfs} senones, the model has {scorer.num_pdfs}")
+    tree = getattr(scorer, "tree", None)
+    if tree and (graph_dir / "tree").is_file() and fingerprint(graph_dir / "tree") != tree:
+        raise AsrkdError(f"{graph_dir}: built from another tree than the model's (its alignment's)")
 
 
 def beyond_edge(chosen: float, values: list, positive: bool = False) -> tuple[str, float] | None:

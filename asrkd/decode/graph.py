@@ -22,7 +22,8 @@ from asrkd.hmm.graphs import (ContextHmms, add_hmm_self_loops, compose_context, 
                               transition_costs)
 from asrkd.hmm.topo import TopologyEntry, read_topo
 from asrkd.hmm.tree import ContextTree
-from asrkd.utils import AsrkdError, atomic_dir
+from asrkd.outputs import Output
+from asrkd.utils import AsrkdError
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,12 @@ def make_hclg(LG: kaldifst.StdVectorFst, tree: ContextTree, topo: list[TopologyE
 def make_graph(lang_dir: str | Path, model_dir: str | Path, graph_dir: str | Path, force: bool = False) -> dict:
     """Build `graph_dir/HCLG.fst` for the tree in `model_dir`; returns size and timing info."""
     lang_dir, model_dir, graph_dir = Path(lang_dir), Path(model_dir), Path(graph_dir)
-    if (graph_dir / "HCLG.fst").is_file() and not force:
-        log.info("%s: HCLG.fst exists, skipping (use --force to rebuild)", graph_dir)
-        return json.loads((graph_dir / "graph_info.json").read_text())
     for f in (lang_dir / "G.fst", lang_dir / "L_disambig.fst", model_dir / "tree"):
         if not f.is_file():
             raise AsrkdError(f"{f}: missing")
+    out = Output(graph_dir, "make-graph", {}, {"lang": lang_dir, "model": model_dir})
+    if out.done(force):
+        return json.loads((graph_dir / "graph_info.json").read_text())
     t0 = time.time()
     tree = ContextTree.read(model_dir / "tree")
     disambig = [int(x) for x in (lang_dir / "phones" / "disambig.int").read_text().split()]
@@ -91,7 +92,7 @@ def make_graph(lang_dir: str | Path, model_dir: str | Path, graph_dir: str | Pat
             "hclg_arcs": sum(HCLG.num_arcs(s) for s in range(HCLG.num_states)),
             "num_pdfs": tree.num_pdfs, "context_width": tree.context_width,
             "lg_seconds": round(t_lg, 2), "build_seconds": round(time.time() - t0, 2)}
-    with atomic_dir(graph_dir) as tmp:
+    with out.writing() as tmp:
         HCLG.write(str(tmp / "HCLG.fst"))
         info["hclg_bytes"] = (tmp / "HCLG.fst").stat().st_size
         for f in ("words.txt", "phones.txt"):

@@ -32,6 +32,7 @@ from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
 from asrkd.hmm.topo import TopologyEntry, read_topo
 from asrkd.hmm.tree import ContextTree
 from asrkd.lang import UNK, read_symbols
+from asrkd.outputs import Output
 from asrkd.utils import AsrkdError
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,9 @@ def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali
           beam: float = 10.0, retry_beam: float = 40.0, force: bool = False) -> dict:
     """Force-align a data dir with a trained GMM-HMM (mono or tri) into `ali_dir`."""
     ali_dir, model_dir, lang_dir = Path(ali_dir), Path(model_dir), Path(lang_dir)
-    if (ali_dir / "align_report.json").is_file() and not force:
-        log.info("%s: alignment exists, skipping (use --force to redo)", ali_dir)
+    out = Output(ali_dir, "align", {"beam": beam, "retry_beam": retry_beam},
+                 {"data": data_dir, "lang": lang_dir, "model": model_dir})
+    if out.done(force):
         return json.loads((ali_dir / "align_report.json").read_text())
     t0 = time.time()
     gmm, tree = load_model(model_dir)
@@ -179,7 +181,7 @@ def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali
     ali, failed, avg_ll = align_corpus(gmm, corpus, graphs, beam=beam, retry_beam=retry_beam)
     if failed:
         log.warning("%s: %d utterances failed to align, listed in align_failed.txt", ali_dir, len(failed))
-    ali_dir.mkdir(parents=True, exist_ok=True)
+    out.start()
     for f in ("final.pt", "tree"):
         shutil.copy(model_dir / f, ali_dir / f)
     inv = {i: p for p, i in read_symbols(lang_dir / "phones.txt").items()}
@@ -189,6 +191,7 @@ def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali
                                 {"avg_loglik_per_frame": avg_ll, "oov_words": corpus.oov_words,
                                  "skipped": corpus.skipped, "seconds": round(time.time() - t0, 1),
                                  "environment": environment()})
+    out.finish()
     log.info("%s: %d aligned, %d failed, avg log-likelihood/frame %.3f (%.0f s)",
              ali_dir, len(ali), len(failed), avg_ll, time.time() - t0)
     return report

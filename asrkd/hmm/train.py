@@ -24,6 +24,7 @@ from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
 from asrkd.hmm.topo import read_topo
 from asrkd.hmm.tree import ContextTree, GaussStats, build_tree, cluster_phones
+from asrkd.outputs import Output
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
 log = logging.getLogger(__name__)
@@ -128,23 +129,24 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
     return gmm, ali, history
 
 
-def _finish(exp_dir: Path, gmm: DiagGmmSet, tree: ContextTree, history: list[dict], t0: float) -> list[dict]:
+def _finish(out: Output, gmm: DiagGmmSet, tree: ContextTree, history: list[dict], t0: float) -> list[dict]:
+    exp_dir = out.path
     with atomic_file(exp_dir / "log" / "train.json") as f:
         json.dump(history, f, indent=1)
     save_model(exp_dir, gmm, tree)
     (exp_dir / "checkpoint.pt").unlink(missing_ok=True)
+    out.finish()
     log.info("%s: %d senones, %d Gaussians, trained in %.0f s", exp_dir, tree.num_pdfs, gmm.num_gauss(),
              time.time() - t0)
     return history
 
 
-def _done(exp_dir: Path, force: bool) -> list[dict] | None:
-    if (exp_dir / "final.pt").is_file() and (exp_dir / "log" / "train.json").is_file() and not force:
-        log.info("%s: final.pt exists, skipping (use --force to retrain)", exp_dir)
-        return json.loads((exp_dir / "log" / "train.json").read_text())
-    if force:
-        (exp_dir / "checkpoint.pt").unlink(missing_ok=True)
-    (exp_dir / "log").mkdir(parents=True, exist_ok=True)
+def _done(out: Output, force: bool) -> list[dict] | None:
+    """The history of a finished model (skip it), or None after preparing `out` for training."""
+    if out.done(force):
+        return json.loads((out.path / "log" / "train.json").read_text())
+    out.start()
+    (out.path / "log").mkdir(exist_ok=True)
     return None
 
 
@@ -158,7 +160,9 @@ def train_mono(data_dir: str | Path, lang_dir: str | Path, exp_dir: str | Path, 
                tot_gauss: int = 1000, seed: int = 0, force: bool = False) -> list[dict]:
     """Flat-start monophone training; returns the per-iteration history."""
     exp_dir, lang_dir = Path(exp_dir), Path(lang_dir)
-    if (done := _done(exp_dir, force)) is not None:
+    out = Output(exp_dir, "train-mono", {"num_iters": num_iters, "tot_gauss": tot_gauss, "seed": seed},
+                 {"data": data_dir, "lang": lang_dir})
+    if (done := _done(out, force)) is not None:
         return done
     t0 = time.time()
     topo = read_topo(lang_dir / "topo")
@@ -176,7 +180,7 @@ def train_mono(data_dir: str | Path, lang_dir: str | Path, exp_dir: str | Path, 
     var_floor = torch.as_tensor(0.01 * x.var(0), dtype=torch.float64)
     gmm, _, history = train_gmm(corpus, graphs, gmm, ali, var_floor, exp_dir, num_iters, realign, tot_gauss,
                                 max_iter_inc=max(1, num_iters * 3 // 4), meta=_data_meta(data_dir, seed=seed))
-    return _finish(exp_dir, gmm, tree, history, t0)
+    return _finish(out, gmm, tree, history, t0)
 
 
 def frame_contexts(ali: np.ndarray, tree: ContextTree, topo) -> np.ndarray:
@@ -213,7 +217,11 @@ def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, e
     optionally clustered, one Gaussian per senone from the tree statistics, then EM with
     re-alignment and mixing up to `tot_gauss`."""
     exp_dir, lang_dir, ali_dir = Path(exp_dir), Path(lang_dir), Path(ali_dir)
-    if (done := _done(exp_dir, force)) is not None:
+    out = Output(exp_dir, "train-tri", {"num_leaves": num_leaves, "tot_gauss": tot_gauss, "num_iters": num_iters,
+                                        "min_leaf_occ": min_leaf_occ, "split_silence": split_silence,
+                                        "cluster_leaves": cluster_leaves},
+                 {"data": data_dir, "lang": lang_dir, "ali": ali_dir})
+    if (done := _done(out, force)) is not None:
         return done
     t0 = time.time()
     topo = read_topo(lang_dir / "topo")
@@ -257,4 +265,4 @@ def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, e
                                                 split_silence=split_silence, cluster_leaves=cluster_leaves))
     history[0]["tree_leaves"] = tree.num_pdfs
     history[0]["silence_senones"] = sil_pdfs
-    return _finish(exp_dir, gmm, tree, history, t0)
+    return _finish(out, gmm, tree, history, t0)

@@ -38,20 +38,35 @@ class NnetConfig:
     teacher_mixup: float = 0.0
 
     def __post_init__(self):
-        if self.precision not in ("bf16", "fp32"):
-            raise AsrkdError(f"precision must be bf16 or fp32, not {self.precision!r}")
-        if self.ensemble_mean not in ("arithmetic", "geometric"):
-            raise AsrkdError(f"ensemble_mean must be arithmetic or geometric, not {self.ensemble_mean!r}")
+        choices = {"precision": ("bf16", "fp32"), "ensemble_mean": ("arithmetic", "geometric")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise AsrkdError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
+        ranges = {  # key: (low, high, low included, high included)
+            "hidden": (1, None, True, None), "layers": (1, None, True, None), "batch_size": (1, None, True, None),
+            "max_epochs": (1, None, True, None), "num_members": (1, None, True, None), "top_k": (1, None, True, None),
+            "left_context": (0, None, True, None), "right_context": (0, None, True, None),
+            "max_halvings": (0, None, True, None), "learning_rate": (0, None, False, None),
+            "min_improvement": (0, None, True, None), "teacher_mixup": (0, None, True, None),
+            "dropout": (0, 1, True, False), "student_dropout": (0, 1, True, False),
+            "hard_weight": (0, 1, True, True), "temperature": (0, None, False, None)}
+        for key, (low, high, low_in, high_in) in ranges.items():
+            check_range(key, getattr(self, key), low, high, low_in, high_in)
+        for t in self.temperatures:
+            check_range("temperatures", t, 0, None, False, None)
         if self.temperature not in self.temperatures:
             raise AsrkdError(f"the distillation temperature {self.temperature} is not among the soft-target "
                              f"temperatures {self.temperatures}")
-        if self.teacher_mixup < 0:
-            raise AsrkdError("teacher_mixup must be >= 0")
-        if not (0 <= self.dropout < 1 and 0 <= self.student_dropout < 1):
-            raise AsrkdError("dropout and student_dropout must be in [0, 1)")
-        if min(self.hidden, self.layers, self.batch_size, self.max_epochs, self.num_members, self.top_k) < 1:
-            raise AsrkdError("hidden, layers, batch_size, max_epochs, num_members and top_k must be >= 1")
 
     def model_dropout(self, student: bool) -> float:
         """The dropout of a student (trained on soft targets) or of a hard-target model."""
         return self.student_dropout if student else self.dropout
+
+
+def check_range(key: str, value, low, high=None, low_in: bool = True, high_in: bool = True) -> None:
+    """One-line error naming `key` when `value` lies outside [low, high] (bounds open where not `_in`)."""
+    below = value < low if low_in else value <= low
+    above = high is not None and (value > high if high_in else value >= high)
+    if below or above or value != value:  # NaN
+        interval = f"{'[' if low_in else '('}{low}, {'inf)' if high is None else f'{high}' + (']' if high_in else ')')}"
+        raise AsrkdError(f"{key} must be in {interval}, got {value}")

@@ -77,7 +77,9 @@ def load_frames(data_dir: str | Path, ali: AlignmentDir, soft: list[SoftTargets]
         soft_rows.append([s.read(utt, len(x)) for s in soft])
         utts.append(utt)
     if not utts:
-        raise AsrkdError(f"{data_dir}: no utterance has an alignment in {ali.path}")
+        no_soft = [u for u in reader.keys() if u in ali.ali]
+        raise AsrkdError(f"{data_dir}: no utterance has soft targets in {soft[0].path} (made for another data set?)"
+                         if soft and no_soft else f"{data_dir}: no utterance has an alignment in {ali.path}")
     if skipped:
         log.warning("%s: %d of %d utterances skipped (no alignment or soft targets)%s", data_dir, len(skipped),
                     len(reader), f", listed in {skip_log}" if skip_log else "")

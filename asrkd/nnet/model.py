@@ -97,8 +97,10 @@ def model_info(model_dir: str | Path) -> dict:
 
 
 def load_nnet(model_dir: str | Path, device: str = "cpu") -> SenoneDnn:
-    """The SenoneDnn of a model dir's `final.pt`, in eval mode."""
+    """The SenoneDnn of a model dir's `final.pt`, in eval mode; `.info` is what training
+    recorded (best epoch, seed, the fingerprint of its alignment's tree)."""
     state = _load(model_dir)
     model = SenoneDnn(**state["arch"])
     model.load_state_dict(state["model"])
+    model.info = state["info"]
     return model.to(device).eval()

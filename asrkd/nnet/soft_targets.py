@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from asrkd.data import sort_key
 from asrkd.features import FeatureReader
-from asrkd.utils import AsrkdError, atomic_dir, relocate_scp
+from asrkd.outputs import Output
+from asrkd.utils import AsrkdError, relocate_scp
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,13 @@ class SoftTargets:
         self.path = Path(path)
         if not (self.path / "info.json").is_file():
             raise AsrkdError(f"{self.path}: no soft targets here (run `asrkd make-soft-targets`)")
-        self.info = json.loads((self.path / "info.json").read_text())
-        self.temperature = float(self.info["temperature"])
+        try:
+            self.info = json.loads((self.path / "info.json").read_text())
+            self.temperature = float(self.info["temperature"])
+            self.info["num_pdfs"] = int(self.info["num_pdfs"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise AsrkdError(f"{self.path}/info.json: corrupt ({type(e).__name__}: {e}); remake the soft targets "
+                             "with make-soft-targets --force") from None
         self.ids = kaldiio.load_scp(str(self.path / "ids.scp"))
         self.probs = kaldiio.load_scp(str(self.path / "probs.scp"))
 
@@ -80,7 +86,11 @@ class SoftTargets:
 
     def read(self, utt: str, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """([T, k] ids, [T, k] probabilities) of `utt`, checked against its frame count."""
-        ids, probs = self.ids[utt], self.probs[utt]
+        try:
+            ids, probs = self.ids[utt], self.probs[utt]
+        except (ValueError, OSError, EOFError) as e:
+            raise AsrkdError(f"{self.path}: the soft targets of '{utt}' are unreadable ({type(e).__name__}: {e}); "
+                             "remake them with make-soft-targets --force") from None
         if ids.shape != probs.shape or len(ids) != num_frames:
             raise AsrkdError(f"{self.path}: '{utt}' has soft targets of shape {ids.shape}/{probs.shape} "
                              f"for {num_frames} frames: remake them")
@@ -88,15 +98,21 @@ class SoftTargets:
 
 
 def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict, k: int = 20, mean: str = "arithmetic",
-                      bf16: bool = False, force: bool = False) -> dict:
+                      bf16: bool = False, force: bool = False, sources: dict | None = None) -> dict:
     """One pass over `data_dir`: every member's logits once, then for each output dir its
     tempered posteriors, top-k. `out_dirs` maps T to the ensemble's dir at T, or any key to
-    (T, dir, member) for one member's own soft targets (teacher switching). Returns each
-    key's info."""
+    (T, dir, member) for one member's own soft targets (teacher switching). `sources` names
+    the models' dirs (what the outputs record as their inputs). Returns each key's info."""
+    senones = {m.arch["num_senones"] for m in models}
+    if len(senones) > 1:
+        raise AsrkdError(f"the models have different senone counts {sorted(senones)}: train them on one alignment")
+    if k > min(senones):
+        raise AsrkdError(f"top_k={k} is more than the models' {min(senones)} senones")
     jobs = {key: d if isinstance(d, tuple) else (key, d, None) for key, d in out_dirs.items()}
-    todo = {key: job for key, job in jobs.items() if force or not (Path(job[1]) / "info.json").is_file()}
-    for key in set(jobs) - set(todo):
-        log.info("%s: soft targets exist, skipping (use --force to remake)", jobs[key][1])
+    outs = {key: Output(Path(d).resolve(), "make-soft-targets",
+                        {"temperature": t, "top_k": k, "mean": mean, "member": member, "bf16": bf16},
+                        {"data": data_dir, **(sources or {})}) for key, (t, d, member) in jobs.items()}
+    todo = {key: job for key, job in jobs.items() if not outs[key].done(force)}
     if not todo:
         return {key: json.loads((Path(d) / "info.json").read_text()) for key, (_, d, _) in jobs.items()}
     reader = FeatureReader(data_dir, cmvn=True)
@@ -105,7 +121,7 @@ def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict, k: int
     t0 = time.time()
     stats = {key: {"frames": 0, "mass": 0.0, "kl": 0.0} for key in todo}
     with ExitStack() as stack:
-        tmps = {key: stack.enter_context(atomic_dir(Path(d).resolve())) for key, (_, d, _) in todo.items()}
+        tmps = {key: stack.enter_context(outs[key].writing()) for key in todo}
         files = {key: {n: (open(tmps[key] / f"{n}.ark", "wb"), open(tmps[key] / f"{n}.scp", "w"))
                        for n in ("ids", "probs")} for key in todo}
         for utt in tqdm(sorted(reader.keys(), key=sort_key), desc="soft targets", disable=None):
@@ -137,7 +153,7 @@ def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict, k: int
                     "seconds_all_temperatures": round(seconds, 1),
                     "frames_per_second": round(s["frames"] / seconds, 1)}
             for x in ("ids", "probs"):  # the scp files point into the temporary dir
-                relocate_scp(tmps[key] / f"{x}.scp", tmps[key], Path(d).resolve())
+                relocate_scp(tmps[key] / f"{x}.scp", tmps[key], outs[key].path)
             (tmps[key] / "info.json").write_text(json.dumps(info, indent=2))
             stats[key] = info
             log.info("%s: T=%g, %d frames, top-%d mass %.4f, KL(dense || stored) %.4f nats, %.1f MB (dense %.0f MB)",

@@ -33,6 +33,7 @@ from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import FrameSet, load_frames
 from asrkd.nnet.soft_targets import SoftTargets, average_posteriors, tail_probability
 from asrkd.nnet.model import SenoneDnn, load_nnet, save_nnet
+from asrkd.outputs import Output
 from asrkd.utils import AsrkdError, atomic_file
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,20 @@ def cpu_setup(threads: int | None = None) -> int:
     return n
 
 
-def _finished(exp_dir: Path, force: bool) -> list[dict] | None:
-    """The history of a finished model (skip it), or None when it must be trained."""
-    if (exp_dir / "final.pt").is_file() and (exp_dir / "log" / "train.json").is_file() and not force:
-        log.info("%s: final.pt exists, skipping (use --force to retrain)", exp_dir)
-        return json.loads((exp_dir / "log" / "train.json").read_text())
-    return None
+def model_output(exp_dir, cfg: NnetConfig, seed: int, distill: bool, inputs: dict | None = None,
+                 fingerprints: dict | None = None) -> Output:
+    """The model dir as an `Output` of train-dnn: its config's keys, seed and kind are the options."""
+    return Output(exp_dir, "train-dnn", {**dataclasses.asdict(cfg), "seed": seed, "distill": distill},
+                  inputs, fingerprints)
+
+
+def _history(out: Output) -> list[dict]:
+    """A finished model's per-epoch history (log/train.json)."""
+    path = out.path / "log" / "train.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise AsrkdError(f"{path}: unreadable ({type(e).__name__}); retrain with --force") from None
 
 
 def distillation_loss(logits: torch.Tensor, soft_ids: torch.Tensor, soft_probs: torch.Tensor,
@@ -179,26 +188,27 @@ def evaluate(model: SenoneDnn, data: FrameSet, cfg: NnetConfig, device: torch.de
     return {"frame_accuracy": correct / len(data), "cross_entropy": loss / len(data)}
 
 
-def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, exp_dir: str | Path, seed: int = 0,
-              distill: bool = False, device: str = "auto", meta: dict | None = None, force: bool = False,
-              teachers: list[SenoneDnn] | None = None) -> list[dict]:
-    """Train one model into `exp_dir`; returns the per-epoch history. `meta` (data
-    fingerprints) must match a checkpoint's for the run to resume from it. Distilling, the soft
-    targets are the training frames' stored ones, or with `teachers` computed per minibatch."""
-    exp_dir = Path(exp_dir)
-    if (done := _finished(exp_dir, force)) is not None:
-        return done
+def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, exp_dir: str | Path | Output,
+              seed: int = 0, distill: bool = False, device: str = "auto", meta: dict | None = None,
+              force: bool = False, teachers: list[SenoneDnn] | None = None) -> list[dict]:
+    """Train one model into `exp_dir` (a path, or an `Output` whose done-check the caller
+    made); returns the per-epoch history. `meta` (data fingerprints) must match a
+    checkpoint's for the run to resume from it. Distilling, the soft targets are the training
+    frames' stored ones, or with `teachers` computed per minibatch."""
     distill = distill or bool(teachers)
+    out = exp_dir if isinstance(exp_dir, Output) else model_output(exp_dir, cfg, seed, distill, fingerprints=meta)
+    if not isinstance(exp_dir, Output) and out.done(force):
+        return _history(out)
+    exp_dir = out.path
     if distill and not teachers and train.soft_ids is None:
         raise AsrkdError(f"{exp_dir}: distillation needs soft targets for the training frames")
     dev_ = pick_device(device)
     threads = cpu_setup() if dev_.type == "cpu" else None
     env = environment(dev_)
-    (exp_dir / "log").mkdir(parents=True, exist_ok=True)
+    out.start()
+    (exp_dir / "log").mkdir(exist_ok=True)
     save_config(cfg, exp_dir / "nnet.yaml")
     ckpt = exp_dir / "checkpoint.pt"
-    if force:
-        ckpt.unlink(missing_ok=True)
     meta = {**(meta or {}), "config": json.dumps(cfg.__dict__, sort_keys=True), "seed": seed, "distill": distill,
             "frames": len(train)}
 
@@ -262,18 +272,26 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
     model.load_state_dict(best)
     best_epoch = max(history, key=lambda h: h["dev_frame_accuracy"])
     save_nnet(exp_dir / "final.pt", model, {"epoch": best_epoch["epoch"], "dev_frame_accuracy": best_acc,
-                                             "seed": seed, "distill": distill}, env)
+                                             "seed": seed, "distill": distill, "tree": meta.get("tree")}, env)
     with atomic_file(exp_dir / "log" / "train.json") as f:
         json.dump(history, f, indent=1)
     ckpt.unlink(missing_ok=True)
+    out.finish()
     log.info("%s: best dev frame accuracy %.2f%% at epoch %d, %.0f s of training", exp_dir, 100 * best_acc,
              best_epoch["epoch"], sum(h["train_seconds"] + h["eval_seconds"] for h in history))
     return history
 
 
+def _inputs(data_dir, ali_dir, dev_dir, dev_ali_dir, soft_dirs=(), teacher_dirs=()) -> dict:
+    """Every input that changes a model, by name (what its `Output` fingerprints)."""
+    return {"data": data_dir, "ali": ali_dir, "dev": dev_dir, "dev_ali": dev_ali_dir,
+            **{f"soft_targets_{i}": d for i, d in enumerate(soft_dirs)},
+            **{f"teacher_{i}": d for i, d in enumerate(teacher_dirs)}}
+
+
 def _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir: Path, soft_dirs=()):
     """Training frames (with soft targets from `soft_dirs`), dev frames, senone count, and the
-    data fingerprints a checkpoint must match."""
+    fingerprints a checkpoint must match (data, alignment's tree)."""
     ali, dev_ali = AlignmentDir(ali_dir), AlignmentDir(dev_ali_dir)
     if ali.num_pdfs != dev_ali.num_pdfs:
         raise AsrkdError(f"{dev_ali.path}: {dev_ali.num_pdfs} senones, but {ali.path} has {ali.num_pdfs}: "
@@ -283,10 +301,12 @@ def _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir: Path, soft_dirs
         if st.info["num_pdfs"] != ali.num_pdfs:
             raise AsrkdError(f"{st.path}: soft targets over {st.info['num_pdfs']} senones, alignment has "
                              f"{ali.num_pdfs}")
+    (exp_dir / "log").mkdir(parents=True, exist_ok=True)
     train = load_frames(data_dir, ali, soft, skip_log=exp_dir / "log" / "skipped_train.txt")
     dev = load_frames(dev_dir, dev_ali, skip_log=exp_dir / "log" / "skipped_dev.txt")
     files = [Path(data_dir) / "feats.scp", Path(data_dir) / "cmvn.scp", ali.path / "ali.scp"]
-    meta = {"data": fingerprint(*files), "soft": " ".join(fingerprint(st.path / "info.json") for st in soft)}
+    meta = {"data": fingerprint(*files), "soft": " ".join(fingerprint(st.path / "info.json") for st in soft),
+            "tree": fingerprint(ali.path / "tree") if (ali.path / "tree").is_file() else None}
     return train, dev, ali.num_pdfs, meta
 
 
@@ -295,15 +315,17 @@ def train_ensemble(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp
     """`cfg.num_members` hard-target models differing only in seed (member k: seed k), in
     exp_dir/member_<k>; finished members are skipped, a killed one resumes."""
     exp_dir = Path(exp_dir)
-    members = [exp_dir / f"member_{k}" for k in range(cfg.num_members)]
-    todo = [m for m in members if force or not (m / "final.pt").is_file()]
+    pick_device(device)  # an unusable device is an error before anything is written
+    inputs = _inputs(data_dir, ali_dir, dev_dir, dev_ali_dir)
+    members = [model_output(exp_dir / f"member_{k}", cfg, k, False, inputs) for k in range(cfg.num_members)]
+    todo = [m for m in members if not m.done(force)]
     if todo:
         train, dev, num_pdfs, meta = _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir)
         for k, m in enumerate(members):
             if m in todo:
-                train_dnn(cfg, train, dev, num_pdfs, m, seed=k, device=device, meta=meta, force=force)
+                train_dnn(cfg, train, dev, num_pdfs, m, seed=k, device=device, meta=meta)
     log.info("%s: %d members trained", exp_dir, len(members))
-    return members
+    return [m.path for m in members]
 
 
 def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, seed: int = 0,
@@ -316,6 +338,7 @@ def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_di
     (T: `temperature`, else `cfg.temperature`) on each minibatch's windows, mixed up by
     `cfg.teacher_mixup`. Stored soft targets bring their own T."""
     exp_dir = Path(exp_dir)
+    pick_device(device)  # an unusable device is an error before anything is written
     soft_dirs, teacher_dirs = list(soft_dirs or []), list(teacher_dirs or [])
     if soft_dirs and teacher_dirs:
         raise AsrkdError(f"{exp_dir}: give stored soft targets or teacher models, not both")
@@ -325,9 +348,10 @@ def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_di
     if (t := temps.pop() if temps else temperature) is not None and t != cfg.temperature:
         log.info("%s: distilling at T=%g (%s)", exp_dir, t, soft_dirs[0] if soft_dirs else "--temperature")
         cfg = dataclasses.replace(cfg, temperature=t, temperatures=sorted(set(cfg.temperatures) | {t}))
-    if (done := _finished(exp_dir, force)) is not None:
-        return done
-    (exp_dir / "log").mkdir(parents=True, exist_ok=True)
+    out = model_output(exp_dir, cfg, seed, bool(soft_dirs or teacher_dirs),
+                       _inputs(data_dir, ali_dir, dev_dir, dev_ali_dir, soft_dirs, teacher_dirs))
+    if out.done(force):
+        return _history(out)
     train, dev, num_pdfs, meta = _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, soft_dirs)
     # bf16 weights cast once, not by autocast at every step (5 teachers at batch 512: 31 vs 33 ms)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
@@ -337,8 +361,8 @@ def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_di
             raise AsrkdError(f"{d}: a teacher over {m.arch['num_senones']} senones, the alignment has {num_pdfs}")
     if teachers:
         meta["teachers"] = " ".join(fingerprint(Path(d) / "final.pt") for d in teacher_dirs)
-    return train_dnn(cfg, train, dev, num_pdfs, exp_dir, seed=seed, distill=bool(soft_dirs), device=device,
-                     meta=meta, force=force, teachers=teachers)
+    return train_dnn(cfg, train, dev, num_pdfs, out, seed=seed, distill=bool(soft_dirs), device=device,
+                     meta=meta, teachers=teachers)
 
 
 def select_model(model_dirs, link) -> Path:

@@ -2,7 +2,7 @@
 # speechocean762 recipe: data, lang, LM, fbank features, GMM-HMM (mono, tri), senone
 # alignments, GMM decoding; then the paper's experiment: an ensemble of senone DNNs, its
 # tempered soft targets, a distilled student, decoding and the comparison. Run from anywhere:
-#   bash recipes/speechocean762/run.sh [--stage N] [--stop-stage N] [--nj N] [--corpus-dir DIR]
+#   bash recipes/speechocean762/run.sh [--stage N] [--stop-stage N] [--nj N] [--threads N] [--force true] [--corpus-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ../utils/path.sh
@@ -21,7 +21,10 @@ nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU
 subset_config=conf/nnet_subset.yaml   # section 6: 3% of the data, hard vs soft targets
 subset_percent=3
 device=auto
+threads=0        # CPU threads of training stages (0: nj, at most the cores)
+force=false      # true: redo every stage that runs (the old outputs are replaced once the new ones are done)
 . ../utils/parse_options.sh
+recipe_setup
 
 use_corpus_dir "$corpus_dir"
 sets="train dev test"

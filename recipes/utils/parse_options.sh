@@ -10,9 +10,13 @@ while [ $# -gt 0 ]; do
   esac
   name=${name#--}; name=${name//-/_}
   if [ -z "${!name+x}" ]; then echo "$0: unknown option --${name//_/-}" >&2; exit 1; fi
+  case $name:$value in  # a path given on the command line is relative to where run.sh was started
+    *_dir:/*|*_config:/*) ;;
+    *_dir:*|*_config:*) value=$asrkd_caller/$value ;;
+  esac
   printf -v "$name" '%s' "$value"
 done
-for name in stage stop_stage nj; do
+for name in stage stop_stage nj threads; do
   if [ -n "${!name+x}" ] && ! [[ ${!name} =~ ^[0-9]+$ ]]; then
     echo "$0: --${name//_/-} must be a non-negative integer, got '${!name}'" >&2; exit 1
   fi

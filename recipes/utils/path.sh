@@ -1,4 +1,6 @@
-# Sourced by run.sh: make sure the project's virtualenv exists and put it on PATH.
+# Sourced by run.sh right after it changes into its recipe dir: make sure the project's
+# virtualenv exists and put it on PATH.
+asrkd_caller=${OLDPWD:-$PWD}   # where run.sh was started: relative --*-dir/--*-config values are from there
 asrkd_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 [ -n "${ASRKD_SKIP_SETUP:-}" ] || bash "$asrkd_root/tools/setup_env.sh"
 export PATH="${ASRKD_VENV:-$asrkd_root/.venv}/bin:$PATH"
@@ -41,6 +43,29 @@ use_corpus_dir() {
   fi
   mkdir -p data
   echo "$dir" > $rec
+}
+
+# recipe_setup: after the options are parsed: one run of a recipe at a time (exp/.run.lock, held
+# by flock until this shell exits), the thread count of single-process stages (--threads,
+# default: nj, at most the cores; parallel jobs such as decoding use one thread each) and
+# --force true passed on to every asrkd command.
+recipe_setup() {
+  mkdir -p exp
+  exec 9>>exp/.run.lock
+  flock -n 9 || { echo "$0: this recipe is already running (pid $(cat exp/.run.lock)) in $PWD" >&2; exit 1; }
+  echo $$ > exp/.run.lock
+  [ "$threads" -gt 0 ] || threads=$(( nj < $(nproc) ? nj : $(nproc) ))
+  export OMP_NUM_THREADS=$threads
+  echo "$0: $nj parallel jobs, $threads threads in single-process stages"
+  local v
+  for v in nnet_config subset_config; do
+    [ -z "${!v+x}" ] || [ -f "${!v}" ] || { echo "$0: --${v//_/-} ${!v}: no such file" >&2; exit 1; }
+  done
+  case $force in
+    true) export ASRKD_FORCE=1 ;;
+    false) ;;
+    *) echo "$0: --force must be true or false, got '$force'" >&2; exit 1 ;;
+  esac
 }
 
 # begin_stage N TEXT: announce stage N; the previous stage's wall time goes to

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cost and fidelity of the lattice-rescored tuning grid (issue #13 item 6): one lattice search
+"""Cost and fidelity of the lattice-rescored tuning grid: one lattice search
 over the dev set (at the middle LM weight and penalty, beam 14 or --lattice-beams) rescored at
 every (LM weight, insertion penalty), against one FasterDecoder pass (beam 13) per grid point,
 both with the decoder's max-active (15000, or --max-active), for a trained model of the recipe.

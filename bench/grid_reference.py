@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Search errors of the tuning grid (issue #13 item 6), measured against near-exact decodes.
+"""Search errors of the tuning grid, measured against near-exact decodes.
 
 The reference path of every (utterance, grid point) is the cheapest one found by lattice
 searches at each LM weight of the grid, with the middle penalty in the graph, a wide beam

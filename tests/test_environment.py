@@ -137,7 +137,8 @@ def _exp(tmp_path: Path, trained: dict) -> tuple[Path, Path]:
     (nnet / "member_1").mkdir()
     torch.save(old, nnet / "member_1/final.pt")
     load_nnet(nnet / "member_1")  # still a model file
-    fa = {"frame_accuracy": 0.6, "members": [{"frame_accuracy": 0.5}, {"frame_accuracy": 0.55}],
+    fa = {"frame_accuracy": 0.6, "members": [{"frame_accuracy": 0.5, "model": str(nnet / "member_0")},
+                                             {"frame_accuracy": 0.55, "model": str(nnet / "member_1")}],
           "member_mean": 0.525, "member_min": 0.5, "member_max": 0.55}
     (nnet / "ensemble").mkdir()
     for s in ("dev", "test"):

@@ -118,7 +118,7 @@ def test_yesno_recipe_stages(tmp_path):
 
     proc = run_recipe(recipe, "--no-such-option", "1")
     assert proc.returncode != 0 and "unknown option --no-such-option" in proc.stderr
-    # 12.6: bad options are errors, and so is a corpus other than the one data/ came from
+    # bad options are errors, and so is a corpus other than the one data/ came from
     for args, msg in ((["--stage", "foo"], "--stage must be a non-negative integer, got 'foo'"),
                       (["--stage", "5", "--stop-stage", "2"], "nothing to run"),
                       (["--nj", "0"], "--nj must be at least 1"),

@@ -1,5 +1,5 @@
-"""Issue #12: bad input and killed runs give one-line errors or listed skips, never lost work
-or silently wrong results. Each test follows the numbered item it covers."""
+"""Bad input and killed runs give one-line errors or listed skips, never lost work
+or silently wrong results. The comment above each test names its case."""
 
 import json
 import logging
@@ -228,3 +228,27 @@ def test_mix_up_never_passes_target():
         occ = torch.rand(pdfs, generator=torch.Generator().manual_seed(pdfs)) * 100
         gmm.mix_up(target, occ)
         assert pdfs <= gmm.num_gauss() <= target
+
+
+def test_alignment_works_from_any_directory_and_needs_no_priors(yesno, yesno_mono, tmp_path, caplog, monkeypatch):
+    """ali.scp holds absolute paths (as Kaldi's); frame-accuracy of a neural model needs no
+    priors (argmax of the posterior); --threads reaches torch."""
+    from asrkd.nnet.config import NnetConfig
+    from asrkd.nnet.train import train_model
+
+    from asrkd.hmm.align import align
+
+    monkeypatch.chdir(tmp_path)
+    align(yesno / "train_yesno", yesno / "lang", yesno_mono / "mono", "ali")  # a relative output dir
+    for entry in read_table(tmp_path / "ali/ali.scp").values():
+        assert Path(entry.rsplit(":", 1)[0]).is_absolute()
+    monkeypatch.chdir(yesno)
+    assert len(AlignmentDir(tmp_path / "ali").ali) == 30
+    cfg = NnetConfig(hidden=16, layers=1, max_epochs=1, precision="fp32")
+    data, ali = yesno / "train_yesno", yesno_mono / "mono_ali"
+    train_model(cfg, data, ali, data, ali, tmp_path / "dnn", device="cpu")
+    main(list(map(str, ["frame-accuracy", "--nnet", tmp_path / "dnn", data, ali, tmp_path / "fa.json"])))
+    assert json.loads((tmp_path / "fa.json").read_text())["frames"] > 0
+    env = subprocess.run([sys.executable, "-m", "asrkd.cli", "--threads", "1", "env"], capture_output=True,
+                         text=True, check=True, cwd=ROOT)
+    assert json.loads(env.stdout)["threads"] == 1

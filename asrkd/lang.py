@@ -15,8 +15,8 @@ from pathlib import Path
 import kaldifst
 
 from asrkd.data import read_table
-from asrkd.hmm.topo import left_to_right, silence, write_topo
 from asrkd.outputs import Output
+from asrkd.topo import left_to_right, silence, write_topo
 from asrkd.utils import AsrkdError, write_list
 
 log = logging.getLogger(__name__)

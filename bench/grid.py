@@ -22,10 +22,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from asrkd.alignment import AlignmentDir
 from asrkd.data import read_table
 from asrkd.decode.decoder import (GRID_BEAM, MAX_ACTIVE, GmmScorer, NnetScorer, PosteriorScorer, choose_weight,
                                   decode, write_log_posteriors)
+from asrkd.hmm.alignment import AlignmentDir
 from asrkd.utils import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,19 +8,19 @@ import kaldiio
 import numpy as np
 import pytest
 
-from asrkd.alignment import AlignmentDir
 from asrkd.cli import build_parser
 from asrkd.data import read_table, write_table
 from asrkd.decode.decoder import (GRID_BEAM, MAX_ACTIVE, MAX_WIDEN, GmmScorer, PosteriorScorer, add_word_penalty,
                                   beyond_edge, choose_weight, decode, decode_utterance, widen_grid)
 from asrkd.decode.graph import make_graph, make_lg
 from asrkd.decode.lattice import SearchGraph, lattice_search
-from asrkd.hmm.align import best_path
-from asrkd.hmm.graphs import compile_graph
-from asrkd.hmm.topo import read_topo
-from asrkd.hmm.tree import ContextTree
 from asrkd.decode.score import compute_wer, format_wer, frame_accuracy, score
+from asrkd.hmm.align import best_path
+from asrkd.hmm.alignment import AlignmentDir
+from asrkd.hmm.graphs import compile_graph
+from asrkd.hmm.tree import ContextTree
 from asrkd.lang import read_symbols
+from asrkd.topo import read_topo
 from asrkd.utils import AsrkdError
 
 

@@ -12,10 +12,10 @@ import torch
 from asrkd.data import read_table, write_table
 from asrkd.hmm.align import align, load_corpus, load_model, phone_segments
 from asrkd.hmm.gmm import DiagGmmSet
-from asrkd.hmm.topo import read_topo
 from asrkd.hmm.train import train_mono, train_tri, tree_stats
 from asrkd.hmm.tree import ContextTree, build_tree, cluster_phones, merge_leaves
 from asrkd.lang import read_symbols
+from asrkd.topo import read_topo
 from asrkd.utils import AsrkdError
 from conftest import so762_prepared
 

@@ -20,9 +20,9 @@ import kaldifst
 
 from asrkd.hmm.graphs import (ContextHmms, add_hmm_self_loops, compose_context, expand_hmms, map_arcs,
                               transition_costs)
-from asrkd.hmm.topo import TopologyEntry, read_topo
 from asrkd.hmm.tree import ContextTree
 from asrkd.outputs import Output
+from asrkd.topo import TopologyEntry, read_topo
 from asrkd.utils import AsrkdError
 
 log = logging.getLogger(__name__)

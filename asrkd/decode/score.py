@@ -3,16 +3,15 @@ alignments of reference and hypothesis words; frame accuracy against a forced al
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import kaldialign
 import numpy as np
 
-from asrkd.alignment import AlignmentDir
 from asrkd.data import read_table, sort_key
-from asrkd.utils import AsrkdError, atomic_file, write_list
+from asrkd.hmm.alignment import AlignmentDir
+from asrkd.utils import AsrkdError, write_list
 
 log = logging.getLogger(__name__)
 EPS = "<eps>"
@@ -86,7 +85,7 @@ def score(data_dir: str | Path, hyp_text: str | Path, out_dir: str | Path) -> di
     return result
 
 
-def frame_accuracy(predictions: dict[str, np.ndarray], ali: AlignmentDir, out_json: str | Path | None = None) -> dict:
+def frame_accuracy(predictions: dict[str, np.ndarray], ali: AlignmentDir) -> dict:
     """Fraction of frames whose predicted senone (argmax) equals the forced alignment's, and
     (with the alignment's tree) whose predicted senone belongs to the aligned phone."""
     correct = phone_correct = frames = utts = 0
@@ -110,7 +109,4 @@ def frame_accuracy(predictions: dict[str, np.ndarray], ali: AlignmentDir, out_js
         result["phone_frame_accuracy"] = phone_correct / frames
     if mismatched:
         log.warning("%d utterances have a different length from their alignment, skipped", len(mismatched))
-    if out_json:
-        with atomic_file(out_json) as f:
-            json.dump(result, f, indent=2)
     return result

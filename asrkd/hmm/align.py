@@ -3,7 +3,7 @@
 GMMs see MFCC-like features: the DCT of the CMVN-normalised log-mel frames (13 cepstra,
 liftered) with deltas and delta-deltas, because diagonal Gaussians need decorrelated
 dimensions. Senone targets are per frame of the original fbank features (same frames).
-The alignment dir it writes is owned by `asrkd.alignment.AlignmentDir`.
+The alignment dir it writes is owned by `asrkd.hmm.alignment.AlignmentDir`.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import kaldi_native_fbank as knf
 import kaldifst
 import numpy as np
 
-from asrkd.alignment import AlignmentDir
 from asrkd.checkpoint import load_checkpoint, save_checkpoint
 from asrkd.data import read_table, sort_key
 from asrkd.environment import environment
 from asrkd.features import FeatureReader
+from asrkd.hmm.alignment import AlignmentDir
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
-from asrkd.hmm.topo import TopologyEntry, read_topo
 from asrkd.hmm.tree import ContextTree
 from asrkd.lang import UNK, read_symbols
 from asrkd.outputs import Output
+from asrkd.topo import TopologyEntry, read_topo
 from asrkd.utils import AsrkdError
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from typing import Callable
 
 import kaldifst
 
-from asrkd.hmm.topo import TopologyEntry
 from asrkd.hmm.tree import ContextTree
+from asrkd.topo import TopologyEntry
 
 
 def transcript_phone_fst(L: kaldifst.StdVectorFst, word_ids: list[int]) -> kaldifst.StdVectorFst:

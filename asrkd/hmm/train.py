@@ -16,15 +16,15 @@ import kaldifst
 import numpy as np
 import torch
 
-from asrkd.alignment import AlignmentDir
 from asrkd.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from asrkd.hmm.align import (Corpus, align_corpus, compile_training_graphs, load_corpus, load_model,
                              phone_segments, save_model)
+from asrkd.hmm.alignment import AlignmentDir
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
-from asrkd.hmm.topo import read_topo
 from asrkd.hmm.tree import ContextTree, GaussStats, build_tree, cluster_phones
 from asrkd.outputs import Output
+from asrkd.topo import read_topo
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ import kaldiio
 import numpy as np
 
 from asrkd.data import sort_key
+from asrkd.hmm.tree import ContextTree
 from asrkd.utils import AsrkdError, atomic_file, new_ark, write_list
 
 
@@ -72,8 +73,6 @@ class AlignmentDir:
     @cached_property
     def tree_pdf_info(self) -> list[tuple[int, int]] | None:
         """(phone, HMM state) of each senone from the `tree` it was aligned with, or None without."""
-        from asrkd.hmm.tree import ContextTree
-
         if not (self.path / "tree").is_file():
             return None
         tree = ContextTree.read(self.path / "tree")

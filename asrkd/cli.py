@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from asrkd.utils import AsrkdError, atomic_file, setup_logging
+from asrkd.utils import AsrkdError, setup_logging
 
 log = logging.getLogger("asrkd")
 
@@ -119,7 +119,7 @@ def cmd_make_graph(a):
 
 def _priors(a):
     """An alignment dir's log priors; --priors names the dir (or, as before, its `priors` file)."""
-    from asrkd.alignment import AlignmentDir
+    from asrkd.hmm.alignment import AlignmentDir
 
     path = Path(a.priors)
     return AlignmentDir(path.parent if path.name == "priors" and path.is_file() else path).log_priors
@@ -161,7 +161,7 @@ def cmd_score(a):
 
 
 def cmd_frame_accuracy(a):
-    from asrkd.alignment import AlignmentDir
+    from asrkd.hmm.alignment import AlignmentDir
     from asrkd.checkpoint import fingerprint
     from asrkd.decode.score import frame_accuracy
     from asrkd.nnet.soft_targets import average_posteriors
@@ -216,31 +216,35 @@ def cmd_train_dnn(a):
 
 
 def cmd_train_ensemble(a):
-    from asrkd.nnet.train import train_ensemble
+    from asrkd.nnet.ensemble import train_ensemble
 
     train_ensemble(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, device=a.device,
                    force=a.force)
 
 
 def cmd_select_model(a):
-    from asrkd.nnet.train import select_model
+    from asrkd.nnet.ensemble import select_model
 
     best = select_model(a.model_dirs, a.link)
     print(f"{a.link} -> {best}")
 
 
 def cmd_make_soft_targets(a):
+    import torch
+
+    from asrkd.expdir import NnetExpDir
     from asrkd.nnet.model import load_nnet
+    from asrkd.nnet.runtime import cpu_setup, resolve_precision
     from asrkd.nnet.soft_targets import make_soft_targets
-    from asrkd.nnet.train import cpu_setup
 
     cfg = _nnet_config(a)
     cpu_setup()
-    out = {t: Path(a.out_dir) / f"soft_T{t:g}" for t in cfg.temperatures}
+    exp = NnetExpDir(a.out_dir)
+    out = {t: exp.soft_targets(t) for t in cfg.temperatures}
     for t in a.per_member or []:  # each member's own soft targets, for teacher switching
-        out |= {(t, k): (t, Path(a.out_dir) / f"soft_T{t:g}_member_{k}", k) for k in range(len(a.nnet))}
+        out |= {(t, k): (t, exp.soft_targets(t, k), k) for k in range(len(a.nnet))}
     make_soft_targets([load_nnet(d) for d in a.nnet], a.data_dir, out, k=cfg.top_k, mean=cfg.ensemble_mean,
-                      bf16=cfg.precision == "bf16", force=a.force,
+                      bf16=resolve_precision(cfg.precision, torch.device("cpu")) == "bf16", force=a.force,
                       sources={f"nnet_{i}": d for i, d in enumerate(a.nnet)})
 
 
@@ -280,170 +284,234 @@ def cmd_seed_spread(a):
 
 def cmd_env(a):
     from asrkd.environment import environment
-    from asrkd.nnet.train import pick_device
+    from asrkd.nnet.runtime import pick_device
 
     print(json.dumps(environment(pick_device(a.device)), indent=2))
 
 
 def _add_model_args(s):
-    s.add_argument("--model-dir", help="GMM-HMM dir (final.pt + tree)")
-    s.add_argument("--posteriors", action="append", help="log-posterior scp of a model; repeat for an "
+    s.add_argument("--model-dir", help="GMM-HMM dir (final.pt + tree), e.g. exp/tri")
+    s.add_argument("--posteriors", action="append", help="log-posterior scp of a model (nnet-forward); repeat for an "
                    "ensemble (arithmetic mean of the members' probabilities)")
-    s.add_argument("--nnet", action="append", help="neural model dir (final.pt); repeat for an ensemble")
-    s.add_argument("--priors", help="alignment dir whose senone priors turn posteriors into scaled likelihoods")
+    s.add_argument("--nnet", action="append", help="neural model dir (final.pt); repeat for an ensemble (arithmetic "
+                   "mean of the members' probabilities)")
+    s.add_argument("--priors", help="alignment dir (or its priors file): posterior / prior = scaled likelihood; "
+                   "needed with --posteriors, and with --nnet to decode; a GMM's frame accuracy is the argmax of "
+                   "likelihood x prior")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asrkd", description=__doc__)
-    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging (default: info)")
     p.add_argument("--threads", type=int, help="CPU threads of torch and the GMM kernels (default: "
                    "OMP_NUM_THREADS, else all cores); decoding jobs use one each")
     sub = p.add_subparsers(dest="step", required=True)
 
-    s = sub.add_parser("validate-data-dir", help="Kaldi's data dir checks")
-    s.add_argument("data_dir")
+    s = sub.add_parser("validate-data-dir", help="Kaldi's data dir checks (validate_data_dir.sh): each error on "
+                       "stderr, exit status 1 if any")
+    s.add_argument("data_dir", help="data dir (Kaldi layout: wav.scp, text, utt2spk, spk2utt; optional feats.scp, "
+                   "cmvn.scp, utt2num_frames, utt2dur, spk2gender)")
     s.add_argument("--no-audio", action="store_true", help="skip reading every audio file")
     s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
     s.set_defaults(func=cmd_validate_data_dir)
 
-    s = sub.add_parser("subset-data-dir", help="keep some utterances of a data dir")
-    s.add_argument("src")
-    s.add_argument("dest")
+    s = sub.add_parser("subset-data-dir", help="keep some utterances of a data dir (Kaldi's subset_data_dir.sh) "
+                       "-> DEST")
+    s.add_argument("src", help="source data dir")
+    s.add_argument("dest", help="output data dir: src's tables filtered to the kept utterances and their speakers "
+                   "(not cmvn.scp: rerun compute-cmvn-stats)")
     g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--first", type=int)
-    g.add_argument("--per-spk", type=int)
-    g.add_argument("--fraction", type=float, help="seeded fraction of the utterances")
-    g.add_argument("--frame-fraction", type=float, help="seeded whole utterances holding this fraction of the frames")
-    g.add_argument("--utt-list", help="file of utterance ids")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--force", action="store_true", help="rewrite a destination made with other options")
+    g.add_argument("--first", type=int, help="keep this many utterances, the first in utt2spk order")
+    g.add_argument("--per-spk", type=int, help="keep this many utterances of each speaker, its first ones")
+    g.add_argument("--fraction", type=float, help="seeded fraction of the utterances, in (0, 1]")
+    g.add_argument("--frame-fraction", type=float, help="seeded whole utterances holding this fraction of the frames, "
+                   "in (0, 1] (needs utt2num_frames: compute-fbank)")
+    g.add_argument("--utt-list", help="file of utterance ids (whitespace-separated, all in src)")
+    s.add_argument("--seed", type=int, default=0, help="random seed of --fraction and --frame-fraction")
+    s.add_argument("--force", action="store_true", help="redo dest even when made with the same options; "
+                   "needed to replace one made with other options")
     s.set_defaults(func=cmd_subset_data_dir)
 
-    s = sub.add_parser("combine-data-dirs", help="union of data dirs")
-    s.add_argument("dest")
-    s.add_argument("srcs", nargs="+")
-    s.add_argument("--force", action="store_true", help="rewrite a destination made from other dirs")
+    s = sub.add_parser("combine-data-dirs", help="union of data dirs (Kaldi's combine_data.sh) -> DEST; an utterance "
+                       "in two dirs, or a speaker with two genders, is an error")
+    s.add_argument("dest", help="output data dir")
+    s.add_argument("srcs", nargs="+", help="source data dirs")
+    s.add_argument("--force", action="store_true", help="redo dest even when made from the same dirs; needed to "
+                   "replace one made from other dirs")
     s.set_defaults(func=cmd_combine_data_dirs)
 
-    s = sub.add_parser("fix-data-dir", help="keep utterances present in every table")
-    s.add_argument("data_dir")
+    s = sub.add_parser("fix-data-dir", help="keep utterances present in every table and with a transcript (Kaldi's "
+                       "fix_data_dir.sh), in place; the old tables go to DATA_DIR/.backup when any is removed")
+    s.add_argument("data_dir", help="data dir to fix in place")
     s.set_defaults(func=cmd_fix_data_dir)
 
-    s = sub.add_parser("prepare-lang", help="lexicon -> data/lang (phones, words, topo, L.fst)")
-    s.add_argument("--lexicon", required=True)
+    s = sub.add_parser("prepare-lang", help="lexicon -> data/lang (phones, words, topo, L.fst); words without a "
+                       "pronunciation map to <UNK>")
+    s.add_argument("--lexicon", required=True, help="corpus lexicon: WORD PHONE PHONE ... per line")
     s.add_argument("--text", action="append", default=[], help="transcripts whose words need "
-                   "pronunciations (repeatable)")
-    s.add_argument("--sil-prob", type=float, default=0.5)
-    s.add_argument("--no-cmudict", action="store_true")
-    s.add_argument("--keep-stress", action="store_true")
-    s.add_argument("--force", action="store_true")
-    s.add_argument("lang_dir")
+                   "pronunciations (repeatable); words the lexicon lacks are looked up in CMUdict")
+    s.add_argument("--sil-prob", type=float, default=0.5, help="probability of optional silence between words "
+                   "in L.fst, in [0, 1)")
+    s.add_argument("--no-cmudict", action="store_true", help="no CMUdict look-up: words the lexicon lacks map "
+                   "to <UNK>")
+    s.add_argument("--keep-stress", action="store_true", help="keep the ARPAbet stress digits (default: removed, "
+                   "39 phones)")
+    s.add_argument("--force", action="store_true", help="redo lang_dir even when made with the same options and "
+                   "inputs; needed to replace one made with others")
+    s.add_argument("lang_dir", help="output lang dir: phones.txt, words.txt, topo, L.fst, L_disambig.fst, phones/, "
+                   "oov.txt")
     s.set_defaults(func=cmd_prepare_lang)
 
-    s = sub.add_parser("train-lm", help="Kneser-Ney ARPA (kaldingram) and lang_test/G.fst (kaldilm)")
-    s.add_argument("--text", required=True, help="training transcripts (Kaldi text)")
+    s = sub.add_parser("train-lm", help="Kneser-Ney ARPA (kaldingram) and lang_test/G.fst (kaldilm); prints "
+                       "train and dev perplexity as JSON")
+    s.add_argument("--text", required=True, help="training transcripts (Kaldi text); words not in the lang dir "
+                   "become <UNK>")
     s.add_argument("--dev-text", help="transcripts for the perplexity report")
-    s.add_argument("--order", type=int, default=3)
-    s.add_argument("--lang", required=True)
-    s.add_argument("--lm-dir", required=True)
-    s.add_argument("--lang-test", required=True)
-    s.add_argument("--force", action="store_true")
+    s.add_argument("--order", type=int, default=3, help="n-gram order (1: maximum-likelihood unigram)")
+    s.add_argument("--lang", required=True, help="lang dir (prepare-lang): the vocabulary, words.txt")
+    s.add_argument("--lm-dir", required=True, help="output dir of the LM: lm_train.txt, lm_<order>gram.arpa, "
+                   "report.json")
+    s.add_argument("--lang-test", required=True, help="output lang dir: a copy of --lang plus G.fst")
+    s.add_argument("--force", action="store_true", help="redo --lang-test even when made with the same order and "
+                   "inputs; needed to replace one made with others")
     s.set_defaults(func=cmd_train_lm)
 
-    s = sub.add_parser("compute-fbank", help="log-mel filterbank features -> feats.scp")
+    s = sub.add_parser("compute-fbank", help="log-mel filterbank features -> feats.scp, utt2num_frames, utt2dur")
     s.add_argument("--config", help="fbank YAML (default: Kaldi defaults, 40 bins)")
-    s.add_argument("--nj", type=int, default=1)
-    s.add_argument("--allow-pipes", action="store_true")
+    s.add_argument("--nj", type=int, default=1, help="parallel jobs (processes)")
+    s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
     s.add_argument("--max-skipped", type=float, default=0.05,
                    help="largest share of utterances whose audio may be skipped (Kaldi: 5%%)")
-    s.add_argument("--force", action="store_true")
-    s.add_argument("data_dirs", nargs="+")
+    s.add_argument("--force", action="store_true", help="recompute even when feats.scp exists; needed when it was "
+                   "made with another config")
+    s.add_argument("data_dirs", nargs="+", help="data dirs; the arks go to DIR/data/, skipped utterances to "
+                   "DIR/log/fbank_skipped.txt")
     s.set_defaults(func=cmd_compute_fbank)
 
     s = sub.add_parser("compute-cmvn-stats", help="per-speaker CMVN stats -> cmvn.scp")
-    s.add_argument("--force", action="store_true")
-    s.add_argument("data_dirs", nargs="+")
+    s.add_argument("--force", action="store_true", help="recompute even when cmvn.scp is newer than feats.scp")
+    s.add_argument("data_dirs", nargs="+", help="data dirs with feats.scp (compute-fbank)")
     s.set_defaults(func=cmd_compute_cmvn_stats)
 
     s = sub.add_parser("train-mono", help="flat-start monophone GMM-HMM")
-    s.add_argument("--num-iters", type=int, default=30)
-    s.add_argument("--tot-gauss", type=int, default=1000)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--force", action="store_true")
-    s.add_argument("data_dir")
-    s.add_argument("lang_dir")
-    s.add_argument("exp_dir")
+    s.add_argument("--num-iters", type=int, default=30, help="EM iterations, with Viterbi realignment on "
+                   "Kaldi's schedule")
+    s.add_argument("--tot-gauss", type=int, default=1000, help="total Gaussians, reached by splitting over the "
+                   "first 3/4 of the iterations")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the flat-start (equal) alignment")
+    s.add_argument("--force", action="store_true", help="retrain even when a finished model with the same options "
+                   "and inputs exists")
+    for name, text in (("data_dir", "training data dir with features (compute-fbank, compute-cmvn-stats)"),
+                       ("lang_dir", "lang dir (prepare-lang)"),
+                       ("exp_dir", "output model dir: final.pt, tree, log/train.json")):
+        s.add_argument(name, help=text)
     s.set_defaults(func=cmd_train_mono)
 
     s = sub.add_parser("train-tri", help="decision tree + tied-state triphone GMM-HMM from an alignment")
-    s.add_argument("--num-leaves", type=int, default=1500)
-    s.add_argument("--tot-gauss", type=int, default=8000)
-    s.add_argument("--num-iters", type=int, default=35)
+    s.add_argument("--num-leaves", type=int, default=1500, help="senones: the leaves the decision tree is grown to")
+    s.add_argument("--tot-gauss", type=int, default=8000, help="total Gaussians, reached by splitting over the "
+                   "first 5/7 of the iterations")
+    s.add_argument("--num-iters", type=int, default=35, help="EM iterations, with Viterbi realignment every 10th")
     s.add_argument("--min-leaf-occ", type=float, default=100.0, help="minimum frames per tree leaf")
     s.add_argument("--no-split-silence", action="store_true",
                    help="one senone per silence phone state, not split by context (roots.txt not-split)")
     s.add_argument("--cluster-leaves", action="store_true",
                    help="merge each root's leaves that cost less than the smallest split gained")
-    s.add_argument("--force", action="store_true")
-    for name in ("data_dir", "lang_dir", "ali_dir", "exp_dir"):
-        s.add_argument(name)
+    s.add_argument("--force", action="store_true", help="retrain even when a finished model with the same options "
+                   "and inputs exists")
+    for name, text in (("data_dir", "training data dir with features (compute-fbank, compute-cmvn-stats)"),
+                       ("lang_dir", "lang dir (prepare-lang)"),
+                       ("ali_dir", "alignment dir to start from (align, e.g. exp/mono_ali)"),
+                       ("exp_dir", "output model dir: final.pt, tree, log/train.json")):
+        s.add_argument(name, help=text)
     s.set_defaults(func=cmd_train_tri)
 
     s = sub.add_parser("align", help="Viterbi forced alignment: senone per frame, phone CTM, priors")
-    s.add_argument("--beam", type=float, default=10.0)
-    s.add_argument("--retry-beam", type=float, default=40.0)
-    s.add_argument("--force", action="store_true")
-    for name in ("data_dir", "lang_dir", "model_dir", "ali_dir"):
-        s.add_argument(name)
+    s.add_argument("--beam", type=float, default=10.0, help="alignment beam (acoustic scale 0.1)")
+    s.add_argument("--retry-beam", type=float, default=40.0, help="beam of the second try for an utterance that "
+                   "fails at --beam")
+    s.add_argument("--force", action="store_true", help="realign even when a finished alignment with the same "
+                   "options and inputs exists")
+    for name, text in (("data_dir", "data dir with features"),
+                       ("lang_dir", "lang dir (prepare-lang)"),
+                       ("model_dir", "GMM-HMM dir (final.pt + tree: train-mono, train-tri)"),
+                       ("ali_dir", "output alignment dir: ali.{ark,scp}, phones.ctm, pdf_counts, priors, "
+                                   "align_report.json, the model's final.pt and tree")):
+        s.add_argument(name, help=text)
     s.set_defaults(func=cmd_align)
 
     s = sub.add_parser("make-graph", help="HCLG.fst for a model's tree and a lang dir with G.fst")
-    s.add_argument("--force", action="store_true")
-    for name in ("lang_dir", "model_dir", "graph_dir"):
-        s.add_argument(name)
+    s.add_argument("--force", action="store_true", help="rebuild even when a finished graph from the same inputs "
+                   "exists")
+    for name, text in (("lang_dir", "lang dir with G.fst (train-lm's --lang-test)"),
+                       ("model_dir", "model dir whose tree the graph is for (a GMM-HMM dir)"),
+                       ("graph_dir", "output dir: HCLG.fst, words.txt, phones.txt, tree, graph_info.json")):
+        s.add_argument(name, help=text)
     s.set_defaults(func=cmd_make_graph)
 
     s = sub.add_parser("decode", help="Viterbi decoding with HCLG, WER per LM weight / insertion penalty")
     _add_model_args(s)
-    s.add_argument("--lm-weights", type=_floats, default=[10.0], help="e.g. 8,10,12 (acoustic scale 1/LMWT)")
-    s.add_argument("--word-ins-penalties", type=_floats, default=[0.0], help="e.g. 0,0.5,1")
+    s.add_argument("--lm-weights", type=_floats, default=[10.0], help="LM weights to try, e.g. 8,10,12 (acoustic "
+                   "scale 1/LMWT)")
+    s.add_argument("--word-ins-penalties", type=_floats, default=[0.0], help="word insertion penalties to try, "
+                   "e.g. 0,0.5,1")
     s.add_argument("--tuned-on", help="decode dir (dev) whose chosen LM weight and penalty to use")
     s.add_argument("--beam", type=float, default=13.0, help="search beam of a single pass")
     s.add_argument("--grid-beam", type=float, default=14.0, help="search beam of a grid's lattice search")
-    s.add_argument("--max-active", type=int, default=15000)
+    s.add_argument("--max-active", type=int, default=15000, help="most tokens kept per frame")
     s.add_argument("--max-widen", type=int, default=3,
                    help="times a grid is widened by one step on a side while the chosen pair lies on that edge "
                         "(0: never)")
     s.add_argument("--max-skipped", type=float, default=0.05,
-                   help="share of utterances that may be skipped (no scores or no surviving path) before it is an error")
-    s.add_argument("--nj", type=int, default=1)
-    s.add_argument("--force", action="store_true")
-    for name in ("graph_dir", "data_dir", "decode_dir"):
-        s.add_argument(name)
+                   help="share of utterances that may be skipped (no scores or no surviving path) before it is an "
+                        "error")
+    s.add_argument("--nj", type=int, default=1, help="parallel decoding jobs (processes)")
+    s.add_argument("--force", action="store_true", help="redecode even when a finished decode with the same options "
+                   "and inputs exists")
+    for name, text in (("graph_dir", "graph dir (make-graph) of the model's tree"),
+                       ("data_dir", "data dir with features, and text to score against"),
+                       ("decode_dir", "output dir: hyp/<LMWT>_<WIP>.txt and wer_<LMWT>_<WIP> per pair; text, wer "
+                                      "and best_lmwt of the chosen pair; decode_info.json")):
+        s.add_argument(name, help=text)
     s.set_defaults(func=cmd_decode)
 
     s = sub.add_parser("score", help="WER/SER of a hypothesis text against data_dir/text")
-    for name in ("data_dir", "hyp_text", "out_dir"):
-        s.add_argument(name)
+    for name, text in (("data_dir", "data dir: text is the reference; utt2spk, where present, gives per-speaker "
+                                    "WER"),
+                       ("hyp_text", "hypotheses (Kaldi text: utterance id, then words)"),
+                       ("out_dir", "output dir: wer, wer_details/per_utt, wer_details/per_spk")):
+        s.add_argument(name, help=text)
     s.set_defaults(func=cmd_score)
 
     s = sub.add_parser("frame-accuracy", help="argmax senone vs a forced alignment")
     _add_model_args(s)
     s.add_argument("--per-member", action="store_true", help="with several --nnet: also each member's accuracy")
-    s.add_argument("--force", action="store_true")
-    for name in ("data_dir", "ali_dir", "out_json"):
-        s.add_argument(name)
+    s.add_argument("--force", action="store_true", help="recompute even when a finished JSON with the same options "
+                   "and inputs exists")
+    for name, text in (("data_dir", "data dir with features"),
+                       ("ali_dir", "alignment dir of that data (align) with the model's tree: the reference"),
+                       ("out_json", "output JSON: frame accuracy (senone level, and phone level with the alignment's "
+                                    "tree), frames, utterances")):
+        s.add_argument(name, help=text)
     s.set_defaults(func=cmd_frame_accuracy)
 
     def nnet_sets(s):
         s.add_argument("--config", help="nnet YAML (conf/nnet.yaml; default: asrkd.nnet.config.NnetConfig)")
-        s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        s.add_argument("--force", action="store_true")
-        for name in ("data_dir", "ali_dir", "dev_dir", "dev_ali_dir", "exp_dir"):
-            s.add_argument(name)
+        s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device to train on "
+                       "(auto: cuda where torch has one)")
+        s.add_argument("--force", action="store_true", help="retrain even when a finished model with the same "
+                       "config and inputs exists")
+        for name, text in (("data_dir", "training data dir with features"),
+                           ("ali_dir", "its alignment dir (align): the hard senone targets"),
+                           ("dev_dir", "dev data dir: frame accuracy after each epoch (learning-rate halving, best "
+                                       "epoch)"),
+                           ("dev_ali_dir", "its alignment dir, with the same tree as ali_dir"),
+                           ("exp_dir", "output dir: the model (final.pt, nnet.yaml, log/train.json), or "
+                                       "train-ensemble's member_<k> model dirs")):
+            s.add_argument(name, help=text)
 
     s = sub.add_parser("train-dnn", help="one senone DNN: hard targets, or distillation with --soft-targets")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed of the weights, minibatch order and dropout")
     s.add_argument("--soft-targets", action="append", help="soft-target dir (make-soft-targets): train a "
                    "student on it; repeat for teacher switching (one teacher's targets per minibatch)")
     s.add_argument("--teacher-nnet", action="append", help="model dir: distil from these models' averaged "
@@ -461,28 +529,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="nnet YAML (temperatures, top_k, ensemble_mean)")
     s.add_argument("--nnet", action="append", required=True, help="member model dir (repeat)")
     s.add_argument("--per-member", type=float, action="append", metavar="T",
-                   help="also each member's own soft targets at T -> OUT/soft_T<T>_member_<k> (teacher switching)")
-    s.add_argument("--force", action="store_true")
-    s.add_argument("data_dir")
-    s.add_argument("out_dir")
+                   help="also each member's own soft targets at T -> OUT/soft_T<T>_member_<k> (teacher switching); "
+                        "repeatable")
+    s.add_argument("--force", action="store_true", help="redo soft-target dirs even when finished with the same "
+                   "options and inputs")
+    s.add_argument("data_dir", help="data dir with features (the student's training data)")
+    s.add_argument("out_dir", help="output dir of the soft_T<T> dirs (ids.{ark,scp}, probs.{ark,scp}, info.json)")
     s.set_defaults(func=cmd_make_soft_targets)
 
     s = sub.add_parser("select-model", help="link the model with the best dev frame accuracy (e.g. of a T sweep)")
     s.add_argument("--link", required=True, help="symlink to create or replace (exp/nnet/distilled)")
-    s.add_argument("model_dirs", nargs="+")
+    s.add_argument("model_dirs", nargs="+", help="model dirs (train-dnn) to choose among, by their best epoch's dev "
+                   "frame accuracy")
     s.set_defaults(func=cmd_select_model)
 
     s = sub.add_parser("nnet-forward", help="log posteriors of a model (or ensemble) -> OUT/logpost.{ark,scp}")
     s.add_argument("--nnet", action="append", required=True, help="model dir (repeat for an ensemble)")
-    s.add_argument("data_dir")
-    s.add_argument("out_dir")
+    s.add_argument("data_dir", help="data dir with features")
+    s.add_argument("out_dir", help="output dir: logpost.{ark,scp} (for decode --posteriors)")
     s.set_defaults(func=cmd_nnet_forward)
 
     s = sub.add_parser("compare-senones", help="tree variants: senones, GMM and DNN accuracy -> OUT/senones.md")
     s.add_argument("--lang", required=True, help="lang dir (phones.txt, phones/silence.int)")
-    s.add_argument("--system", action="append", required=True, help="NAME:GMM_DIR:ALI_DIR:DNN_DIR (repeat)")
-    s.add_argument("--sets", default="dev,test")
-    s.add_argument("out_dir")
+    s.add_argument("--system", action="append", required=True, help="NAME:GMM_DIR:ALI_DIR:DNN_DIR (repeat); the "
+                   "GMM and DNN dirs hold frame_accuracy_<set>.json and decode_<set>/")
+    s.add_argument("--sets", default="dev,test", help="tuning set and test set names (frame_accuracy_<set>.json, "
+                   "decode_<set> dirs)")
+    s.add_argument("out_dir", help="output dir: senones.json, senones.md")
     s.set_defaults(func=cmd_compare_senones)
 
     s = sub.add_parser("compare", help="baseline / ensemble / distilled table -> OUT/results.{md,json}, plots")
@@ -490,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nnet", required=True, help="neural dir with member_<k>, ensemble, distilled (exp/nnet)")
     s.add_argument("--sets", default="dev,test", help="tuning set and test set names (decode_<set> dirs)")
     s.add_argument("--stage-times", help="run.sh's exp/log/stage_times.tsv, for the time-per-stage table")
-    s.add_argument("out_dir")
+    s.add_argument("out_dir", help="output dir: results.json, results.md and the plots (PNG)")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("seed-spread", help="seeds' mean and std of the headline numbers, and which stated "

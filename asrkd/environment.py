@@ -45,16 +45,33 @@ def package_versions(names=PACKAGES) -> dict:
     return out
 
 
-def _cpuinfo() -> tuple[str | None, bool | None]:
-    """(model name, has AMX) from /proc/cpuinfo; None where it does not say."""
+@functools.cache
+def _cpuinfo_fields() -> dict:
+    """The first CPU's fields of /proc/cpuinfo ({} where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return None, None
+        return {}
     fields = dict(ln.split(":", 1) for ln in text.splitlines()[:64] if ":" in ln)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = fields.get("flags")
-    return fields.get("model name"), None if flags is None else bool({"amx_tile", "amx_bf16"} & set(flags.split()))
+    return {k.strip(): v.strip() for k, v in fields.items()}
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (avx2, avx512_bf16, amx_tile...), None where the OS does not say."""
+    flags = _cpuinfo_fields().get("flags")
+    return None if flags is None else set(flags.split())
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes bf16 in hardware (AVX512-BF16 or AMX); without, torch emulates
+    bf16 matrix products several times slower than float32."""
+    return bool({"avx512_bf16", "amx_bf16"} & (cpu_flags() or set()))
+
+
+def _cpuinfo() -> tuple[str | None, bool | None]:
+    """(model name, has AMX) from /proc/cpuinfo; None where it does not say."""
+    flags = cpu_flags()
+    return _cpuinfo_fields().get("model name"), None if flags is None else bool({"amx_tile", "amx_bf16"} & flags)
 
 
 def numpy_blas() -> dict | None:
@@ -82,7 +99,8 @@ def _static() -> dict:
     return {**{f"asrkd_{k}": v for k, v in git_state(Path(__file__).resolve().parent.parent).items()},
             "python": platform.python_version(), "platform": platform.platform(), "packages": package_versions(),
             "cpu": cpu or platform.processor() or platform.machine() or None,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "amx": amx, "numpy_blas": numpy_blas()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "amx": amx, "native_bf16": native_bf16(),
+            "numpy_blas": numpy_blas()}
 
 
 def device_name(device=None) -> str:

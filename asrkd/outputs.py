@@ -46,9 +46,18 @@ def record_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.asrkd.json") if is_file_output(path) else path / RECORD
 
 
+def _nested_output(entry: Path) -> bool:
+    """Whether a dir entry is a `log/` dir or belongs to another output nested there: a dir
+    with a record, a file with a record beside it, or such a record or lock."""
+    name = entry.name
+    if name == "log" or (name != RECORD and name.startswith(".") and name.endswith((".asrkd.json", ".lock"))):
+        return True
+    return (entry / RECORD).is_file() if entry.is_dir() else entry.with_name(f".{name}.asrkd.json").is_file()
+
+
 def _has_content(path: Path) -> bool:
     """A file, or a dir holding more than a `log/` dir (where recipes log a command's run)."""
-    return path.is_file() or (path.is_dir() and any(e.name != "log" for e in path.iterdir()))
+    return path.is_file() or (path.is_dir() and any(not _nested_output(e) for e in path.iterdir()))
 
 
 def read_record(path: str | Path) -> dict | None:
@@ -185,12 +194,12 @@ class Output:
                 os.rename(tmp, self.path)
                 self._write_record(self.path, finished=True)
             else:
-                if (self.path / "log").is_dir() and not (tmp / "log").exists():
-                    os.rename(self.path / "log", tmp / "log")  # the log of this run, written there
                 self._write_record(tmp, finished=True)
                 if _has_content(self.path):
                     self.move_aside()
-                if self.path.is_dir():
+                if self.path.is_dir():  # what stays (the run's log/, nested outputs) goes with the new one
+                    for e in self.path.iterdir():
+                        os.rename(e, (tmp if not (tmp / e.name).exists() else self._aside_dir()) / e.name)
                     self.path.rmdir()
                 os.rename(tmp, self.path)
             self._drop_aside()
@@ -201,20 +210,27 @@ class Output:
         self.unlock()
 
     def move_aside(self) -> None:
-        """Move the old output (ours: it has our record) to `.<name>.old`, a dir's `log/` excepted.
-        The record is marked unfinished first and moved last, so a kill midway leaves an
-        unfinished output, never a finished one with parts missing."""
+        """Move the old output (ours: it has our record) to `.<name>.old`. A dir keeps its `log/`
+        and the outputs of other commands nested in it (a model dir's graph, decodes and
+        frame-accuracy files, with their records and locks): they are not this output's to
+        remove, and their records name the model they were made from. The record is marked
+        unfinished first and moved last, so a kill midway leaves an unfinished output, never
+        a finished one with parts missing."""
         self._drop_aside()
         if (rec := read_record(self.path)) is not None:
             record_path(self.path).write_text(json.dumps(rec | {"finished": False}))
         if self.path.is_dir():
             self.aside.mkdir()
             for e in sorted(self.path.iterdir(), key=lambda e: e.name == RECORD):
-                if e.name != "log":
+                if not _nested_output(e):
                     os.rename(e, self.aside / e.name)
         elif self.path.exists():
             os.rename(self.path, self.aside)
             record_path(self.path).unlink(missing_ok=True)
+
+    def _aside_dir(self) -> Path:
+        self.aside.mkdir(exist_ok=True)
+        return self.aside
 
     def _drop_aside(self) -> None:
         if self.aside.is_dir():

@@ -24,6 +24,7 @@ from pathlib import Path
 from asrkd.checkpoint import read_environment
 from asrkd.config import load_config
 from asrkd.environment import environment
+from asrkd.expdir import NnetExpDir, decode_dir, frame_accuracy_file
 from asrkd.nnet.config import NnetConfig
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
@@ -47,8 +48,8 @@ def _scores(d: Path, sets, fa: dict | None = None) -> dict:
     gives the frame-accuracy records instead of d/frame_accuracy_<set>.json."""
     row = {}
     for s in sets:
-        r = fa[s] if fa else _json(d / f"frame_accuracy_{s}.json")
-        info = _json(d / f"decode_{s}" / "decode_info.json") or {}
+        r = fa[s] if fa else _json(frame_accuracy_file(d, s))
+        info = _json(decode_dir(d, s) / "decode_info.json") or {}
         row |= {f"{s}_frame_acc": 100 * r["frame_accuracy"] if r else None,
                 f"{s}_phone_acc": 100 * r["phone_frame_accuracy"] if r and "phone_frame_accuracy" in r else None,
                 f"{s}_wer": info.get("wer"), f"{s}_rtf": info.get("rtf_per_core"),
@@ -62,10 +63,14 @@ def _nnet_info(model_dir: Path) -> dict:
 
     m = load_nnet(model_dir)
     hist = _json(model_dir / "log" / "train.json") or []
+    best = max(hist, key=lambda h: h["dev_frame_accuracy"])["epoch"] if hist else None
+    max_epochs = load_config(NnetConfig, model_dir / "nnet.yaml").max_epochs if (model_dir / "nnet.yaml").is_file() \
+        else None
+    kind = m.arch.get("type", "dnn")
     return {"params": m.num_params(), "mflops_per_frame": m.flops_per_frame() / 1e6,
             "train_seconds": sum(h["train_seconds"] + h["eval_seconds"] for h in hist), "epochs": len(hist),
-            "best_epoch": max(hist, key=lambda h: h["dev_frame_accuracy"])["epoch"] if hist else None,
-            "arch": f"{m.arch['hidden']}x{m.arch['layers']}"}
+            "best_epoch": best, "still_improving": bool(hist) and best == len(hist) == max_epochs,
+            "arch": f"{'' if kind == 'dnn' else kind + ' '}{m.arch['hidden']}x{m.arch['layers']}"}
 
 
 def _gmm_info(gmm_dir: Path) -> dict:
@@ -76,17 +81,6 @@ def _gmm_info(gmm_dir: Path) -> dict:
     n = gmm.num_gauss()
     return {"params": n * (2 * gmm.dim + 1), "mflops_per_frame": 4 * n * gmm.dim / 1e6,
             "train_seconds": sum(h.get("seconds", 0) for h in hist), "arch": f"{n} Gaussians"}
-
-
-def results(nnet_dir: Path, pattern: str) -> list[Path]:
-    """The dirs of `nnet_dir` whose whole name matches `pattern` (a regex: `member_\\d+`,
-    `student_T[\\d.]+`): copies such as `student_T2.bak` or `.soft_T1.tmp` are not results."""
-    return sorted(d for d in nnet_dir.iterdir() if re.fullmatch(pattern, d.name))
-
-
-def _temperature(d: Path) -> float:
-    """T of a student_T<T> or soft_T<T> dir."""
-    return float(d.name.split("_T")[1].split("_")[0])
 
 
 def _stage_times(path: Path | None) -> dict:
@@ -127,19 +121,19 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
            stage_times: str | Path | None = None) -> dict:
     """Every system's numbers, the share of the ensemble's gain the student keeps, and each
     experiment that was run (temperature sweep, section 6, ensemble variants, seeds)."""
-    gmm_dir, nnet_dir = Path(gmm_dir), Path(nnet_dir)
+    gmm_dir, nnet_dir, exp = Path(gmm_dir), Path(nnet_dir), NnetExpDir(nnet_dir)
     tune, test = sets
-    members = sorted(results(nnet_dir, r"member_\d+"), key=lambda p: int(p.name.split("_")[1]))
+    members = exp.members()
     if not members:
-        raise AsrkdError(f"{nnet_dir}: no member_<k> dirs (run train-ensemble first)")
-    ens_fa = {s: _json(nnet_dir / "ensemble" / f"frame_accuracy_{s}.json") for s in sets}
+        raise AsrkdError(f"{nnet_dir}: no finished member_<k> dirs (run train-ensemble first)")
+    ens_fa = {s: _json(frame_accuracy_file(exp.ensemble, s)) for s in sets}
     for s in sets:
         if ens_fa[s] is None:
-            raise AsrkdError(f"{nnet_dir}/ensemble/frame_accuracy_{s}.json: missing (run frame-accuracy first)")
+            raise AsrkdError(f"{frame_accuracy_file(exp.ensemble, s)}: missing (run frame-accuracy first)")
         measured = [Path(m["model"]).name for m in ens_fa[s].get("members", [])]
-        if measured != [m.name for m in members] or not all((m / "final.pt").is_file() for m in members):
-            raise AsrkdError(f"{nnet_dir}/ensemble/frame_accuracy_{s}.json: measured with members {measured}, but "
-                             f"{nnet_dir} has finished {[m.name for m in members if (m / 'final.pt').is_file()]}; "
+        if measured != [m.name for m in members]:
+            raise AsrkdError(f"{frame_accuracy_file(exp.ensemble, s)}: measured with members {measured}, but "
+                             f"{nnet_dir} has finished {[m.name for m in members]}; "
                              "train the missing members or redo the ensemble's frame accuracy (--force)")
     rows = {"tri GMM": {**_gmm_info(gmm_dir), **_scores(gmm_dir, sets)}}
     member_infos = [_nnet_info(m) for m in members]
@@ -153,19 +147,17 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
     rows[ensemble] = {"params": sum(i["params"] for i in member_infos), "arch": f"{len(members)} x {member_infos[0]['arch']}",
                       "mflops_per_frame": sum(i["mflops_per_frame"] for i in member_infos),
                       "train_seconds": sum(i["train_seconds"] for i in member_infos),
-                      **_scores(nnet_dir / "ensemble", sets, ens_fa)}
-    dist, missing = nnet_dir / "distilled", []
-    chosen = dist.resolve().name if dist.is_symlink() else None
-    if dist.is_symlink() and not (dist / "final.pt").is_file():
-        raise AsrkdError(f"{dist} -> {chosen}: no final.pt there; rerun select-model or train that student")
-    if not (dist / "final.pt").is_file():
-        missing.append(f"distilled student ({dist} missing: run select-model over the students)")
-    if (dist / "final.pt").is_file():
-        name = f"distilled (T={_temperature(dist.resolve()):g})" if chosen else "distilled"
-        rows[name] = {**_nnet_info(dist), **_scores(dist, sets)}
-    if ((mixed := nnet_dir / "student_mixup") / "final.pt").is_file():
-        t = load_config(NnetConfig, mixed / "nnet.yaml").temperature
-        rows[f"{STUDENT_MIXUP} (T={t:g})"] = {**_nnet_info(mixed), **_scores(mixed, sets)}
+                      **_scores(exp.ensemble, sets, ens_fa)}
+    chosen, missing = exp.chosen_student(), []
+    if chosen is not None and not (chosen / "final.pt").is_file():
+        raise AsrkdError(f"{exp.distilled} -> {chosen.name}: no final.pt there; "
+                         "rerun select-model or train that student")
+    if chosen is None:
+        missing.append(f"distilled student ({exp.distilled} missing: run select-model over the students)")
+    else:
+        rows[f"distilled (T={exp.temperature(chosen):g})"] = {**_nnet_info(chosen), **_scores(chosen, sets)}
+    if ((mixed := exp.student_mixup) / "final.pt").is_file():
+        rows[f"{STUDENT_MIXUP} (T={exp.temperature(mixed):g})"] = {**_nnet_info(mixed), **_scores(mixed, sets)}
     base, ens = rows["baseline (member 0)"], rows[ensemble]
     kept = {}  # per student: the share of the ensemble's gain it keeps, only where the ensemble gained
     for name, student in rows.items():
@@ -173,16 +165,16 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
             kept[name] = {key: (student[key] - base[key]) / (ens[key] - base[key])
                           for s in sets for key, sign in ((f"{s}_frame_acc", 1), (f"{s}_wer", -1))
                           if None not in (base[key], ens[key], student[key]) and sign * (ens[key] - base[key]) > 0}
-    sweep = {f"T={_temperature(d):g}": {**_nnet_info(d), **_scores(d, sets), "chosen": d.name == chosen}
-             for d in sorted(results(nnet_dir, r"student_T[\d.]+"), key=_temperature) if (d / "final.pt").is_file()}
+    sweep = {f"T={exp.temperature(d):g}": {**_nnet_info(d), **_scores(d, sets), "chosen": d.resolve() == chosen}
+             for d in exp.students()}
     if sweep:
         sweep = {"hard targets only (member 0)": {**base, "chosen": False}, **sweep}
     section6 = {}
-    for name, d in (("100% of train, hard targets (member 0)", members[0]), ("subset, hard targets", nnet_dir / "subset_hard"),
-                    ("subset, soft targets", nnet_dir / "subset_soft"),
-                    (SUBSET_MIXUP, nnet_dir / "subset_mixup")):
+    for name, d in (("100% of train, hard targets (member 0)", members[0]),
+                    ("subset, hard targets", exp.section6("hard")), ("subset, soft targets", exp.section6("soft")),
+                    (SUBSET_MIXUP, exp.section6("mixup"))):
         if (d / "final.pt").is_file():
-            tr = _json(d / "frame_accuracy_train.json")
+            tr = _json(frame_accuracy_file(d, "train"))
             row = base if d == members[0] else {**_nnet_info(d), **_scores(d, sets)}
             section6[name] = {**row, "train_frames": tr and tr["frames"],
                               "train_frame_acc": tr and 100 * tr["frame_accuracy"],
@@ -196,10 +188,9 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
     variants = {s: {"arithmetic": 100 * ens_fa[s]["frame_accuracy"],
                     "geometric": 100 * ens_fa[s]["geometric"]["frame_accuracy"] if "geometric" in ens_fa[s] else None,
                     "size_curve": {int(k): 100 * v for k, v in ens_fa[s].get("size_curve", {}).items()}} for s in sets}
-    switched = nnet_dir / "switched"
+    switched, own = exp.switched, exp.soft_target_dirs(members=True)
     if (switched / "final.pt").is_file():
-        info = _json(next(iter(results(nnet_dir, r"soft_T[\d.]+_member_0")), Path("-")) / "info.json") or {}
-        t = info.get("temperature")
+        t = exp.soft_temperature(own[0]) if own else None
         variants["teacher_switching"] = {  # against the sweep's student on the averaged targets at that T
             "temperature": t, "switched": {**_nnet_info(switched), **_scores(switched, sets)},
             "averaged": sweep.get(f"T={t:g}") if t else None}
@@ -209,13 +200,14 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
         mean = sum(accs) / len(accs)
         seeds[s] = {"frame_acc": accs, "mean": mean, "min": min(accs), "max": max(accs),
                     "std": (sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1)) ** 0.5}
-    soft_dirs = sorted(results(nnet_dir, r"soft_T[\d.]+"), key=_temperature)
+    soft_dirs = exp.soft_target_dirs()
     return {"sets": list(sets), "systems": rows, "student_keeps": kept, "paper_table1": PAPER,
-            "members": [str(m) for m in members], "temperature_sweep": sweep, "chosen_student": chosen,
+            "members": [str(m) for m in members], "temperature_sweep": sweep,
+            "chosen_student": chosen.name if chosen else None,
             "section6": section6, "section6_recovered": recovered, "paper_section6": PAPER_SECTION6,
             "ensemble_variants": variants, "seeds": seeds, "stage_seconds": _stage_times(stage_times),
             "soft_targets": {p.name: _json(p / "info.json") for p in soft_dirs},
-            "per_member_soft_targets": len(results(nnet_dir, r"soft_T[\d.]+_member_\d+")), "missing": missing,
+            "per_member_soft_targets": len(own), "missing": missing,
             "environment": environment(), "model_environments": model_environments(gmm_dir, nnet_dir, members),
             "decode_environments": decode_environments(gmm_dir, nnet_dir)}
 
@@ -238,7 +230,8 @@ def write_markdown(res: dict, path: Path) -> None:
     rows, (tune, test) = res["systems"], res["sets"]
     lines = ["# Baseline, ensemble and distilled acoustic models", "",
              "Frame accuracy is the argmax senone against the tri forced alignment (phone level: the senone's "
-             f"phone); WER uses the LM weight and insertion penalty chosen on {tune}. MFLOP/frame counts the "
+             "phone); for the tri GMM that alignment is its own Viterbi path, which favours it. WER uses the LM "
+             f"weight and insertion penalty chosen on {tune}. MFLOP/frame counts the "
              "forward pass (a GMM: 4 x dim per Gaussian); training time is wall-clock on the machine that ran "
              "the recipe; the decode RTF is per core and includes the acoustic model.", ""]
     table = []
@@ -253,6 +246,9 @@ def write_markdown(res: dict, path: Path) -> None:
                      f"{tune} WER", f"{test} WER", "(LMWT, penalty)", "parameters", "MFLOP/frame",
                      f"decode RTF ({test})", "training"], table)
     lines += ["", f"Not in this table: {'; '.join(res['missing'])}."] if res.get("missing") else []
+    improving = [name for name, r in rows.items() if r.get("still_improving")]
+    if improving:
+        lines += ["", f"Best epoch was the last (still improving at max_epochs): {', '.join(improving)}."]
     if res["student_keeps"]:
         lines += ["", "Share of the ensemble's gain over the baseline that each distilled model keeps, where the "
                   "ensemble gained (paper: 86% of frame accuracy, 100% of WER):", ""]
@@ -391,8 +387,9 @@ def plot(res: dict, nnet_dir: Path, out: Path) -> None:
     for i, m in enumerate(res["members"]):
         curve(ax, _json(Path(m) / "log" / "train.json") or [], color="tab:blue", alpha=1.0 if i == 0 else 0.3,
               label="baseline (member 0)" if i == 0 else None)
-    curve(ax, _json(nnet_dir / "distilled" / "log" / "train.json") or [], color="tab:red", label="distilled")
-    curve(ax, _json(nnet_dir / "student_mixup" / "log" / "train.json") or [], color="tab:purple",
+    exp = NnetExpDir(nnet_dir)
+    curve(ax, _json(exp.distilled / "log" / "train.json") or [], color="tab:red", label="distilled")
+    curve(ax, _json(exp.student_mixup / "log" / "train.json") or [], color="tab:purple",
           label="distilled, mixed-up windows")
     ens = next(r for k, r in res["systems"].items() if k.startswith("ensemble"))
     ax.axhline(ens[f"{tune}_frame_acc"], color="tab:green", ls="--", label="ensemble")
@@ -452,10 +449,10 @@ def compare(gmm_dir: str | Path, nnet_dir: str | Path, out_dir: str | Path,
 
 def senone_inventory(systems: dict[str, tuple], lang_dir: str | Path, out_dir: str | Path,
                      sets: tuple[str, str] = ("dev", "test")) -> dict:
-    """Tree variants side by side (issue: silence senones cap frame accuracy): per system
+    """Tree variants side by side: per system
     (name -> (GMM dir, alignment dir, DNN dir)) the senone inventory, and the GMM's and the
     DNN's frame accuracy at senone and phone level and WER. Writes out_dir/senones.{json,md}."""
-    from asrkd.alignment import AlignmentDir
+    from asrkd.hmm.alignment import AlignmentDir
     from asrkd.lang import read_symbols
 
     phones = {v: k for k, v in read_symbols(Path(lang_dir) / "phones.txt").items()}

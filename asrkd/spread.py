@@ -21,6 +21,7 @@ import math
 import re
 from pathlib import Path
 
+from asrkd.expdir import NnetExpDir, decode_dir, frame_accuracy_file
 from asrkd.utils import AsrkdError, atomic_file
 
 RULE = ("Welch t-interval: a difference exceeds the seed spread when the {level:g}% t-interval of the "
@@ -96,8 +97,8 @@ def _json(path: Path) -> dict | None:
 def run_numbers(d: Path, sets) -> dict:
     """A model dir's headline numbers per set: frame accuracy (%) from frame_accuracy_<set>.json,
     WER (%) from decode_<set>/decode_info.json; absent ones left out."""
-    fa = {f"{s}_frame_acc": _json(d / f"frame_accuracy_{s}.json") for s in sets}
-    info = {f"{s}_wer": _json(d / f"decode_{s}" / "decode_info.json") or {} for s in sets}
+    fa = {f"{s}_frame_acc": _json(frame_accuracy_file(d, s)) for s in sets}
+    info = {f"{s}_wer": _json(decode_dir(d, s) / "decode_info.json") or {} for s in sets}
     return {**{k: 100 * r["frame_accuracy"] for k, r in fa.items() if r},
             **{k: r["wer"] for k, r in info.items() if r.get("wer") is not None}}
 
@@ -113,14 +114,14 @@ def collect(runs: dict[str, dict]) -> dict[str, dict]:
     return metrics
 
 
-def _seed(d: Path) -> int:
-    return int(d.name.rsplit("_seed", 1)[1])
-
-
 def seeded_runs(recipe_dir: Path, spread_dir: Path, sets) -> dict[str, dict]:
-    """The recipe's run (seed 0) and spread_dir/<its name>_seed<s>, in seed order."""
-    extra = [d for d in spread_dir.glob(f"{recipe_dir.name}_seed*") if re.fullmatch(r".*_seed\d+", d.name)]
-    extra.sort(key=_seed)
+    """The recipe's run (seed 0) and spread_dir/<its name>_seed<s>, in seed order (the seed a
+    model's `final.pt` records)."""
+    from asrkd.nnet.model import model_info
+
+    extra = [d for d in spread_dir.glob(f"{recipe_dir.name}_seed*")
+             if re.fullmatch(r".*_seed\d+", d.name) and (d / "final.pt").is_file()]
+    extra.sort(key=lambda d: model_info(d).get("seed", 0))
     return {str(d): run_numbers(d, sets) for d in [recipe_dir, *extra] if d.is_dir()}
 
 
@@ -146,14 +147,15 @@ def ensemble_metrics(full: dict[str, float], loo: dict[str, dict]) -> dict[str, 
 def baseline_runs(nnet_dir: Path, spread_dir: Path, sets) -> dict[str, dict]:
     """Each member's frame accuracy from the recipe's ensemble/frame_accuracy_<set>.json
     (--per-member) and WER from its decodes (spread_dir/member_<k>, else the recipe's)."""
-    members = sorted(nnet_dir.glob("member_*"), key=lambda p: int(p.name.split("_")[1]))
+    exp = NnetExpDir(nnet_dir)
+    members = exp.members()
     if not members:
         raise AsrkdError(f"{nnet_dir}: no member_<k> dirs (run the recipe's stage 10)")
     runs = {}
     for s in sets:
-        fa = _json(nnet_dir / "ensemble" / f"frame_accuracy_{s}.json")
+        fa = _json(frame_accuracy_file(exp.ensemble, s))
         if fa is None or len(fa.get("members", [])) != len(members):
-            raise AsrkdError(f"{nnet_dir}/ensemble/frame_accuracy_{s}.json: missing or without all "
+            raise AsrkdError(f"{frame_accuracy_file(exp.ensemble, s)}: missing or without all "
                              f"{len(members)} members (run the recipe's stage 15)")
         for m, r in zip(members, fa["members"]):
             runs.setdefault(str(m), {})[f"{s}_frame_acc"] = 100 * r["frame_accuracy"]
@@ -165,18 +167,18 @@ def baseline_runs(nnet_dir: Path, spread_dir: Path, sets) -> dict[str, dict]:
 
 def gather_spread(nnet_dir: str | Path, spread_dir: str | Path, sets: tuple[str, str] = ("dev", "test")) -> dict:
     """{system: {"description", "metrics": {metric: summary}}} for every system with runs."""
-    nnet_dir, spread_dir = Path(nnet_dir), Path(spread_dir)
+    nnet_dir, spread_dir, exp = Path(nnet_dir), Path(spread_dir), NnetExpDir(nnet_dir)
     base = baseline_runs(nnet_dir, spread_dir, sets)
     systems = {"baseline": {"description": "the ensemble's members (seed k: member_k)",
-                            "metrics": summarize_runs(collect(base), str(nnet_dir / "member_0"))}}
-    loo = sorted(spread_dir.glob("ensemble_without_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+                            "metrics": summarize_runs(collect(base), str(exp.members()[0]))}}
+    loo = sorted(d for d in spread_dir.glob("ensemble_without_*") if re.fullmatch(r"ensemble_without_\d+", d.name))
     systems["ensemble"] = {"description": f"the recipe's ensemble of {len(base)}; values: its leave-one-out ensembles",
-                           "metrics": ensemble_metrics(run_numbers(nnet_dir / "ensemble", sets),
+                           "metrics": ensemble_metrics(run_numbers(exp.ensemble, sets),
                                                        collect({str(d): run_numbers(d, sets) for d in loo}))}
-    dist = nnet_dir / "distilled"
-    named = [("distilled", nnet_dir / dist.resolve().name, "the chosen student")] if dist.is_dir() else []
-    named += [("student_mixup", nnet_dir / "student_mixup", "the student from the members run on mixed-up windows"),
-              *((f"subset_{k}", nnet_dir / f"subset_{k}", f"section 6: the subset model, {k} targets")
+    chosen = exp.chosen_student()
+    named = [("distilled", nnet_dir / chosen.name, "the chosen student")] if chosen is not None else []
+    named += [("student_mixup", exp.student_mixup, "the student from the members run on mixed-up windows"),
+              *((f"subset_{k}", exp.section6(k), f"section 6: the subset model, {k} targets")
                 for k in ("hard", "soft", "mixup"))]
     for name, recipe_dir, what in named:
         runs = seeded_runs(recipe_dir, spread_dir, sets)

@@ -31,7 +31,8 @@ from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import FrameSet
 from asrkd.nnet.model import SenoneDnn
 from asrkd.nnet.soft_targets import average_posteriors, top_k
-from asrkd.nnet.train import cpu_setup, make_optimizer, train_step
+from asrkd.nnet.runtime import cpu_setup
+from asrkd.nnet.train import make_optimizer, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 

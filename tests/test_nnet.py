@@ -6,17 +6,21 @@ import numpy as np
 import pytest
 import torch
 
+import asrkd.nnet.losses as nnet_losses
 import asrkd.nnet.train as nnet_train
-from asrkd.alignment import AlignmentDir
 from asrkd.checkpoint import load_checkpoint, save_checkpoint
 from asrkd.config import load_config
 from asrkd.decode.decoder import NnetScorer, PosteriorScorer
 from asrkd.features import FeatureReader, splice
+from asrkd.hmm.alignment import AlignmentDir
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import load_frames
+from asrkd.nnet.ensemble import select_model
+from asrkd.nnet.losses import dense_distillation_loss, distillation_loss, mixup
 from asrkd.nnet.model import Dropout, SenoneDnn, load_nnet, save_nnet
+from asrkd.nnet.runtime import cpu_setup
 from asrkd.nnet.soft_targets import SoftTargets, average_posteriors, make_soft_targets, tail_probability, top_k
-from asrkd.nnet.train import dense_distillation_loss, distillation_loss, mixup, select_model, train_dnn
+from asrkd.nnet.train import train_dnn
 from asrkd.utils import AsrkdError
 from conftest import run_script
 
@@ -61,13 +65,13 @@ def test_dropout_mask_from_random_bytes():
 def test_cpu_setup_flushes_denormals():
     torch.set_flush_denormal(False)  # as a fresh process has it (an earlier test may have trained)
     tiny = torch.tensor([1e-39])  # below float32's smallest normal number, 1.18e-38
-    nnet_train.cpu_setup(1)
+    cpu_setup(1)
     try:
         assert float(tiny * 1.0) == 0.0
         torch.set_flush_denormal(False)
         assert float(tiny * 1.0) > 0.0
     finally:
-        nnet_train.cpu_setup()
+        cpu_setup()
 
 
 def test_splice_gather_equals_features_splice(yesno, frames):
@@ -278,8 +282,8 @@ def test_teachers_run_on_mixed_up_windows(yesno, yesno_mono, frames, tmp_path, m
     train_dnn(TINY, frames, frames, 16, tmp_path / "m0", seed=0)
     teachers = [load_nnet(tmp_path / "m0")]
     seen = []
-    online = nnet_train.online_loss
-    monkeypatch.setattr(nnet_train, "online_loss", lambda logits, x, *a: seen.append(x) or online(logits, x, *a))
+    online = nnet_losses.online_loss
+    monkeypatch.setattr(nnet_losses, "online_loss", lambda logits, x, *a: seen.append(x) or online(logits, x, *a))
     cfg = dataclasses.replace(TINY, teacher_mixup=1.0, hard_weight=0.1)
     hist = train_dnn(cfg, frames, frames, 16, tmp_path / "student", teachers=teachers)
     assert hist[-1]["dev_frame_accuracy"] > 0.5

@@ -196,3 +196,18 @@ def test_out_of_range_options_name_the_key(tmp_path):
         extra = {"temperatures": [value]} if key == "temperature" else {}
         with pytest.raises(AsrkdError, match=f"^{key} must be in"):
             NnetConfig(**{key: value, **extra})
+
+
+def test_force_keeps_the_outputs_nested_in_a_model_dir(yesno, tmp_path):
+    """Retraining a model with --force replaces the model, not the graph and decodes that other
+    commands made inside its dir; those now name another model and are refused until redone."""
+    args = (yesno / "train_yesno", yesno / "lang")
+    train_mono(*args, tmp_path / "mono", num_iters=2, tot_gauss=20)
+    make_graph(yesno / "lang_test", tmp_path / "mono", tmp_path / "mono/graph")
+    (tmp_path / "mono/notes.txt").write_text("kept aside with the old model")
+    train_mono(*args, tmp_path / "mono", num_iters=2, tot_gauss=30, force=True)
+    assert (tmp_path / "mono/graph/HCLG.fst").is_file() and not (tmp_path / "mono/notes.txt").exists()
+    with pytest.raises(AsrkdError, match="made with another model"):
+        make_graph(yesno / "lang_test", tmp_path / "mono", tmp_path / "mono/graph")
+    make_graph(yesno / "lang_test", tmp_path / "mono", tmp_path / "mono/graph", force=True)
+    assert read_record(tmp_path / "mono/graph")["finished"] and not (tmp_path / "mono/.graph.old").exists()

@@ -17,11 +17,11 @@ import soundfile as sf
 import torch
 
 import asrkd.features
-from asrkd.alignment import AlignmentDir
 from asrkd.cli import main
 from asrkd.data import combine_data_dirs, read_table, validate_data_dir, write_table
 from asrkd.decode.score import score
 from asrkd.features import FbankConfig, compute_cmvn_stats_dir, compute_fbank_dir
+from asrkd.hmm.alignment import AlignmentDir
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.train import train_mono
 from asrkd.utils import AsrkdError
@@ -252,3 +252,20 @@ def test_alignment_works_from_any_directory_and_needs_no_priors(yesno, yesno_mon
     env = subprocess.run([sys.executable, "-m", "asrkd.cli", "--threads", "1", "env"], capture_output=True,
                          text=True, check=True, cwd=ROOT)
     assert json.loads(env.stdout)["threads"] == 1
+
+
+def test_decode_with_too_many_skipped_utterances_is_an_error(yesno, yesno_mono, tmp_path):
+    """NaN scores for every utterance used to give exit 0 and WER 100."""
+    from asrkd.decode.decoder import GmmScorer, decode
+    from asrkd.decode.graph import make_graph
+
+    class NanScorer(GmmScorer):
+        def __call__(self, utt):
+            return np.full_like(super().__call__(utt), np.nan)
+
+    make_graph(yesno / "lang_test", yesno_mono / "mono", tmp_path / "graph")
+    data = yesno / "test_yesno"
+    with pytest.raises(AsrkdError, match=r"30 of 30 utterances skipped \(more than 5%\)"):
+        decode(tmp_path / "graph", NanScorer(yesno_mono / "mono", data), data, tmp_path / "decode", lm_weights=[1.0])
+    assert len((tmp_path / "decode/log/skipped.txt").read_text().splitlines()) == 30
+    assert not (tmp_path / "decode/decode_info.json").exists()

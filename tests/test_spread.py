@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from asrkd.cli import main
+from asrkd.nnet.model import SenoneDnn, save_nnet
 from asrkd.spread import jackknife_std, seed_spread, summarize, summarize_jackknife, welch_interval
 
 
@@ -45,8 +46,11 @@ def test_welch_interval_matches_scipy():
     assert same["exceeds_spread"] is True and same["interval"] == [1.0, 1.0]
 
 
-def _model(d, fa: dict, wer: dict | None = None):
+def _model(d, fa: dict, wer: dict | None = None, seed: int | None = None):
+    """A model dir's results; with `seed`, also a (tiny) model file recording that seed."""
     d.mkdir(parents=True, exist_ok=True)
+    if seed is not None:
+        save_nnet(d / "final.pt", SenoneDnn(2, 2, 2, 1, 0, 0), {"seed": seed})
     for s, v in fa.items():
         (d / f"frame_accuracy_{s}.json").write_text(json.dumps({"frame_accuracy": v / 100}))
     for s, v in (wer or {}).items():
@@ -59,9 +63,9 @@ def recipe_layout(root):
     subset model) and exp/spread with the extra decodes and seeds."""
     nnet, spread = root / "exp/nnet", root / "exp/spread"
     members = [38.4, 38.6, 37.9]
-    for k in range(3):
-        (nnet / f"member_{k}").mkdir(parents=True)
-    _model(nnet / "member_0", {}, {"dev": 66.0, "test": 59.8})
+    for k in range(1, 3):
+        _model(nnet / f"member_{k}", {}, seed=k)
+    _model(nnet / "member_0", {}, {"dev": 66.0, "test": 59.8}, seed=0)
     for k, w in ((1, 59.2), (2, 60.1)):
         _model(spread / f"member_{k}", {}, {"dev": 65.0, "test": w})
     _model(nnet / "ensemble", {}, {"dev": 63.2, "test": 58.6})
@@ -70,12 +74,12 @@ def recipe_layout(root):
             {"frame_accuracy": 0.406, "members": [{"frame_accuracy": (a + shift) / 100} for a in members]}))
     for k, v in enumerate([40.1, 40.2, 40.4]):
         _model(spread / f"ensemble_without_{k}", {"test": v})
-    _model(nnet / "student_T2", {"dev": 41.7, "test": 40.07}, {"dev": 62.8, "test": 58.2})
+    _model(nnet / "student_T2", {"dev": 41.7, "test": 40.07}, {"dev": 62.8, "test": 58.2}, seed=0)
     (nnet / "distilled").symlink_to("student_T2")
     _model(nnet / "student_T1", {"dev": 41.0, "test": 39.0})
-    _model(spread / "student_T2_seed1", {"dev": 41.9, "test": 40.31}, {"dev": 62.5, "test": 58.0})
-    _model(spread / "student_T2_seed2", {"dev": 41.6, "test": 39.95}, {"dev": 63.0, "test": 58.4})
-    _model(nnet / "subset_hard", {"test": 29.3})
+    _model(spread / "student_T2_seed2", {"dev": 41.6, "test": 39.95}, {"dev": 63.0, "test": 58.4}, seed=2)
+    _model(spread / "student_T2_seed1", {"dev": 41.9, "test": 40.31}, {"dev": 62.5, "test": 58.0}, seed=1)
+    _model(nnet / "subset_hard", {"test": 29.3}, seed=0)
     return nnet, spread
 
 

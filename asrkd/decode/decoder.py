@@ -41,8 +41,8 @@ from asrkd.outputs import Output
 from asrkd.utils import AsrkdError, atomic_file, die_with_parent, relocate_scp, write_list
 
 log = logging.getLogger(__name__)
-MAX_ACTIVE = 15000  # tokens kept per frame; at 7000 test WERs lost up to 0.31 to search errors (README)
-GRID_BEAM = 14.0  # a grid's lattice search; at its middle penalty about the cost of 13 without (README)
+MAX_ACTIVE = 15000  # tokens kept per frame; at 7000 test WERs lost up to 0.31 to search errors (docs/benchmarks.md)
+GRID_BEAM = 14.0  # a grid's lattice search; at its middle penalty about the cost of 13 without (docs/benchmarks.md)
 MAX_WIDEN = 3  # widenings of each side of a grid whose chosen pair lies on that edge
 
 

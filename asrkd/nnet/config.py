@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from asrkd.nnet.model import MODELS
 from asrkd.utils import AsrkdError
 
 
 @dataclass
 class NnetConfig:
-    # network: ReLU DNN over a window of fbank frames (paper: 8 x 2560, 20 left / 5 right)
+    # network over a window of fbank frames: `arch` names a registered architecture
+    # (asrkd.nnet.model.MODELS: dnn, the paper's ReLU DNN of 8 x 2560, 20 left / 5 right; tdnn)
+    arch: str = "dnn"
     hidden: int = 1024
     layers: int = 4
     left_context: int = 20
@@ -22,7 +25,7 @@ class NnetConfig:
     max_epochs: int = 8
     min_improvement: float = 0.002
     max_halvings: int = 2  # stop at the halving after this many
-    precision: str = "bf16"  # bf16 autocast (AMX / tensor cores) or fp32
+    precision: str = "auto"  # bf16 autocast, fp32, or auto: bf16 where the hardware has it (AMX, AVX512-BF16, GPU)
     # ensemble: members differ only in seed (paper: 10); member 0 is the baseline
     num_members: int = 4
     # soft targets: mean over members of softmax(z/T), top-k stored (paper: T in 1, 2, 5, 10)
@@ -36,9 +39,12 @@ class NnetConfig:
     # distilling from teacher models run on each minibatch (train-dnn --teacher-nnet): pairs of
     # windows mixed with weights from Beta(a, a) first (mixup; 0: none), the teachers see the mix
     teacher_mixup: float = 0.0
+    # the loss (asrkd.nnet.losses.LOSSES); auto: ce for hard targets, kd for stored soft
+    # targets, online_kd for teacher models
+    loss: str = "auto"
 
     def __post_init__(self):
-        choices = {"precision": ("bf16", "fp32"), "ensemble_mean": ("arithmetic", "geometric")}
+        choices = {"precision": ("auto", "bf16", "fp32"), "ensemble_mean": ("arithmetic", "geometric"), "arch": tuple(MODELS)}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise AsrkdError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")

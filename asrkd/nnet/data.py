@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asrkd.alignment import AlignmentDir
 from asrkd.features import FeatureReader
+from asrkd.hmm.alignment import AlignmentDir
 from asrkd.nnet.soft_targets import SoftTargets
 from asrkd.utils import AsrkdError, write_list
 

@@ -9,7 +9,7 @@ the KL divergence of the dense distribution from the stored one, sizes). The sto
 distribution is the top k plus the remaining mass spread evenly over the other senones
 (`tail_probability`): renormalising the top k instead gives every other senone a target
 of 0, and at T = 2 the top 20 hold only half the mass, so a student learns to push those
-logits down without bound and becomes overconfident (measured: see the README)."""
+logits down without bound and becomes overconfident."""
 
 from __future__ import annotations
 

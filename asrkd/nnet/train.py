@@ -1,7 +1,6 @@
-"""Frame-level training of a senone DNN: cross-entropy to the hard (forced-alignment)
-targets, or distillation (Hinton et al. 2015): T^2 KL(soft_T || student_T) + w CE(hard),
-the soft targets either stored (make-soft-targets) or computed on each minibatch by teacher
-models, on windows mixed up in pairs (function matching, Beyer et al. 2022).
+"""Frame-level training of one senone classifier (the architecture `arch:` picks, the loss
+`asrkd.nnet.losses` picks for its targets): hard targets, stored soft targets or teacher
+models run on each minibatch.
 
 Adam; after every epoch the dev frame accuracy is measured, the learning rate halved when
 it gained less than `min_improvement` (Kaldi nnet1's newbob), and the best epoch kept.
@@ -13,11 +12,9 @@ trained in), `nnet.yaml`, `log/train.json`.
 from __future__ import annotations
 
 import copy
-import ctypes
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -25,49 +22,20 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asrkd.alignment import AlignmentDir
 from asrkd.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from asrkd.config import save_config
 from asrkd.environment import environment
+from asrkd.hmm.alignment import AlignmentDir
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import FrameSet, load_frames
-from asrkd.nnet.soft_targets import SoftTargets, average_posteriors, tail_probability
-from asrkd.nnet.model import SenoneDnn, load_nnet, save_nnet
+from asrkd.nnet.losses import LOSSES, Batch, mixup, pick_loss
+from asrkd.nnet.model import SenoneModel, build_model, load_nnet, save_nnet
+from asrkd.nnet.runtime import cpu_setup, pick_device, resolve_precision
+from asrkd.nnet.soft_targets import SoftTargets
 from asrkd.outputs import Output
 from asrkd.utils import AsrkdError, atomic_file
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise AsrkdError("--device cuda: no CUDA device is available to torch")
-    return torch.device(device)
-
-
-def cpu_setup(threads: int | None = None) -> int:
-    """Set up this process for torch work on the CPU; returns the thread count.
-
-    - Intra-op threads: `threads`, else OMP_NUM_THREADS, else all cores. Two jobs that each
-      take all cores slow each other down several times (OpenMP spin-waits).
-    - Denormals flushed to zero: without, the 1024 x 4 DNN's training step takes 1.4x as
-      long from about step 700 on (denormal float arithmetic is slow on x86).
-    - glibc malloc keeps blocks up to 32 MB on its heap and does not return freed memory. By
-      default each minibatch's activations are mapped and unmapped again, about 3,000 page
-      faults per step on the recipe's data, a fifth of the step's time."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    n = threads or (int(env) if env.isdigit() else 0) or len(os.sched_getaffinity(0))
-    torch.set_num_threads(n)
-    torch.set_flush_denormal(True)
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
-        return n
-    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD, its maximum on 64-bit
-    mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
-    return n
 
 
 def model_output(exp_dir, cfg: NnetConfig, seed: int, distill: bool, inputs: dict | None = None,
@@ -86,95 +54,35 @@ def _history(out: Output) -> list[dict]:
         raise AsrkdError(f"{path}: unreadable ({type(e).__name__}); retrain with --force") from None
 
 
-def distillation_loss(logits: torch.Tensor, soft_ids: torch.Tensor, soft_probs: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
-    """T^2 * KL(q || softmax(z/T)) averaged over frames. q is the teacher's top k (ids, probs)
-    with the rest of its mass spread evenly over the other senones (`tail_probability`).
-    The T^2 keeps the gradient's size independent of T (it scales as 1/T^2)."""
-    logp = torch.log_softmax(logits / temperature, -1)
-    top = (torch.xlogy(soft_probs, soft_probs) - soft_probs * logp.gather(1, soft_ids)).sum(1)
-    tail = tail_probability(soft_probs, logits.shape[-1])
-    rest = logp.sum(1) - logp.gather(1, soft_ids).sum(1)  # sum of log p over the other senones
-    others = logits.shape[-1] - soft_ids.shape[1]
-    return temperature**2 * (top + others * torch.xlogy(tail, tail) - tail * rest).mean()
-
-
-def dense_distillation_loss(logits: torch.Tensor, teacher_logq: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * KL(q || softmax(z/T)) averaged over frames, q given densely as log-probabilities."""
-    q = teacher_logq.exp()
-    return temperature**2 * (torch.xlogy(q, q) - q * torch.log_softmax(logits / temperature, -1)).sum(1).mean()
-
-
-def mixup(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each window mixed with another of the minibatch (Zhang et al. 2018): lam x + (1 - lam)
-    x[perm], lam ~ Beta(alpha, alpha) per window. Returns the mix, lam and perm."""
-    lam = torch.distributions.Beta(alpha, alpha).sample((len(x),)).to(x.device)
-    perm = torch.randperm(len(x)).to(x.device)
-    return lam[:, None] * x + (1 - lam[:, None]) * x[perm], lam, perm
-
-
-def online_loss(logits: torch.Tensor, x: torch.Tensor, teachers: list[SenoneDnn], hard: torch.Tensor,
-                cfg: NnetConfig, mix: tuple | None = None) -> torch.Tensor:
-    """Distillation from `teachers` run on the student's own input windows `x`: the KD loss
-    against their averaged softmax(z/T) (as stored soft targets average them), plus the
-    hard-target cross-entropy, mixed as the windows were (`mix`: lam, perm)."""
-    with torch.no_grad():  # the teachers' weights are cast once (bf16 with cfg.precision bf16)
-        dtype = next(teachers[0].parameters()).dtype
-        logq = average_posteriors([m(x.to(dtype)) for m in teachers], cfg.temperature, cfg.ensemble_mean)
-    loss = dense_distillation_loss(logits, logq, cfg.temperature)
-    if cfg.hard_weight > 0:
-        ce = F.cross_entropy(logits, hard, reduction="none")
-        if mix is not None:
-            lam, perm = mix
-            ce = lam * ce + (1 - lam) * F.cross_entropy(logits, hard[perm], reduction="none")
-        loss = loss + cfg.hard_weight * ce.mean()
-    return loss
-
-
-def batch_loss(logits: torch.Tensor, data: FrameSet, idx: torch.Tensor, cfg: NnetConfig, distill: bool,
-               teacher: int = 0):
-    """Cross-entropy to the hard targets; distilling, plus the KD loss against `teacher`'s
-    soft targets (teacher switching draws one teacher per minibatch, Fukuda et al. 2017)."""
-    hard = data.targets[idx].to(logits.device)
-    ce = F.cross_entropy(logits, hard)
-    if not distill:
-        return ce
-    ids, probs = data.soft_ids[teacher, idx].long(), data.soft_probs[teacher, idx].float()
-    soft = distillation_loss(logits, ids.to(logits.device), probs.to(logits.device), cfg.temperature)
-    return soft + cfg.hard_weight * ce
-
-
-def make_optimizer(model: SenoneDnn, cfg: NnetConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: SenoneModel, cfg: NnetConfig) -> torch.optim.Optimizer:
     """Adam, fused: one pass over the weights per step instead of one per operation."""
     return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, fused=True)
 
 
-def train_step(model: SenoneDnn, opt: torch.optim.Optimizer, data: FrameSet, idx: torch.Tensor, cfg: NnetConfig,
-               device: torch.device, distill: bool = False, teacher: int = 0,
-               teachers: list[SenoneDnn] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(model: SenoneModel, opt: torch.optim.Optimizer, data: FrameSet, idx: torch.Tensor, cfg: NnetConfig,
+               device: torch.device, loss: str = "ce", teacher: int = 0,
+               teachers: list[SenoneModel] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One minibatch: gather the windows (mixed up if distilling from `teachers` with
-    `cfg.teacher_mixup`), forward (bf16 autocast if configured), loss, backward, Adam. Returns
-    the loss and the logits, detached."""
+    `cfg.teacher_mixup`), forward (bf16 autocast if configured), the registered `loss`,
+    backward, Adam. Returns the loss and the logits, detached."""
     x = data.spliced(idx, cfg.left_context, cfg.right_context).to(device)
     mix = None
     if teachers and cfg.teacher_mixup > 0:
         x, *mix = mixup(x, cfg.teacher_mixup)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
         logits = model(x)
-    if teachers:
-        loss = online_loss(logits.float(), x, teachers, data.targets[idx].to(device), cfg, mix)
-    else:
-        loss = batch_loss(logits.float(), data, idx, cfg, distill, teacher)
-    if not torch.isfinite(loss):
-        raise AsrkdError(f"the training loss became {float(loss)}; lower learning_rate")
+    batch = Batch(data, idx, x, data.targets[idx].to(device), teacher, teachers, mix)
+    value = LOSSES[loss](logits.float(), batch, cfg)
+    if not torch.isfinite(value):
+        raise AsrkdError(f"the training loss became {float(value)}; lower learning_rate")
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    value.backward()
     opt.step()
-    return loss.detach(), logits.detach()
+    return value.detach(), logits.detach()
 
 
 @torch.no_grad()
-def evaluate(model: SenoneDnn, data: FrameSet, cfg: NnetConfig, device: torch.device, chunk: int = 4096) -> dict:
+def evaluate(model: SenoneModel, data: FrameSet, cfg: NnetConfig, device: torch.device, chunk: int = 4096) -> dict:
     """Frame accuracy and cross-entropy against the hard targets, dropout off."""
     model.eval()
     correct, loss = 0, 0.0
@@ -188,9 +96,26 @@ def evaluate(model: SenoneDnn, data: FrameSet, cfg: NnetConfig, device: torch.de
     return {"frame_accuracy": correct / len(data), "cross_entropy": loss / len(data)}
 
 
+def train_epoch(model: SenoneModel, opt, train: FrameSet, cfg: NnetConfig, device: torch.device, loss: str,
+                teachers: list | None, seed: int, epoch: int) -> tuple[float, float]:
+    """One pass over `train` in the epoch's seeded order (and, with several teachers' stored
+    soft targets, a seeded teacher per minibatch); returns the mean loss and the training
+    frame accuracy."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    switching = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_000)
+    num_teachers = len(train.soft_ids) if loss == "kd" else 1
+    tot_loss, correct = 0.0, 0
+    for idx in tqdm(train.batches(cfg.batch_size, gen), desc=f"epoch {epoch}", disable=None, mininterval=10):
+        teacher = int(torch.randint(num_teachers, (1,), generator=switching)) if num_teachers > 1 else 0
+        value, logits = train_step(model, opt, train, idx, cfg, device, loss, teacher, teachers)
+        tot_loss += float(value) * len(idx)
+        correct += int((logits.argmax(1).cpu() == train.targets[idx]).sum())
+    return tot_loss / len(train), correct / len(train)
+
+
 def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, exp_dir: str | Path | Output,
               seed: int = 0, distill: bool = False, device: str = "auto", meta: dict | None = None,
-              force: bool = False, teachers: list[SenoneDnn] | None = None) -> list[dict]:
+              force: bool = False, teachers: list[SenoneModel] | None = None) -> list[dict]:
     """Train one model into `exp_dir` (a path, or an `Output` whose done-check the caller
     made); returns the per-epoch history. `meta` (data fingerprints) must match a
     checkpoint's for the run to resume from it. Distilling, the soft targets are the training
@@ -202,7 +127,9 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
     exp_dir = out.path
     if distill and not teachers and train.soft_ids is None:
         raise AsrkdError(f"{exp_dir}: distillation needs soft targets for the training frames")
+    loss = pick_loss(cfg, distill and not teachers, bool(teachers))
     dev_ = pick_device(device)
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, dev_))  # what runs, in nnet.yaml
     threads = cpu_setup() if dev_.type == "cpu" else None
     env = environment(dev_)
     out.start()
@@ -213,8 +140,8 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
             "frames": len(train)}
 
     torch.manual_seed(seed)
-    model = SenoneDnn(train.feat_dim, num_pdfs, cfg.hidden, cfg.layers, cfg.left_context, cfg.right_context,
-                      cfg.model_dropout(distill)).to(dev_)
+    model = build_model(cfg.arch, train.feat_dim, num_pdfs, cfg.hidden, cfg.layers, cfg.left_context,
+                        cfg.right_context, cfg.model_dropout(distill)).to(dev_)
     opt = make_optimizer(model, cfg)
     history, best, best_acc, lr, halvings, start = [], None, -1.0, cfg.learning_rate, 0, 1
     if ckpt.is_file():
@@ -226,9 +153,9 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
         torch.set_rng_state(state["rng"])
         log.info("%s: resuming after epoch %d (best dev frame accuracy %.2f%%)", exp_dir, state["epoch"],
                  100 * best_acc)
-    log.info("%s: %s model, %.2fM parameters, %d training frames, %s on %s%s", exp_dir,
-             "distilled" if distill else "hard-target", model.num_params() / 1e6, len(train), cfg.precision,
-             dev_, f" ({threads} threads)" if threads else "")
+    log.info("%s: %s %s model, %.2fM parameters, %d training frames, loss %s, %s on %s%s", exp_dir,
+             "distilled" if distill else "hard-target", cfg.arch, model.num_params() / 1e6, len(train), loss,
+             cfg.precision, dev_, f" ({threads} threads)" if threads else "")
 
     stop = start > cfg.max_epochs or halvings > cfg.max_halvings
     for epoch in range(start, cfg.max_epochs + 1):
@@ -237,31 +164,22 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
         for g in opt.param_groups:
             g["lr"] = lr
         t0 = time.time()
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        switching = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_000)
-        num_teachers = len(train.soft_ids) if distill and not teachers else 1
-        tot_loss, correct = 0.0, 0
-        for idx in tqdm(train.batches(cfg.batch_size, gen), desc=f"epoch {epoch}", disable=None, mininterval=10):
-            teacher = int(torch.randint(num_teachers, (1,), generator=switching)) if num_teachers > 1 else 0
-            try:
-                loss, logits = train_step(model, opt, train, idx, cfg, dev_, distill, teacher, teachers)
-            except AsrkdError as e:
-                raise AsrkdError(f"{exp_dir}: epoch {epoch}: {e}") from None
-            tot_loss += float(loss) * len(idx)
-            correct += int((logits.argmax(1).cpu() == train.targets[idx]).sum())
+        try:
+            train_loss, train_acc = train_epoch(model, opt, train, cfg, dev_, loss, teachers, seed, epoch)
+        except AsrkdError as e:
+            raise AsrkdError(f"{exp_dir}: epoch {epoch}: {e}") from None
         train_s = time.time() - t0
         ev = evaluate(model, dev, cfg, dev_)
         improved = ev["frame_accuracy"] - max(best_acc, 0.0)
         if ev["frame_accuracy"] > best_acc:
             best, best_acc = copy.deepcopy(model.state_dict()), ev["frame_accuracy"]
-        history.append({"epoch": epoch, "lr": lr, "train_loss": tot_loss / len(train),
-                        "train_frame_accuracy": correct / len(train), "dev_frame_accuracy": ev["frame_accuracy"],
-                        "dev_cross_entropy": ev["cross_entropy"], "train_seconds": round(train_s, 1),
-                        "frames_per_second": round(len(train) / train_s, 1),
+        history.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_frame_accuracy": train_acc,
+                        "dev_frame_accuracy": ev["frame_accuracy"], "dev_cross_entropy": ev["cross_entropy"],
+                        "train_seconds": round(train_s, 1), "frames_per_second": round(len(train) / train_s, 1),
                         "eval_seconds": round(time.time() - t0 - train_s, 1)})
         log.info("epoch %d: lr %.2g, train loss %.4f, train acc %.2f%%, dev acc %.2f%% (%.0f frames/s, %.0f s)",
-                 epoch, lr, history[-1]["train_loss"], 100 * history[-1]["train_frame_accuracy"],
-                 100 * ev["frame_accuracy"], history[-1]["frames_per_second"], time.time() - t0)
+                 epoch, lr, train_loss, 100 * train_acc, 100 * ev["frame_accuracy"],
+                 history[-1]["frames_per_second"], time.time() - t0)
         if epoch > 1 and improved < cfg.min_improvement:
             halvings += 1
             lr /= 2
@@ -282,14 +200,14 @@ def train_dnn(cfg: NnetConfig, train: FrameSet, dev: FrameSet, num_pdfs: int, ex
     return history
 
 
-def _inputs(data_dir, ali_dir, dev_dir, dev_ali_dir, soft_dirs=(), teacher_dirs=()) -> dict:
+def model_inputs(data_dir, ali_dir, dev_dir, dev_ali_dir, soft_dirs=(), teacher_dirs=()) -> dict:
     """Every input that changes a model, by name (what its `Output` fingerprints)."""
     return {"data": data_dir, "ali": ali_dir, "dev": dev_dir, "dev_ali": dev_ali_dir,
             **{f"soft_targets_{i}": d for i, d in enumerate(soft_dirs)},
             **{f"teacher_{i}": d for i, d in enumerate(teacher_dirs)}}
 
 
-def _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir: Path, soft_dirs=()):
+def load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir: Path, soft_dirs=()):
     """Training frames (with soft targets from `soft_dirs`), dev frames, senone count, and the
     fingerprints a checkpoint must match (data, alignment's tree)."""
     ali, dev_ali = AlignmentDir(ali_dir), AlignmentDir(dev_ali_dir)
@@ -308,24 +226,6 @@ def _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir: Path, soft_dirs
     meta = {"data": fingerprint(*files), "soft": " ".join(fingerprint(st.path / "info.json") for st in soft),
             "tree": fingerprint(ali.path / "tree") if (ali.path / "tree").is_file() else None}
     return train, dev, ali.num_pdfs, meta
-
-
-def train_ensemble(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, device: str = "auto",
-                   force: bool = False) -> list[Path]:
-    """`cfg.num_members` hard-target models differing only in seed (member k: seed k), in
-    exp_dir/member_<k>; finished members are skipped, a killed one resumes."""
-    exp_dir = Path(exp_dir)
-    pick_device(device)  # an unusable device is an error before anything is written
-    inputs = _inputs(data_dir, ali_dir, dev_dir, dev_ali_dir)
-    members = [model_output(exp_dir / f"member_{k}", cfg, k, False, inputs) for k in range(cfg.num_members)]
-    todo = [m for m in members if not m.done(force)]
-    if todo:
-        train, dev, num_pdfs, meta = _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir)
-        for k, m in enumerate(members):
-            if m in todo:
-                train_dnn(cfg, train, dev, num_pdfs, m, seed=k, device=device, meta=meta)
-    log.info("%s: %d members trained", exp_dir, len(members))
-    return [m.path for m in members]
 
 
 def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, seed: int = 0,
@@ -349,12 +249,12 @@ def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_di
         log.info("%s: distilling at T=%g (%s)", exp_dir, t, soft_dirs[0] if soft_dirs else "--temperature")
         cfg = dataclasses.replace(cfg, temperature=t, temperatures=sorted(set(cfg.temperatures) | {t}))
     out = model_output(exp_dir, cfg, seed, bool(soft_dirs or teacher_dirs),
-                       _inputs(data_dir, ali_dir, dev_dir, dev_ali_dir, soft_dirs, teacher_dirs))
+                       model_inputs(data_dir, ali_dir, dev_dir, dev_ali_dir, soft_dirs, teacher_dirs))
     if out.done(force):
         return _history(out)
-    train, dev, num_pdfs, meta = _load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, soft_dirs)
+    train, dev, num_pdfs, meta = load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, soft_dirs)
     # bf16 weights cast once, not by autocast at every step (5 teachers at batch 512: 31 vs 33 ms)
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    dtype = torch.bfloat16 if resolve_precision(cfg.precision, pick_device(device)) == "bf16" else torch.float32
     teachers = [load_nnet(d, pick_device(device).type).requires_grad_(False).to(dtype) for d in teacher_dirs]
     for d, m in zip(teacher_dirs, teachers):
         if m.arch["num_senones"] != num_pdfs:
@@ -365,22 +265,3 @@ def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_di
                      meta=meta, teachers=teachers)
 
 
-def select_model(model_dirs, link) -> Path:
-    """The model with the best dev frame accuracy (its best epoch's) among `model_dirs`, e.g.
-    the students of a temperature sweep; `link` becomes a relative symlink to it."""
-    from asrkd.nnet.model import model_info
-
-    link = Path(link)
-    if link.exists() and not link.is_symlink():
-        raise AsrkdError(f"{link}: exists and is not a symlink; move it away (it holds a model of its own)")
-    accs = {Path(d): model_info(d)["dev_frame_accuracy"] for d in model_dirs}
-    if not accs:
-        raise AsrkdError(f"{link}: no model to choose from")
-    best = max(accs, key=accs.get)
-    for d, acc in accs.items():
-        log.info("%s: dev frame accuracy %.2f%%%s", d, 100 * acc, "  <- chosen" if d == best else "")
-    tmp = link.with_name(link.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(os.path.relpath(best.resolve(), link.parent.resolve()))
-    os.replace(tmp, link)
-    return best

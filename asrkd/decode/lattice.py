@@ -9,7 +9,7 @@ graph + p * words + (a / a0) * acoustic over those links (lattice-scale, lattice
 lattice-best-path); one forward sweep rescores every grid point.
 
 Ours because kaldi-decoder's LatticeSimpleDecoder has no max-active (it costs 6 single passes
-at a beam that already loses paths, README "Tuning grid") and no installable package exposes
+at a beam that already loses paths, docs/benchmarks.md, "Tuning grid") and no installable package exposes
 the lattice of Kaldi's LatticeFasterDecoder. The search is compiled with numba; the tests hold
 it to kaldi-decoder's FasterDecoder and LatticeSimpleDecoder. A frame's epsilon arcs are
 expanded in a topological order of HCLG's epsilon arcs, so each token is expanded once, with

@@ -2,7 +2,21 @@
 # alignments and HCLG). The recipe sets: stage, stop_stage, nj, device, nnet_config,
 # subset_config (section 6's models), subset_percent, grid (decode's LM-weight / penalty
 # options), the data sets train_set, tune_set (LR schedule, decoding weights, model choice),
-# test_set, and their alignment dirs train_ali, tune_ali, test_ali.
+# test_set, and their alignment dirs train_ali, tune_ali, test_ali. It may set beyond_paper=false
+# (default true) to leave out stages 13-14: section 6's subset models, teacher switching and the
+# students of the members run on mixed-up windows (and the per-member soft targets of stage 11).
+# Models of those stages left by an earlier run are still measured and decoded.
+beyond_paper=${beyond_paper:-true}
+case $beyond_paper in
+  true|false) ;;
+  *) echo "$0: --beyond-paper must be true or false, got '$beyond_paper'" >&2; exit 1 ;;
+esac
+# beyond_paper_stage N: true when the optional stage N is to run; otherwise says it is skipped.
+beyond_paper_stage() {
+  [ "$beyond_paper" = true ] && return 0
+  echo "stage $1: skipped (beyond_paper=false)"
+  return 1
+}
 subset=data/${train_set}_${subset_percent}pct
 nnet_opts="--config $nnet_config --device $device"
 ali_sets="data/$train_set $train_ali data/$tune_set $tune_ali"
@@ -13,10 +27,12 @@ fi
 members=$(for m in exp/nnet/member_*; do if [ -d $m ]; then echo "--nnet $m"; fi; done)
 temperatures=$(python -c "import sys, yaml; print(*('%g' % t for t in yaml.safe_load(open(sys.argv[1]))['temperatures']))" $nnet_config)
 switch_t=$(config_value $nnet_config temperature)   # each member's own soft targets at this T
+per_member="--per-member $switch_t" per_member_text=", and each member's at T=$switch_t"
+if [ "$beyond_paper" != true ]; then per_member= per_member_text=; fi
 
 if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
-  begin_stage 11 "soft targets on train: members' averaged softmax(z/T) for T in $temperatures, and each member's at T=$switch_t"
-  run_log exp/nnet/log/make_soft_targets.log asrkd make-soft-targets --config $nnet_config --per-member $switch_t \
+  begin_stage 11 "soft targets on train: members' averaged softmax(z/T) for T in $temperatures$per_member_text"
+  run_log exp/nnet/log/make_soft_targets.log asrkd make-soft-targets --config $nnet_config $per_member \
     $members data/$train_set exp/nnet
 fi
 
@@ -30,7 +46,7 @@ if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
     $(for t in $temperatures; do echo exp/nnet/student_T$t; done)
 fi
 
-if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
+if [ $stage -le 13 ] && [ $stop_stage -ge 13 ] && beyond_paper_stage 13; then
   begin_stage 13 "soft targets as a regulariser (paper section 6): ${subset_percent}% of train, hard vs soft targets, and the ensemble run on mixed-up windows"
   if [ ! -f $subset/cmvn.scp ]; then
     asrkd subset-data-dir --frame-fraction $(python -c "print($subset_percent / 100)") --seed 0 data/$train_set $subset
@@ -47,7 +63,7 @@ if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
     $sub_sets exp/nnet/subset_mixup
 fi
 
-if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
+if [ $stage -le 14 ] && [ $stop_stage -ge 14 ] && beyond_paper_stage 14; then
   begin_stage 14 "beyond the paper: teacher switching (Fukuda et al. 2017), and the members run on mixed-up windows of all of train"
   run_log exp/nnet/switched/log/run.log asrkd train-dnn $nnet_opts $ali_sets exp/nnet/switched \
     $(for m in exp/nnet/soft_T${switch_t}_member_*; do echo "--soft-targets $m"; done)
@@ -73,6 +89,7 @@ if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
   # training-set accuracy for the section-6 table: each model on the data it was trained on
   for d in exp/nnet/member_0:data/$train_set exp/nnet/subset_hard:$subset exp/nnet/subset_soft:$subset \
            exp/nnet/subset_mixup:$subset; do
+    [ "$beyond_paper" = true ] || [ -d ${d%%:*} ] || continue
     run_log ${d%%:*}/log/frame_accuracy_train.log asrkd frame-accuracy --nnet ${d%%:*} --priors $train_ali \
       ${d#*:} $train_ali ${d%%:*}/frame_accuracy_train.json
   done
@@ -90,6 +107,7 @@ if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
   # the other students of the sweep and teacher switching: one pass per set at the chosen student's weights
   for d in exp/nnet/student_T* exp/nnet/switched; do
     [ "$(readlink -f $d)" = "$(readlink -f exp/nnet/distilled)" ] && continue
+    [ "$beyond_paper" = true ] || [ -d $d ] || continue
     for s in $tune_set $test_set; do
       run_log $d/decode_$s/log/run.log asrkd decode --nj $nj --tuned-on exp/nnet/distilled/decode_$tune_set \
         --nnet $d --priors $train_ali exp/tri/graph data/$s $d/decode_$s

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""SHA-1 fingerprints of a recipe's GMM stages, to compare two runs bit for bit (on other
+CPUs, thread counts or package builds): each GMM's parameters and tree, each HCLG, each
+alignment (utterance ids and senones, whatever the ark's name) and each decode's
+hypotheses. Run from a recipe dir after stage 9; prints JSON.
+
+    cd recipes/speechocean762 && python ../../local/gmm_fingerprints.py [--exp exp] > gmm_sha1.json
+"""
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import torch
+
+
+def sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def fingerprints(exp: Path) -> dict:
+    out = {}
+    for model in sorted(p.parent for p in exp.glob("*/tree") if (p.parent / "final.pt").is_file()
+                        and "_ali" not in p.parent.name):
+        state = torch.load(model / "final.pt", weights_only=True)
+        out[f"{model.name}/params"] = sha1(b"".join(state[k].numpy().tobytes() for k in ("means", "vars", "logw")))
+        out[f"{model.name}/tree"] = sha1((model / "tree").read_bytes())
+        if (model / "graph/HCLG.fst").is_file():
+            out[f"{model.name}/graph/HCLG.fst"] = sha1((model / "graph/HCLG.fst").read_bytes())
+        for d in sorted(model.glob("decode_*")):
+            if (d / "text").is_file():
+                out[f"{model.name}/{d.name}/text"] = sha1((d / "text").read_bytes())
+    for ali_dir in sorted(p.parent for p in exp.glob("*_ali*/ali.scp")):
+        ali = kaldiio.load_scp(str(ali_dir / "ali.scp"))
+        out[f"{ali_dir.name}/ali"] = sha1(b"".join(u.encode() + ali[u].astype(np.int32).tobytes() for u in sorted(ali)))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp", default="exp", help="the recipe's exp dir")
+    print(json.dumps(fingerprints(Path(p.parse_args().exp)), indent=1))
+
+
+if __name__ == "__main__":
+    main()

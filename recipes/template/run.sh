@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# A recipe for your own corpus: copy recipes/template to recipes/<corpus>, point --prep at your
+# data preparation, name the sets and size the models (docs/own-corpus.md). Stages 0-17 as in
+# the other recipes: data, lang, LM, fbank, mono and tri GMM-HMMs, senone alignments, GMM
+# decoding, then the DNN ensemble, soft targets, a distilled student, decoding and comparison.
+#   bash recipes/<corpus>/run.sh --corpus-dir DIR [--prep CMD] [--train-set S] [--tune-set S] [--test-set S]
+#        [--stage N] [--stop-stage N] [--nj N] [--threads N] [--force true] [--beyond-paper false] [--name value]
+set -euo pipefail
+cd "$(dirname "$0")"
+. ../utils/path.sh
+
+stage=0
+stop_stage=100
+nj=2
+threads=0        # CPU threads of training stages (0: nj, at most the cores)
+force=false      # true: redo every stage that runs (the old outputs are replaced once the new ones are done)
+device=auto
+corpus_dir=      # the corpus as it came (audio, transcripts); required
+# Stage 0 runs `$prep CORPUS_DIR data` in this dir. It must write data/<set>/{wav.scp,text,utt2spk,spk2utt}
+# for every set below and data/local/dict/lexicon.txt (WORD PHONE PHONE ...). The default,
+# local/prepare.sh, turns CORPUS_DIR/<set>/ folders of audio with same-stem .txt transcripts into data dirs.
+prep="bash local/prepare.sh"
+train_set=train
+tune_set=dev     # chooses the LR schedule, the student's T and the LM weight; may be the train set (no dev set)
+test_set=test    # scored only, never tuned on
+lang_opts=       # prepare-lang options, e.g. --no-cmudict (words the lexicon lacks -> <UNK>), --keep-stress
+lm_order=3       # n-gram order of the LM (1: a unigram, for a fixed-vocabulary task such as yes/no)
+fbank_config=conf/fbank.yaml   # sample_frequency must be the audio's rate; dither from local/noise_floor.py
+mono_gauss=500   # Gaussians of the monophone GMM-HMM
+num_leaves=500   # senones: leaves of the decision tree (about one per 500-1000 training frames)
+tri_gauss=3000   # Gaussians of the triphone GMM-HMM (about one per 100 training frames)
+tree_opts=       # train-tri options, e.g. --min-leaf-occ 20 for a tiny corpus, --no-split-silence --cluster-leaves
+lm_weights=7,10,13,16,19   # decoding grid searched on the tuning set (acoustic scale 1/LMWT)
+word_ins_penalties=0,1
+nnet_config=conf/nnet.yaml     # network, training, ensemble and distillation options
+beyond_paper=true   # false: leave out stages 13-14 (section 6's subset models, teacher switching, mixed-up teachers)
+subset_config=      # stage 13's network (default: nnet_config)
+subset_percent=10   # stage 13's share of the training frames
+. ../utils/parse_options.sh
+[ -n "$subset_config" ] || subset_config=$nnet_config
+recipe_setup
+
+[ -n "$corpus_dir" ] || { echo "$0: give --corpus-dir (the corpus that --prep reads)" >&2; exit 1; }
+[ -f "$fbank_config" ] || { echo "$0: --fbank-config $fbank_config: no such file" >&2; exit 1; }
+if [ "$test_set" = "$train_set" ] || [ "$test_set" = "$tune_set" ]; then
+  echo "$0: --test-set must differ from the train and tuning sets (weights are never tuned on test)" >&2; exit 1
+fi
+use_corpus_dir "$corpus_dir"
+sets=$train_set
+[ "$tune_set" = "$train_set" ] || sets="$sets $tune_set"
+sets="$sets $test_set"
+tune_ali=exp/tri_ali_$tune_set
+[ "$tune_set" != "$train_set" ] || tune_ali=exp/tri_ali
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  begin_stage 0 "data preparation ($prep) and validation"
+  todo=false
+  for s in $sets; do [ -f data/$s/spk2utt ] || todo=true; done
+  [ -f data/local/dict/lexicon.txt ] || todo=true
+  if $todo; then
+    run_log exp/log/prepare_data.log bash -c "$prep \"\$1\" \"\$2\"" prep "$corpus_dir" data
+  fi
+  for s in $sets; do
+    [ -f data/$s/spk2utt ] || { echo "$0: $prep wrote no data/$s (the sets are: $sets)" >&2; exit 1; }
+    asrkd validate-data-dir --no-audio data/$s
+  done
+  [ -f data/local/dict/lexicon.txt ] || { echo "$0: $prep wrote no data/local/dict/lexicon.txt" >&2; exit 1; }
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  begin_stage 1 "lexicon and lang dir"
+  run_log exp/log/prepare_lang.log asrkd prepare-lang $lang_opts --lexicon data/local/dict/lexicon.txt \
+    $(for s in $sets; do echo --text data/$s/text; done) data/lang
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  # perplexity is reported on the tuning set's text, or on test's when the tuning set is train
+  dev_text=data/$tune_set/text
+  [ "$tune_set" != "$train_set" ] || dev_text=data/$test_set/text
+  begin_stage 2 "${lm_order}-gram LM and G.fst"
+  run_log exp/log/train_lm.log asrkd train-lm --order $lm_order --text data/$train_set/text \
+    --dev-text $dev_text --lang data/lang --lm-dir data/local/lm --lang-test data/lang_test
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  begin_stage 3 "fbank features and CMVN stats"
+  for s in $sets; do
+    run_log exp/log/make_fbank_$s.log asrkd compute-fbank --config "$fbank_config" --nj $nj data/$s
+    run_log exp/log/compute_cmvn_$s.log asrkd compute-cmvn-stats data/$s
+  done
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  begin_stage 4 "monophone GMM-HMM (flat start)"
+  run_log exp/mono/log/train.log asrkd train-mono --tot-gauss $mono_gauss data/$train_set data/lang exp/mono
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  begin_stage 5 "monophone alignment of $train_set"
+  run_log exp/mono_ali/log/align.log asrkd align data/$train_set data/lang exp/mono exp/mono_ali
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  begin_stage 6 "decision tree and tied-state triphone GMM-HMM"
+  run_log exp/tri/log/train.log asrkd train-tri --num-leaves $num_leaves --tot-gauss $tri_gauss $tree_opts \
+    data/$train_set data/lang exp/mono_ali exp/tri
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  begin_stage 7 "triphone alignments (senone targets for $train_set, references for frame accuracy)"
+  run_log exp/tri_ali/log/align.log asrkd align data/$train_set data/lang exp/tri exp/tri_ali
+  for s in $sets; do
+    [ "$s" != "$train_set" ] || continue
+    run_log exp/tri_ali_$s/log/align.log asrkd align data/$s data/lang exp/tri exp/tri_ali_$s
+  done
+fi
+
+if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  begin_stage 8 "decoding graphs HCLG for mono and tri"
+  for m in mono tri; do
+    run_log exp/$m/graph/log/mkgraph.log asrkd make-graph data/lang_test exp/$m exp/$m/graph
+  done
+fi
+
+if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
+  begin_stage 9 "GMM decoding: LM weight and insertion penalty chosen on $tune_set, applied to $test_set"
+  for m in mono tri; do
+    decode_tuned exp/$m exp/$m/graph $tune_set $test_set $nj --model-dir exp/$m \
+      --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties
+  done
+  grep -H WER exp/*/decode_*/wer
+fi
+
+# stages 10-17 (recipes/utils/nnet_stages.sh): ensemble, soft targets, temperature sweep,
+# [section 6 and teacher switching unless --beyond-paper false], frame accuracy, decoding, comparison
+train_ali=exp/tri_ali test_ali=exp/tri_ali_$test_set
+grid="--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties"
+. ../utils/nnet_stages.sh

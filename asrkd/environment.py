@@ -64,7 +64,7 @@ def cpu_flags() -> set[str] | None:
 
 def native_bf16() -> bool:
     """Whether the CPU computes bf16 in hardware (AVX512-BF16 or AMX); without, torch emulates
-    bf16 matrix products several times slower than float32."""
+    bf16 matrix products tens of times slower than float32."""
     return bool({"avx512_bf16", "amx_bf16"} & (cpu_flags() or set()))
 
 

@@ -49,11 +49,11 @@ def cpu_setup(threads: int | None = None) -> int:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """The precision to compute in: `auto` is bf16 where the hardware has it (a CUDA device
     with bf16, a CPU with AVX512-BF16 or AMX) and fp32 elsewhere; an explicit bf16 on a CPU
-    without it is kept, with a warning (torch then emulates it, several times slower)."""
+    without it is kept, with a warning (torch then emulates it, tens of times slower)."""
     has_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else native_bf16()
     if precision == "auto":
         return "bf16" if has_bf16 else "fp32"
     if precision == "bf16" and not has_bf16:
-        log.warning("precision bf16 on a %s without native bf16: emulated, several times slower than fp32 "
+        log.warning("precision bf16 on a %s without native bf16: emulated, tens of times slower than fp32 "
                     "(precision: auto picks fp32 here)", device.type.upper())
     return precision

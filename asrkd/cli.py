@@ -14,6 +14,26 @@ from asrkd.utils import AsrkdError, setup_logging
 log = logging.getLogger("asrkd")
 
 
+COMMANDS: list[tuple] = []  # (name, add_parser keywords, argument adder, action), in definition order
+
+
+def command(name: str, args, **parser_kw):
+    """Register the decorated `cmd_*` function as `asrkd NAME`; `args(s)` adds its arguments."""
+    def register(func):
+        COMMANDS.append((name, parser_kw, args, func))
+        return func
+    return register
+
+
+def _args_validate_data_dir(s) -> None:
+    s.add_argument("data_dir", help="data dir (Kaldi layout: wav.scp, text, utt2spk, spk2utt; optional feats.scp, "
+                   "cmvn.scp, utt2num_frames, utt2dur, spk2gender)")
+    s.add_argument("--no-audio", action="store_true", help="skip reading every audio file")
+    s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
+
+
+@command("validate-data-dir", args=_args_validate_data_dir,
+         help="Kaldi's data dir checks (validate_data_dir.sh): each error on stderr, exit status 1 if any")
 def cmd_validate_data_dir(a):
     from asrkd.data import validate_data_dir
 
@@ -25,6 +45,24 @@ def cmd_validate_data_dir(a):
     log.info("%s: valid", a.data_dir)
 
 
+def _args_subset_data_dir(s) -> None:
+    s.add_argument("src", help="source data dir")
+    s.add_argument("dest", help="output data dir: src's tables filtered to the kept utterances and their speakers "
+                   "(not cmvn.scp: rerun compute-cmvn-stats)")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--first", type=int, help="keep this many utterances, the first in utt2spk order")
+    g.add_argument("--per-spk", type=int, help="keep this many utterances of each speaker, its first ones")
+    g.add_argument("--fraction", type=float, help="seeded fraction of the utterances, in (0, 1]")
+    g.add_argument("--frame-fraction", type=float, help="seeded whole utterances holding this fraction of the frames, "
+                   "in (0, 1] (needs utt2num_frames: compute-fbank)")
+    g.add_argument("--utt-list", help="file of utterance ids (whitespace-separated, all in src)")
+    s.add_argument("--seed", type=int, default=0, help="random seed of --fraction and --frame-fraction")
+    s.add_argument("--force", action="store_true", help="redo dest even when made with the same options; "
+                   "needed to replace one made with other options")
+
+
+@command("subset-data-dir", args=_args_subset_data_dir,
+         help="keep some utterances of a data dir (Kaldi's subset_data_dir.sh) -> DEST")
 def cmd_subset_data_dir(a):
     from asrkd.data import subset_data_dir
 
@@ -34,18 +72,53 @@ def cmd_subset_data_dir(a):
     log.info("%s: %d utterances", a.dest, len(kept))
 
 
+def _args_combine_data_dirs(s) -> None:
+    s.add_argument("dest", help="output data dir")
+    s.add_argument("srcs", nargs="+", help="source data dirs")
+    s.add_argument("--force", action="store_true", help="redo dest even when made from the same dirs; needed to "
+                   "replace one made from other dirs")
+
+
+@command("combine-data-dirs", args=_args_combine_data_dirs,
+         help="union of data dirs (Kaldi's combine_data.sh) -> DEST; an utterance in two dirs, or a speaker with "
+              "two genders, is an error")
 def cmd_combine_data_dirs(a):
     from asrkd.data import combine_data_dirs
 
     combine_data_dirs(a.dest, a.srcs, force=a.force)
 
 
+def _args_fix_data_dir(s) -> None:
+    s.add_argument("data_dir", help="data dir to fix in place")
+
+
+@command("fix-data-dir", args=_args_fix_data_dir,
+         help="keep utterances present in every table and with a transcript (Kaldi's fix_data_dir.sh), in place; "
+              "the old tables go to DATA_DIR/.backup when any is removed")
 def cmd_fix_data_dir(a):
     from asrkd.data import fix_data_dir
 
     fix_data_dir(a.data_dir)
 
 
+def _args_prepare_lang(s) -> None:
+    s.add_argument("--lexicon", required=True, help="corpus lexicon: WORD PHONE PHONE ... per line")
+    s.add_argument("--text", action="append", default=[], help="transcripts whose words need "
+                   "pronunciations (repeatable); words the lexicon lacks are looked up in CMUdict")
+    s.add_argument("--sil-prob", type=float, default=0.5, help="probability of optional silence between words "
+                   "in L.fst, in [0, 1)")
+    s.add_argument("--no-cmudict", action="store_true", help="no CMUdict look-up: words the lexicon lacks map "
+                   "to <UNK>")
+    s.add_argument("--keep-stress", action="store_true", help="keep the ARPAbet stress digits (default: removed, "
+                   "39 phones)")
+    s.add_argument("--force", action="store_true", help="redo lang_dir even when made with the same options and "
+                   "inputs; needed to replace one made with others")
+    s.add_argument("lang_dir", help="output lang dir: phones.txt, words.txt, topo, L.fst, L_disambig.fst, phones/, "
+                   "oov.txt")
+
+
+@command("prepare-lang", args=_args_prepare_lang,
+         help="lexicon -> data/lang (phones, words, topo, L.fst); words without a pronunciation map to <UNK>")
 def cmd_prepare_lang(a):
     from asrkd.lang import build_lexicon, prepare_lang
     from asrkd.outputs import Output
@@ -61,6 +134,21 @@ def cmd_prepare_lang(a):
     prepare_lang(lexicon, out, sil_prob=a.sil_prob, oov_counts=oov)
 
 
+def _args_train_lm(s) -> None:
+    s.add_argument("--text", required=True, help="training transcripts (Kaldi text); words not in the lang dir "
+                   "become <UNK>")
+    s.add_argument("--dev-text", help="transcripts for the perplexity report")
+    s.add_argument("--order", type=int, default=3, help="n-gram order (1: maximum-likelihood unigram)")
+    s.add_argument("--lang", required=True, help="lang dir (prepare-lang): the vocabulary, words.txt")
+    s.add_argument("--lm-dir", required=True, help="output dir of the LM: lm_train.txt, lm_<order>gram.arpa, "
+                   "report.json")
+    s.add_argument("--lang-test", required=True, help="output lang dir: a copy of --lang plus G.fst")
+    s.add_argument("--force", action="store_true", help="redo --lang-test even when made with the same order and "
+                   "inputs; needed to replace one made with others")
+
+
+@command("train-lm", args=_args_train_lm,
+         help="Kneser-Ney ARPA (kaldingram) and lang_test/G.fst (kaldilm); prints train and dev perplexity as JSON")
 def cmd_train_lm(a):
     from asrkd.lm import make_lang_test, train_lm
     from asrkd.outputs import Output
@@ -74,6 +162,20 @@ def cmd_train_lm(a):
     print(json.dumps({k: report[k] for k in ("train", "dev") if k in report}, indent=1))
 
 
+def _args_compute_fbank(s) -> None:
+    s.add_argument("--config", help="fbank YAML (default: Kaldi defaults, 40 bins)")
+    s.add_argument("--nj", type=int, default=1, help="parallel jobs (processes)")
+    s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
+    s.add_argument("--max-skipped", type=float, default=0.05,
+                   help="largest share of utterances whose audio may be skipped (Kaldi: 5%%)")
+    s.add_argument("--force", action="store_true", help="recompute even when feats.scp exists; needed when it was "
+                   "made with another config")
+    s.add_argument("data_dirs", nargs="+", help="data dirs; the arks go to DIR/data/, skipped utterances to "
+                   "DIR/log/fbank_skipped.txt")
+
+
+@command("compute-fbank", args=_args_compute_fbank,
+         help="log-mel filterbank features -> feats.scp, utt2num_frames, utt2dur")
 def cmd_compute_fbank(a):
     from asrkd.config import load_config
     from asrkd.features import FbankConfig, compute_fbank_dir
@@ -83,6 +185,13 @@ def cmd_compute_fbank(a):
         compute_fbank_dir(d, cfg, nj=a.nj, allow_pipes=a.allow_pipes, force=a.force, max_skipped=a.max_skipped)
 
 
+def _args_compute_cmvn_stats(s) -> None:
+    s.add_argument("--force", action="store_true", help="recompute even when cmvn.scp is newer than feats.scp")
+    s.add_argument("data_dirs", nargs="+", help="data dirs with feats.scp (compute-fbank)")
+
+
+@command("compute-cmvn-stats", args=_args_compute_cmvn_stats,
+         help="per-speaker CMVN stats -> cmvn.scp")
 def cmd_compute_cmvn_stats(a):
     from asrkd.features import compute_cmvn_stats_dir
 
@@ -90,6 +199,22 @@ def cmd_compute_cmvn_stats(a):
         compute_cmvn_stats_dir(d, force=a.force)
 
 
+def _args_train_mono(s) -> None:
+    s.add_argument("--num-iters", type=int, default=30, help="EM iterations, with Viterbi realignment on "
+                   "Kaldi's schedule")
+    s.add_argument("--tot-gauss", type=int, default=1000, help="total Gaussians, reached by splitting over the "
+                   "first 3/4 of the iterations")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the flat-start (equal) alignment")
+    s.add_argument("--force", action="store_true", help="retrain even when a finished model with the same options "
+                   "and inputs exists")
+    for name, text in (("data_dir", "training data dir with features (compute-fbank, compute-cmvn-stats)"),
+                       ("lang_dir", "lang dir (prepare-lang)"),
+                       ("exp_dir", "output model dir: final.pt, tree, log/train.json")):
+        s.add_argument(name, help=text)
+
+
+@command("train-mono", args=_args_train_mono,
+         help="flat-start monophone GMM-HMM")
 def cmd_train_mono(a):
     from asrkd.hmm.train import train_mono
 
@@ -97,6 +222,27 @@ def cmd_train_mono(a):
                seed=a.seed, force=a.force)
 
 
+def _args_train_tri(s) -> None:
+    s.add_argument("--num-leaves", type=int, default=1500, help="senones: the leaves the decision tree is grown to")
+    s.add_argument("--tot-gauss", type=int, default=8000, help="total Gaussians, reached by splitting over the "
+                   "first 5/7 of the iterations")
+    s.add_argument("--num-iters", type=int, default=35, help="EM iterations, with Viterbi realignment every 10th")
+    s.add_argument("--min-leaf-occ", type=float, default=100.0, help="minimum frames per tree leaf")
+    s.add_argument("--no-split-silence", action="store_true",
+                   help="one senone per silence phone state, not split by context (roots.txt not-split)")
+    s.add_argument("--cluster-leaves", action="store_true",
+                   help="merge each root's leaves that cost less than the smallest split gained")
+    s.add_argument("--force", action="store_true", help="retrain even when a finished model with the same options "
+                   "and inputs exists")
+    for name, text in (("data_dir", "training data dir with features (compute-fbank, compute-cmvn-stats)"),
+                       ("lang_dir", "lang dir (prepare-lang)"),
+                       ("ali_dir", "alignment dir to start from (align, e.g. exp/mono_ali)"),
+                       ("exp_dir", "output model dir: final.pt, tree, log/train.json")):
+        s.add_argument(name, help=text)
+
+
+@command("train-tri", args=_args_train_tri,
+         help="decision tree + tied-state triphone GMM-HMM from an alignment")
 def cmd_train_tri(a):
     from asrkd.hmm.train import train_tri
 
@@ -105,12 +251,39 @@ def cmd_train_tri(a):
               cluster_leaves=a.cluster_leaves, force=a.force)
 
 
+def _args_align(s) -> None:
+    s.add_argument("--beam", type=float, default=10.0, help="alignment beam (acoustic scale 0.1)")
+    s.add_argument("--retry-beam", type=float, default=40.0, help="beam of the second try for an utterance that "
+                   "fails at --beam")
+    s.add_argument("--force", action="store_true", help="realign even when a finished alignment with the same "
+                   "options and inputs exists")
+    for name, text in (("data_dir", "data dir with features"),
+                       ("lang_dir", "lang dir (prepare-lang)"),
+                       ("model_dir", "GMM-HMM dir (final.pt + tree: train-mono, train-tri)"),
+                       ("ali_dir", "output alignment dir: ali.{ark,scp}, phones.ctm, pdf_counts, priors, "
+                                   "align_report.json, the model's final.pt and tree")):
+        s.add_argument(name, help=text)
+
+
+@command("align", args=_args_align,
+         help="Viterbi forced alignment: senone per frame, phone CTM, priors")
 def cmd_align(a):
     from asrkd.hmm.align import align
 
     align(a.data_dir, a.lang_dir, a.model_dir, a.ali_dir, beam=a.beam, retry_beam=a.retry_beam, force=a.force)
 
 
+def _args_make_graph(s) -> None:
+    s.add_argument("--force", action="store_true", help="rebuild even when a finished graph from the same inputs "
+                   "exists")
+    for name, text in (("lang_dir", "lang dir with G.fst (train-lm's --lang-test)"),
+                       ("model_dir", "model dir whose tree the graph is for (a GMM-HMM dir)"),
+                       ("graph_dir", "output dir: HCLG.fst, words.txt, phones.txt, tree, graph_info.json")):
+        s.add_argument(name, help=text)
+
+
+@command("make-graph", args=_args_make_graph,
+         help="HCLG.fst for a model's tree and a lang dir with G.fst")
 def cmd_make_graph(a):
     from asrkd.decode.graph import make_graph
 
@@ -146,310 +319,7 @@ def _floats(s: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
 
 
-def cmd_decode(a):
-    from asrkd.decode.decoder import decode
-
-    decode(a.graph_dir, _scorer(a, a.data_dir), a.data_dir, a.decode_dir, lm_weights=a.lm_weights,
-           word_ins_penalties=a.word_ins_penalties, tuned_on=a.tuned_on, beam=a.beam, grid_beam=a.grid_beam,
-           max_active=a.max_active, nj=a.nj, force=a.force, max_widen=a.max_widen, max_skipped=a.max_skipped)
-
-
-def cmd_score(a):
-    from asrkd.decode.score import format_wer, score
-
-    print("\n".join(format_wer(score(a.data_dir, a.hyp_text, a.out_dir))))
-
-
-def cmd_frame_accuracy(a):
-    from asrkd.hmm.alignment import AlignmentDir
-    from asrkd.checkpoint import fingerprint
-    from asrkd.decode.score import frame_accuracy
-    from asrkd.nnet.soft_targets import average_posteriors
-    from asrkd.outputs import Output
-
-    scorer, ali = _scorer(a, a.data_dir, need_priors=not a.nnet), AlignmentDir(a.ali_dir)
-    if scorer.num_pdfs != ali.num_pdfs:
-        raise AsrkdError(f"{a.ali_dir}: an alignment over {ali.num_pdfs} senones, the model has {scorer.num_pdfs}")
-    if scorer.tree and (ali.path / "tree").is_file() and fingerprint(ali.path / "tree") != scorer.tree:
-        raise AsrkdError(f"{a.ali_dir}: aligned with another tree than the model's alignment")
-    out = Output(a.out_json, "frame-accuracy", {"per_member": a.per_member, "priors": a.priors},
-                 {"data": a.data_dir, "ali": a.ali_dir, **scorer.sources})
-    if out.done(a.force):
-        return
-    if not (a.nnet and a.per_member):
-        pred = {u: scorer.log_posterior(u).argmax(1) for u in scorer.keys()}
-        r = frame_accuracy(pred, ali)
-    else:  # from one forward pass per member: each member, the ensemble of the first k members
-        n = len(a.nnet)  # (arithmetic mean; k = n is the ensemble), and the geometric mean of all
-        combos = {k: (k, "arithmetic") for k in range(1, n + 1)} | {"geometric": (n, "geometric")}
-        preds = {name: {} for name in [*(f"member_{m}" for m in range(n)), *combos]}
-        for u in scorer.keys():
-            logits = scorer.member_logits(u)
-            for m, z in enumerate(logits):
-                preds[f"member_{m}"][u] = z.argmax(1).numpy()
-            for name, (k, mean) in combos.items():
-                preds[name][u] = average_posteriors(logits[:k], mean=mean).argmax(1).numpy()
-        members = [frame_accuracy(preds[f"member_{m}"], ali) | {"model": d} for m, d in enumerate(a.nnet)]
-        r = frame_accuracy(preds[n], ali)
-        accs = [m["frame_accuracy"] for m in members]
-        r |= {"members": members, "member_mean": sum(accs) / len(accs), "member_min": min(accs), "member_max": max(accs),
-              "geometric": frame_accuracy(preds["geometric"], ali),
-              "size_curve": {k: frame_accuracy(preds[k], ali)["frame_accuracy"] for k in range(1, n + 1)}}
-    with out.writing() as tmp:
-        tmp.write_text(json.dumps(r, indent=2) + "\n")
-    log.info("frame accuracy %.2f%% over %d frames of %d utterances", 100 * r["frame_accuracy"], r["frames"], r["utts"])
-
-
-def _nnet_config(a):
-    from asrkd.config import load_config
-    from asrkd.nnet.config import NnetConfig
-
-    return load_config(NnetConfig, a.config)
-
-
-def cmd_train_dnn(a):
-    from asrkd.nnet.train import train_model
-
-    train_model(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, seed=a.seed,
-                soft_dirs=a.soft_targets, device=a.device, force=a.force, teacher_dirs=a.teacher_nnet,
-                temperature=a.temperature)
-
-
-def cmd_train_ensemble(a):
-    from asrkd.nnet.ensemble import train_ensemble
-
-    train_ensemble(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, device=a.device,
-                   force=a.force)
-
-
-def cmd_select_model(a):
-    from asrkd.nnet.ensemble import select_model
-
-    best = select_model(a.model_dirs, a.link)
-    print(f"{a.link} -> {best}")
-
-
-def cmd_make_soft_targets(a):
-    import torch
-
-    from asrkd.expdir import NnetExpDir
-    from asrkd.nnet.model import load_nnet
-    from asrkd.nnet.runtime import cpu_setup, resolve_precision
-    from asrkd.nnet.soft_targets import make_soft_targets
-
-    cfg = _nnet_config(a)
-    cpu_setup()
-    exp = NnetExpDir(a.out_dir)
-    out = {t: exp.soft_targets(t) for t in cfg.temperatures}
-    for t in a.per_member or []:  # each member's own soft targets, for teacher switching
-        out |= {(t, k): (t, exp.soft_targets(t, k), k) for k in range(len(a.nnet))}
-    make_soft_targets([load_nnet(d) for d in a.nnet], a.data_dir, out, k=cfg.top_k, mean=cfg.ensemble_mean,
-                      bf16=resolve_precision(cfg.precision, torch.device("cpu")) == "bf16", force=a.force,
-                      sources={f"nnet_{i}": d for i, d in enumerate(a.nnet)})
-
-
-def cmd_nnet_forward(a):
-    from asrkd.decode.decoder import NnetScorer, write_log_posteriors
-
-    n = write_log_posteriors(NnetScorer(a.nnet, a.data_dir), a.out_dir)
-    log.info("%s: log posteriors of %d utterances", a.out_dir, n)
-
-
-def cmd_compare(a):
-    from asrkd.report import compare
-
-    compare(a.gmm, a.nnet, a.out_dir, sets=tuple(a.sets.split(",")), stage_times=a.stage_times)
-    print(Path(a.out_dir, "results.md").read_text())
-
-
-def cmd_compare_senones(a):
-    from asrkd.report import senone_inventory
-
-    systems = {}
-    for spec in a.system:
-        name, *dirs = spec.split(":")
-        if len(dirs) != 3:
-            raise AsrkdError(f"--system {spec!r}: expected NAME:GMM_DIR:ALI_DIR:DNN_DIR")
-        systems[name] = dirs
-    senone_inventory(systems, a.lang, a.out_dir, sets=tuple(a.sets.split(",")))
-    print(Path(a.out_dir, "senones.md").read_text())
-
-
-def cmd_seed_spread(a):
-    from asrkd.spread import format_spread, seed_spread
-
-    res = seed_spread(a.nnet, a.spread_dir, a.out, sets=tuple(a.sets.split(",")), level=a.level)
-    print("\n".join(format_spread(res)))
-
-
-def cmd_env(a):
-    from asrkd.environment import environment
-    from asrkd.nnet.runtime import pick_device
-
-    print(json.dumps(environment(pick_device(a.device)), indent=2))
-
-
-def _add_model_args(s):
-    s.add_argument("--model-dir", help="GMM-HMM dir (final.pt + tree), e.g. exp/tri")
-    s.add_argument("--posteriors", action="append", help="log-posterior scp of a model (nnet-forward); repeat for an "
-                   "ensemble (arithmetic mean of the members' probabilities)")
-    s.add_argument("--nnet", action="append", help="neural model dir (final.pt); repeat for an ensemble (arithmetic "
-                   "mean of the members' probabilities)")
-    s.add_argument("--priors", help="alignment dir (or its priors file): posterior / prior = scaled likelihood; "
-                   "needed with --posteriors, and with --nnet to decode; a GMM's frame accuracy is the argmax of "
-                   "likelihood x prior")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="asrkd", description=__doc__)
-    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging (default: info)")
-    p.add_argument("--threads", type=int, help="CPU threads of torch and the GMM kernels (default: "
-                   "OMP_NUM_THREADS, else all cores); decoding jobs use one each")
-    sub = p.add_subparsers(dest="step", required=True)
-
-    s = sub.add_parser("validate-data-dir", help="Kaldi's data dir checks (validate_data_dir.sh): each error on "
-                       "stderr, exit status 1 if any")
-    s.add_argument("data_dir", help="data dir (Kaldi layout: wav.scp, text, utt2spk, spk2utt; optional feats.scp, "
-                   "cmvn.scp, utt2num_frames, utt2dur, spk2gender)")
-    s.add_argument("--no-audio", action="store_true", help="skip reading every audio file")
-    s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
-    s.set_defaults(func=cmd_validate_data_dir)
-
-    s = sub.add_parser("subset-data-dir", help="keep some utterances of a data dir (Kaldi's subset_data_dir.sh) "
-                       "-> DEST")
-    s.add_argument("src", help="source data dir")
-    s.add_argument("dest", help="output data dir: src's tables filtered to the kept utterances and their speakers "
-                   "(not cmvn.scp: rerun compute-cmvn-stats)")
-    g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--first", type=int, help="keep this many utterances, the first in utt2spk order")
-    g.add_argument("--per-spk", type=int, help="keep this many utterances of each speaker, its first ones")
-    g.add_argument("--fraction", type=float, help="seeded fraction of the utterances, in (0, 1]")
-    g.add_argument("--frame-fraction", type=float, help="seeded whole utterances holding this fraction of the frames, "
-                   "in (0, 1] (needs utt2num_frames: compute-fbank)")
-    g.add_argument("--utt-list", help="file of utterance ids (whitespace-separated, all in src)")
-    s.add_argument("--seed", type=int, default=0, help="random seed of --fraction and --frame-fraction")
-    s.add_argument("--force", action="store_true", help="redo dest even when made with the same options; "
-                   "needed to replace one made with other options")
-    s.set_defaults(func=cmd_subset_data_dir)
-
-    s = sub.add_parser("combine-data-dirs", help="union of data dirs (Kaldi's combine_data.sh) -> DEST; an utterance "
-                       "in two dirs, or a speaker with two genders, is an error")
-    s.add_argument("dest", help="output data dir")
-    s.add_argument("srcs", nargs="+", help="source data dirs")
-    s.add_argument("--force", action="store_true", help="redo dest even when made from the same dirs; needed to "
-                   "replace one made from other dirs")
-    s.set_defaults(func=cmd_combine_data_dirs)
-
-    s = sub.add_parser("fix-data-dir", help="keep utterances present in every table and with a transcript (Kaldi's "
-                       "fix_data_dir.sh), in place; the old tables go to DATA_DIR/.backup when any is removed")
-    s.add_argument("data_dir", help="data dir to fix in place")
-    s.set_defaults(func=cmd_fix_data_dir)
-
-    s = sub.add_parser("prepare-lang", help="lexicon -> data/lang (phones, words, topo, L.fst); words without a "
-                       "pronunciation map to <UNK>")
-    s.add_argument("--lexicon", required=True, help="corpus lexicon: WORD PHONE PHONE ... per line")
-    s.add_argument("--text", action="append", default=[], help="transcripts whose words need "
-                   "pronunciations (repeatable); words the lexicon lacks are looked up in CMUdict")
-    s.add_argument("--sil-prob", type=float, default=0.5, help="probability of optional silence between words "
-                   "in L.fst, in [0, 1)")
-    s.add_argument("--no-cmudict", action="store_true", help="no CMUdict look-up: words the lexicon lacks map "
-                   "to <UNK>")
-    s.add_argument("--keep-stress", action="store_true", help="keep the ARPAbet stress digits (default: removed, "
-                   "39 phones)")
-    s.add_argument("--force", action="store_true", help="redo lang_dir even when made with the same options and "
-                   "inputs; needed to replace one made with others")
-    s.add_argument("lang_dir", help="output lang dir: phones.txt, words.txt, topo, L.fst, L_disambig.fst, phones/, "
-                   "oov.txt")
-    s.set_defaults(func=cmd_prepare_lang)
-
-    s = sub.add_parser("train-lm", help="Kneser-Ney ARPA (kaldingram) and lang_test/G.fst (kaldilm); prints "
-                       "train and dev perplexity as JSON")
-    s.add_argument("--text", required=True, help="training transcripts (Kaldi text); words not in the lang dir "
-                   "become <UNK>")
-    s.add_argument("--dev-text", help="transcripts for the perplexity report")
-    s.add_argument("--order", type=int, default=3, help="n-gram order (1: maximum-likelihood unigram)")
-    s.add_argument("--lang", required=True, help="lang dir (prepare-lang): the vocabulary, words.txt")
-    s.add_argument("--lm-dir", required=True, help="output dir of the LM: lm_train.txt, lm_<order>gram.arpa, "
-                   "report.json")
-    s.add_argument("--lang-test", required=True, help="output lang dir: a copy of --lang plus G.fst")
-    s.add_argument("--force", action="store_true", help="redo --lang-test even when made with the same order and "
-                   "inputs; needed to replace one made with others")
-    s.set_defaults(func=cmd_train_lm)
-
-    s = sub.add_parser("compute-fbank", help="log-mel filterbank features -> feats.scp, utt2num_frames, utt2dur")
-    s.add_argument("--config", help="fbank YAML (default: Kaldi defaults, 40 bins)")
-    s.add_argument("--nj", type=int, default=1, help="parallel jobs (processes)")
-    s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
-    s.add_argument("--max-skipped", type=float, default=0.05,
-                   help="largest share of utterances whose audio may be skipped (Kaldi: 5%%)")
-    s.add_argument("--force", action="store_true", help="recompute even when feats.scp exists; needed when it was "
-                   "made with another config")
-    s.add_argument("data_dirs", nargs="+", help="data dirs; the arks go to DIR/data/, skipped utterances to "
-                   "DIR/log/fbank_skipped.txt")
-    s.set_defaults(func=cmd_compute_fbank)
-
-    s = sub.add_parser("compute-cmvn-stats", help="per-speaker CMVN stats -> cmvn.scp")
-    s.add_argument("--force", action="store_true", help="recompute even when cmvn.scp is newer than feats.scp")
-    s.add_argument("data_dirs", nargs="+", help="data dirs with feats.scp (compute-fbank)")
-    s.set_defaults(func=cmd_compute_cmvn_stats)
-
-    s = sub.add_parser("train-mono", help="flat-start monophone GMM-HMM")
-    s.add_argument("--num-iters", type=int, default=30, help="EM iterations, with Viterbi realignment on "
-                   "Kaldi's schedule")
-    s.add_argument("--tot-gauss", type=int, default=1000, help="total Gaussians, reached by splitting over the "
-                   "first 3/4 of the iterations")
-    s.add_argument("--seed", type=int, default=0, help="random seed of the flat-start (equal) alignment")
-    s.add_argument("--force", action="store_true", help="retrain even when a finished model with the same options "
-                   "and inputs exists")
-    for name, text in (("data_dir", "training data dir with features (compute-fbank, compute-cmvn-stats)"),
-                       ("lang_dir", "lang dir (prepare-lang)"),
-                       ("exp_dir", "output model dir: final.pt, tree, log/train.json")):
-        s.add_argument(name, help=text)
-    s.set_defaults(func=cmd_train_mono)
-
-    s = sub.add_parser("train-tri", help="decision tree + tied-state triphone GMM-HMM from an alignment")
-    s.add_argument("--num-leaves", type=int, default=1500, help="senones: the leaves the decision tree is grown to")
-    s.add_argument("--tot-gauss", type=int, default=8000, help="total Gaussians, reached by splitting over the "
-                   "first 5/7 of the iterations")
-    s.add_argument("--num-iters", type=int, default=35, help="EM iterations, with Viterbi realignment every 10th")
-    s.add_argument("--min-leaf-occ", type=float, default=100.0, help="minimum frames per tree leaf")
-    s.add_argument("--no-split-silence", action="store_true",
-                   help="one senone per silence phone state, not split by context (roots.txt not-split)")
-    s.add_argument("--cluster-leaves", action="store_true",
-                   help="merge each root's leaves that cost less than the smallest split gained")
-    s.add_argument("--force", action="store_true", help="retrain even when a finished model with the same options "
-                   "and inputs exists")
-    for name, text in (("data_dir", "training data dir with features (compute-fbank, compute-cmvn-stats)"),
-                       ("lang_dir", "lang dir (prepare-lang)"),
-                       ("ali_dir", "alignment dir to start from (align, e.g. exp/mono_ali)"),
-                       ("exp_dir", "output model dir: final.pt, tree, log/train.json")):
-        s.add_argument(name, help=text)
-    s.set_defaults(func=cmd_train_tri)
-
-    s = sub.add_parser("align", help="Viterbi forced alignment: senone per frame, phone CTM, priors")
-    s.add_argument("--beam", type=float, default=10.0, help="alignment beam (acoustic scale 0.1)")
-    s.add_argument("--retry-beam", type=float, default=40.0, help="beam of the second try for an utterance that "
-                   "fails at --beam")
-    s.add_argument("--force", action="store_true", help="realign even when a finished alignment with the same "
-                   "options and inputs exists")
-    for name, text in (("data_dir", "data dir with features"),
-                       ("lang_dir", "lang dir (prepare-lang)"),
-                       ("model_dir", "GMM-HMM dir (final.pt + tree: train-mono, train-tri)"),
-                       ("ali_dir", "output alignment dir: ali.{ark,scp}, phones.ctm, pdf_counts, priors, "
-                                   "align_report.json, the model's final.pt and tree")):
-        s.add_argument(name, help=text)
-    s.set_defaults(func=cmd_align)
-
-    s = sub.add_parser("make-graph", help="HCLG.fst for a model's tree and a lang dir with G.fst")
-    s.add_argument("--force", action="store_true", help="rebuild even when a finished graph from the same inputs "
-                   "exists")
-    for name, text in (("lang_dir", "lang dir with G.fst (train-lm's --lang-test)"),
-                       ("model_dir", "model dir whose tree the graph is for (a GMM-HMM dir)"),
-                       ("graph_dir", "output dir: HCLG.fst, words.txt, phones.txt, tree, graph_info.json")):
-        s.add_argument(name, help=text)
-    s.set_defaults(func=cmd_make_graph)
-
-    s = sub.add_parser("decode", help="Viterbi decoding with HCLG, WER per LM weight / insertion penalty")
+def _args_decode(s) -> None:
     _add_model_args(s)
     s.add_argument("--lm-weights", type=_floats, default=[10.0], help="LM weights to try, e.g. 8,10,12 (acoustic "
                    "scale 1/LMWT)")
@@ -473,17 +343,35 @@ def build_parser() -> argparse.ArgumentParser:
                        ("decode_dir", "output dir: hyp/<LMWT>_<WIP>.txt and wer_<LMWT>_<WIP> per pair; text, wer "
                                       "and best_lmwt of the chosen pair; decode_info.json")):
         s.add_argument(name, help=text)
-    s.set_defaults(func=cmd_decode)
 
-    s = sub.add_parser("score", help="WER/SER of a hypothesis text against data_dir/text")
+
+@command("decode", args=_args_decode,
+         help="Viterbi decoding with HCLG, WER per LM weight / insertion penalty")
+def cmd_decode(a):
+    from asrkd.decode.decoder import decode
+
+    decode(a.graph_dir, _scorer(a, a.data_dir), a.data_dir, a.decode_dir, lm_weights=a.lm_weights,
+           word_ins_penalties=a.word_ins_penalties, tuned_on=a.tuned_on, beam=a.beam, grid_beam=a.grid_beam,
+           max_active=a.max_active, nj=a.nj, force=a.force, max_widen=a.max_widen, max_skipped=a.max_skipped)
+
+
+def _args_score(s) -> None:
     for name, text in (("data_dir", "data dir: text is the reference; utt2spk, where present, gives per-speaker "
                                     "WER"),
                        ("hyp_text", "hypotheses (Kaldi text: utterance id, then words)"),
                        ("out_dir", "output dir: wer, wer_details/per_utt, wer_details/per_spk")):
         s.add_argument(name, help=text)
-    s.set_defaults(func=cmd_score)
 
-    s = sub.add_parser("frame-accuracy", help="argmax senone vs a forced alignment")
+
+@command("score", args=_args_score,
+         help="WER/SER of a hypothesis text against data_dir/text")
+def cmd_score(a):
+    from asrkd.decode.score import format_wer, score
+
+    print("\n".join(format_wer(score(a.data_dir, a.hyp_text, a.out_dir))))
+
+
+def _args_frame_accuracy(s) -> None:
     _add_model_args(s)
     s.add_argument("--per-member", action="store_true", help="with several --nnet: also each member's accuracy")
     s.add_argument("--force", action="store_true", help="recompute even when a finished JSON with the same options "
@@ -493,24 +381,38 @@ def build_parser() -> argparse.ArgumentParser:
                        ("out_json", "output JSON: frame accuracy (senone level, and phone level with the alignment's "
                                     "tree), frames, utterances")):
         s.add_argument(name, help=text)
-    s.set_defaults(func=cmd_frame_accuracy)
 
-    def nnet_sets(s):
-        s.add_argument("--config", help="nnet YAML (conf/nnet.yaml; default: asrkd.nnet.config.NnetConfig)")
-        s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device to train on "
-                       "(auto: cuda where torch has one)")
-        s.add_argument("--force", action="store_true", help="retrain even when a finished model with the same "
-                       "config and inputs exists")
-        for name, text in (("data_dir", "training data dir with features"),
-                           ("ali_dir", "its alignment dir (align): the hard senone targets"),
-                           ("dev_dir", "dev data dir: frame accuracy after each epoch (learning-rate halving, best "
-                                       "epoch)"),
-                           ("dev_ali_dir", "its alignment dir, with the same tree as ali_dir"),
-                           ("exp_dir", "output dir: the model (final.pt, nnet.yaml, log/train.json), or "
-                                       "train-ensemble's member_<k> model dirs")):
-            s.add_argument(name, help=text)
 
-    s = sub.add_parser("train-dnn", help="one senone DNN: hard targets, or distillation with --soft-targets")
+@command("frame-accuracy", args=_args_frame_accuracy,
+         help="argmax senone vs a forced alignment")
+def cmd_frame_accuracy(a):
+    from asrkd.decode.score import check_alignment, ensemble_frame_accuracy, frame_accuracy
+    from asrkd.hmm.alignment import AlignmentDir
+    from asrkd.outputs import Output
+
+    scorer, ali = _scorer(a, a.data_dir, need_priors=not a.nnet), AlignmentDir(a.ali_dir)
+    check_alignment(ali, scorer)
+    out = Output(a.out_json, "frame-accuracy", {"per_member": a.per_member, "priors": a.priors},
+                 {"data": a.data_dir, "ali": a.ali_dir, **scorer.sources})
+    if out.done(a.force):
+        return
+    if a.nnet and a.per_member:
+        r = ensemble_frame_accuracy(scorer, ali, a.nnet)
+    else:
+        r = frame_accuracy({u: scorer.log_posterior(u).argmax(1) for u in scorer.keys()}, ali)
+    with out.writing() as tmp:
+        tmp.write_text(json.dumps(r, indent=2) + "\n")
+    log.info("frame accuracy %.2f%% over %d frames of %d utterances", 100 * r["frame_accuracy"], r["frames"], r["utts"])
+
+
+def _nnet_config(a):
+    from asrkd.config import load_config
+    from asrkd.nnet.config import NnetConfig
+
+    return load_config(NnetConfig, a.config)
+
+
+def _args_train_dnn(s) -> None:
     s.add_argument("--seed", type=int, default=0, help="random seed of the weights, minibatch order and dropout")
     s.add_argument("--soft-targets", action="append", help="soft-target dir (make-soft-targets): train a "
                    "student on it; repeat for teacher switching (one teacher's targets per minibatch)")
@@ -518,14 +420,48 @@ def build_parser() -> argparse.ArgumentParser:
                    "softmax(z/T), run on each minibatch (mixed up by the config's teacher_mixup); repeat per member")
     s.add_argument("--temperature", type=float, help="distillation temperature with --teacher-nnet (default: "
                    "the config's); stored soft targets bring their own")
-    nnet_sets(s)
-    s.set_defaults(func=cmd_train_dnn)
+    _add_nnet_sets(s)
 
-    s = sub.add_parser("train-ensemble", help="num_members DNNs differing in seed -> EXP/member_<k>")
-    nnet_sets(s)
-    s.set_defaults(func=cmd_train_ensemble)
 
-    s = sub.add_parser("make-soft-targets", help="members' averaged softmax(z/T), top-k -> OUT/soft_T<T>")
+@command("train-dnn", args=_args_train_dnn,
+         help="one senone DNN: hard targets, or distillation with --soft-targets")
+def cmd_train_dnn(a):
+    from asrkd.nnet.train import train_model
+
+    train_model(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, seed=a.seed,
+                soft_dirs=a.soft_targets, device=a.device, force=a.force, teacher_dirs=a.teacher_nnet,
+                temperature=a.temperature)
+
+
+def _args_train_ensemble(s) -> None:
+    _add_nnet_sets(s)
+
+
+@command("train-ensemble", args=_args_train_ensemble,
+         help="num_members DNNs differing in seed -> EXP/member_<k>")
+def cmd_train_ensemble(a):
+    from asrkd.nnet.ensemble import train_ensemble
+
+    train_ensemble(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, device=a.device,
+                   force=a.force)
+
+
+def _args_select_model(s) -> None:
+    s.add_argument("--link", required=True, help="symlink to create or replace (exp/nnet/distilled)")
+    s.add_argument("model_dirs", nargs="+", help="model dirs (train-dnn) to choose among, by their best epoch's dev "
+                   "frame accuracy")
+
+
+@command("select-model", args=_args_select_model,
+         help="link the model with the best dev frame accuracy (e.g. of a T sweep)")
+def cmd_select_model(a):
+    from asrkd.nnet.ensemble import select_model
+
+    best = select_model(a.model_dirs, a.link)
+    print(f"{a.link} -> {best}")
+
+
+def _args_make_soft_targets(s) -> None:
     s.add_argument("--config", help="nnet YAML (temperatures, top_k, ensemble_mean)")
     s.add_argument("--nnet", action="append", required=True, help="member model dir (repeat)")
     s.add_argument("--per-member", type=float, action="append", metavar="T",
@@ -535,50 +471,153 @@ def build_parser() -> argparse.ArgumentParser:
                    "options and inputs")
     s.add_argument("data_dir", help="data dir with features (the student's training data)")
     s.add_argument("out_dir", help="output dir of the soft_T<T> dirs (ids.{ark,scp}, probs.{ark,scp}, info.json)")
-    s.set_defaults(func=cmd_make_soft_targets)
 
-    s = sub.add_parser("select-model", help="link the model with the best dev frame accuracy (e.g. of a T sweep)")
-    s.add_argument("--link", required=True, help="symlink to create or replace (exp/nnet/distilled)")
-    s.add_argument("model_dirs", nargs="+", help="model dirs (train-dnn) to choose among, by their best epoch's dev "
-                   "frame accuracy")
-    s.set_defaults(func=cmd_select_model)
 
-    s = sub.add_parser("nnet-forward", help="log posteriors of a model (or ensemble) -> OUT/logpost.{ark,scp}")
+@command("make-soft-targets", args=_args_make_soft_targets,
+         help="members' averaged softmax(z/T), top-k -> OUT/soft_T<T>")
+def cmd_make_soft_targets(a):
+    import torch
+
+    from asrkd.nnet.expdir import NnetExpDir
+    from asrkd.nnet.model import load_nnet
+    from asrkd.nnet.runtime import cpu_setup, resolve_precision
+    from asrkd.nnet.soft_targets import make_soft_targets
+
+    cfg = _nnet_config(a)
+    cpu_setup()
+    exp = NnetExpDir(a.out_dir)
+    out = {t: exp.soft_targets(t) for t in cfg.temperatures}
+    for t in a.per_member or []:  # each member's own soft targets, for teacher switching
+        out |= {(t, k): (t, exp.soft_targets(t, k), k) for k in range(len(a.nnet))}
+    make_soft_targets([load_nnet(d) for d in a.nnet], a.data_dir, out, k=cfg.top_k, mean=cfg.ensemble_mean,
+                      bf16=resolve_precision(cfg.precision, torch.device("cpu")) == "bf16", force=a.force,
+                      sources={f"nnet_{i}": d for i, d in enumerate(a.nnet)})
+
+
+def _args_nnet_forward(s) -> None:
     s.add_argument("--nnet", action="append", required=True, help="model dir (repeat for an ensemble)")
     s.add_argument("data_dir", help="data dir with features")
     s.add_argument("out_dir", help="output dir: logpost.{ark,scp} (for decode --posteriors)")
-    s.set_defaults(func=cmd_nnet_forward)
 
-    s = sub.add_parser("compare-senones", help="tree variants: senones, GMM and DNN accuracy -> OUT/senones.md")
+
+@command("nnet-forward", args=_args_nnet_forward,
+         help="log posteriors of a model (or ensemble) -> OUT/logpost.{ark,scp}")
+def cmd_nnet_forward(a):
+    from asrkd.decode.decoder import NnetScorer, write_log_posteriors
+
+    n = write_log_posteriors(NnetScorer(a.nnet, a.data_dir), a.out_dir)
+    log.info("%s: log posteriors of %d utterances", a.out_dir, n)
+
+
+def _args_compare(s) -> None:
+    s.add_argument("--gmm", required=True, help="GMM system dir (exp/tri)")
+    s.add_argument("--nnet", required=True, help="neural dir with member_<k>, ensemble, distilled (exp/nnet)")
+    s.add_argument("--sets", default="dev,test", help="tuning set and test set names (decode_<set> dirs)")
+    s.add_argument("--stage-times", help="run.sh's exp/log/stage_times.tsv, for the time-per-stage table")
+    s.add_argument("out_dir", help="output dir: results.json, results.md and the plots (PNG)")
+
+
+@command("compare", args=_args_compare,
+         help="baseline / ensemble / distilled table -> OUT/results.{md,json}, plots")
+def cmd_compare(a):
+    from asrkd.report import compare
+
+    compare(a.gmm, a.nnet, a.out_dir, sets=tuple(a.sets.split(",")), stage_times=a.stage_times)
+    print(Path(a.out_dir, "results.md").read_text())
+
+
+def _args_compare_senones(s) -> None:
     s.add_argument("--lang", required=True, help="lang dir (phones.txt, phones/silence.int)")
     s.add_argument("--system", action="append", required=True, help="NAME:GMM_DIR:ALI_DIR:DNN_DIR (repeat); the "
                    "GMM and DNN dirs hold frame_accuracy_<set>.json and decode_<set>/")
     s.add_argument("--sets", default="dev,test", help="tuning set and test set names (frame_accuracy_<set>.json, "
                    "decode_<set> dirs)")
     s.add_argument("out_dir", help="output dir: senones.json, senones.md")
-    s.set_defaults(func=cmd_compare_senones)
 
-    s = sub.add_parser("compare", help="baseline / ensemble / distilled table -> OUT/results.{md,json}, plots")
-    s.add_argument("--gmm", required=True, help="GMM system dir (exp/tri)")
-    s.add_argument("--nnet", required=True, help="neural dir with member_<k>, ensemble, distilled (exp/nnet)")
-    s.add_argument("--sets", default="dev,test", help="tuning set and test set names (decode_<set> dirs)")
-    s.add_argument("--stage-times", help="run.sh's exp/log/stage_times.tsv, for the time-per-stage table")
-    s.add_argument("out_dir", help="output dir: results.json, results.md and the plots (PNG)")
-    s.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("seed-spread", help="seeds' mean and std of the headline numbers, and which stated "
-                       "differences exceed them -> SPREAD_DIR/spread.json (local/seed_spread.sh)")
+@command("compare-senones", args=_args_compare_senones,
+         help="tree variants: senones, GMM and DNN accuracy -> OUT/senones.md")
+def cmd_compare_senones(a):
+    from asrkd.report import senone_inventory
+
+    systems = {}
+    for spec in a.system:
+        name, *dirs = spec.split(":")
+        if len(dirs) != 3:
+            raise AsrkdError(f"--system {spec!r}: expected NAME:GMM_DIR:ALI_DIR:DNN_DIR")
+        systems[name] = dirs
+    senone_inventory(systems, a.lang, a.out_dir, sets=tuple(a.sets.split(",")))
+    print(Path(a.out_dir, "senones.md").read_text())
+
+
+def _args_seed_spread(s) -> None:
     s.add_argument("--nnet", default="exp/nnet", help="the recipe's neural dir (member_<k>, ensemble, distilled, ...)")
     s.add_argument("--sets", default="dev,test", help="tuning set and test set names (frame_accuracy_<set>.json, "
                    "decode_<set> dirs)")
     s.add_argument("--level", type=float, default=0.95, help="confidence level of the Welch t-intervals")
     s.add_argument("--out", help="output JSON (default: SPREAD_DIR/spread.json)")
     s.add_argument("spread_dir", help="dir of the extra seeds and decodes (exp/spread)")
-    s.set_defaults(func=cmd_seed_spread)
 
-    s = sub.add_parser("env", help="commit, package versions, CPU, vector ISA, threads, device as JSON (bug reports)")
+
+@command("seed-spread", args=_args_seed_spread,
+         help="seeds' mean and std of the headline numbers, and which stated differences exceed them -> "
+              "SPREAD_DIR/spread.json (local/seed_spread.sh)")
+def cmd_seed_spread(a):
+    from asrkd.spread import format_spread, seed_spread
+
+    res = seed_spread(a.nnet, a.spread_dir, a.out, sets=tuple(a.sets.split(",")), level=a.level)
+    print("\n".join(format_spread(res)))
+
+
+def _args_env(s) -> None:
     s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="the device to name")
-    s.set_defaults(func=cmd_env)
+
+
+@command("env", args=_args_env,
+         help="commit, package versions, CPU, vector ISA, threads, device as JSON (bug reports)")
+def cmd_env(a):
+    from asrkd.environment import environment
+    from asrkd.nnet.runtime import pick_device
+
+    print(json.dumps(environment(pick_device(a.device)), indent=2))
+
+
+def _add_nnet_sets(s) -> None:
+    s.add_argument("--config", help="nnet YAML (conf/nnet.yaml; default: asrkd.nnet.config.NnetConfig)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device to train on "
+                   "(auto: cuda where torch has one)")
+    s.add_argument("--force", action="store_true", help="retrain even when a finished model with the same "
+                   "config and inputs exists")
+    for name, text in (("data_dir", "training data dir with features"),
+                       ("ali_dir", "its alignment dir (align): the hard senone targets"),
+                       ("dev_dir", "dev data dir: frame accuracy after each epoch (learning-rate halving, best "
+                                   "epoch)"),
+                       ("dev_ali_dir", "its alignment dir, with the same tree as ali_dir"),
+                       ("exp_dir", "output dir: the model (final.pt, nnet.yaml, log/train.json), or "
+                                   "train-ensemble's member_<k> model dirs")):
+        s.add_argument(name, help=text)
+
+def _add_model_args(s):
+    s.add_argument("--model-dir", help="GMM-HMM dir (final.pt + tree), e.g. exp/tri")
+    s.add_argument("--posteriors", action="append", help="log-posterior scp of a model (nnet-forward); repeat for an "
+                   "ensemble (arithmetic mean of the members' probabilities)")
+    s.add_argument("--nnet", action="append", help="neural model dir (final.pt); repeat for an ensemble (arithmetic "
+                   "mean of the members' probabilities)")
+    s.add_argument("--priors", help="alignment dir (or its priors file): posterior / prior = scaled likelihood; "
+                   "needed with --posteriors, and with --nnet to decode; a GMM's frame accuracy is the argmax of "
+                   "likelihood x prior")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="asrkd", description=__doc__)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logging (default: info)")
+    p.add_argument("--threads", type=int, help="CPU threads of torch and the GMM kernels (default: "
+                   "OMP_NUM_THREADS, else all cores); decoding jobs use one each")
+    sub = p.add_subparsers(dest="step", required=True)
+    for name, parser_kw, args, func in COMMANDS:
+        s = sub.add_parser(name, **parser_kw)
+        args(s)
+        s.set_defaults(func=func)
     return p
 
 

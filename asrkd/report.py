@@ -24,8 +24,8 @@ from pathlib import Path
 from asrkd.checkpoint import read_environment
 from asrkd.config import load_config
 from asrkd.environment import environment
-from asrkd.expdir import NnetExpDir, decode_dir, frame_accuracy_file
 from asrkd.nnet.config import NnetConfig
+from asrkd.nnet.expdir import NnetExpDir, decode_dir, frame_accuracy_file
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
 log = logging.getLogger(__name__)

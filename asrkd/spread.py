@@ -21,7 +21,7 @@ import math
 import re
 from pathlib import Path
 
-from asrkd.expdir import NnetExpDir, decode_dir, frame_accuracy_file
+from asrkd.nnet.expdir import NnetExpDir, decode_dir, frame_accuracy_file
 from asrkd.utils import AsrkdError, atomic_file
 
 RULE = ("Welch t-interval: a difference exceeds the seed spread when the {level:g}% t-interval of the "

@@ -9,8 +9,10 @@ from pathlib import Path
 import kaldialign
 import numpy as np
 
+from asrkd.checkpoint import fingerprint
 from asrkd.data import read_table, sort_key
 from asrkd.hmm.alignment import AlignmentDir
+from asrkd.nnet.soft_targets import average_posteriors
 from asrkd.utils import AsrkdError, write_list
 
 log = logging.getLogger(__name__)
@@ -110,3 +112,32 @@ def frame_accuracy(predictions: dict[str, np.ndarray], ali: AlignmentDir) -> dic
     if mismatched:
         log.warning("%d utterances have a different length from their alignment, skipped", len(mismatched))
     return result
+
+
+def check_alignment(ali: AlignmentDir, scorer) -> None:
+    """One-line errors for an alignment over another senone inventory or tree than the model's."""
+    if scorer.num_pdfs != ali.num_pdfs:
+        raise AsrkdError(f"{ali.path}: an alignment over {ali.num_pdfs} senones, the model has {scorer.num_pdfs}")
+    if scorer.tree and (ali.path / "tree").is_file() and fingerprint(ali.path / "tree") != scorer.tree:
+        raise AsrkdError(f"{ali.path}: aligned with another tree than the model's alignment")
+
+
+def ensemble_frame_accuracy(scorer, ali: AlignmentDir, model_dirs: list) -> dict:
+    """From one forward pass per member (an `NnetScorer` of several models): the ensemble's
+    frame accuracy, each member's, the ensemble of the first k members for every k
+    (arithmetic mean: the size curve) and the geometric mean of all."""
+    n = len(model_dirs)
+    combos = {k: (k, "arithmetic") for k in range(1, n + 1)} | {"geometric": (n, "geometric")}
+    preds = {name: {} for name in [*range(-n, 0), *combos]}  # -n..-1: the members
+    for u in scorer.keys():
+        logits = scorer.member_logits(u)
+        for m, z in enumerate(logits):
+            preds[m - n][u] = z.argmax(1).numpy()
+        for name, (k, mean) in combos.items():
+            preds[name][u] = average_posteriors(logits[:k], mean=mean).argmax(1).numpy()
+    members = [frame_accuracy(preds[m - n], ali) | {"model": str(d)} for m, d in enumerate(model_dirs)]
+    accs = [m["frame_accuracy"] for m in members]
+    return frame_accuracy(preds[n], ali) | {
+        "members": members, "member_mean": sum(accs) / len(accs), "member_min": min(accs), "member_max": max(accs),
+        "geometric": frame_accuracy(preds["geometric"], ali),
+        "size_curve": {k: frame_accuracy(preds[k], ali)["frame_accuracy"] for k in range(1, n + 1)}}

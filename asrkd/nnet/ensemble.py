@@ -7,8 +7,8 @@ import logging
 import os
 from pathlib import Path
 
-from asrkd.expdir import NnetExpDir
 from asrkd.nnet.config import NnetConfig
+from asrkd.nnet.expdir import NnetExpDir
 from asrkd.nnet.model import model_info
 from asrkd.nnet.runtime import pick_device
 from asrkd.nnet.train import load_sets, model_inputs, model_output, train_dnn

@@ -22,6 +22,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from asrkd.config import load_config
+from asrkd.nnet.config import NnetConfig
+from asrkd.nnet.model import model_info
+
 def decode_dir(model_dir: str | Path, data_set: str) -> Path:
     return Path(model_dir) / f"decode_{data_set}"
 
@@ -36,9 +40,6 @@ def _json(path: Path) -> dict | None:
 
 def _config_value(model_dir: Path, key: str):
     """A key of the config a model was trained with (its `nnet.yaml`)."""
-    from asrkd.config import load_config
-    from asrkd.nnet.config import NnetConfig
-
     return getattr(load_config(NnetConfig, model_dir / "nnet.yaml"), key)
 
 
@@ -60,8 +61,6 @@ class NnetExpDir:
 
     def members(self) -> list[Path]:
         """The finished member dirs, in the order of their seeds (read from each `final.pt`)."""
-        from asrkd.nnet.model import model_info
-
         done = [d for d in self._dirs(r"member_\d+") if (d / "final.pt").is_file()]
         return sorted(done, key=lambda d: model_info(d).get("seed", 0))
 

@@ -116,8 +116,9 @@ class Output:
         """What differs between a record and this output's options and inputs, in words."""
         diff = [f"{k}={record['options'].get(k)!r} (now {v!r})" for k, v in self.options.items()
                 if record["options"].get(k) != v]
-        diff += [f"another {k}" for k, v in self.inputs.items() if record["inputs"].get(k) != v]
-        return diff
+        diff += [f"another {k}" if k in record["inputs"] else f"no {k} (now one)"
+                 for k, v in self.inputs.items() if record["inputs"].get(k) != v]
+        return diff + [f"a {k} (now none)" for k in record["inputs"] if k not in self.inputs]
 
     def done(self, force: bool = False) -> bool:
         """True when a finished output with these options and inputs exists (skip it). False when

@@ -211,3 +211,17 @@ def test_force_keeps_the_outputs_nested_in_a_model_dir(yesno, tmp_path):
         make_graph(yesno / "lang_test", tmp_path / "mono", tmp_path / "mono/graph")
     make_graph(yesno / "lang_test", tmp_path / "mono", tmp_path / "mono/graph", force=True)
     assert read_record(tmp_path / "mono/graph")["finished"] and not (tmp_path / "mono/.graph.old").exists()
+
+
+def test_an_input_more_or_less_is_a_difference(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("1")
+    b.write_text("2")
+    out = Output(tmp_path / "out", "cmd", {}, {"teacher_0": a, "teacher_1": b})
+    assert not out.done()
+    with out.writing() as d:
+        (d / "x").write_text("y")
+    with pytest.raises(AsrkdError, match=r"made with a teacher_1 \(now none\)"):
+        Output(tmp_path / "out", "cmd", {}, {"teacher_0": a}).done()
+    with pytest.raises(AsrkdError, match=r"made with no teacher_2 \(now one\)"):
+        Output(tmp_path / "out", "cmd", {}, {"teacher_0": a, "teacher_1": b, "teacher_2": a}).done()

@@ -387,6 +387,7 @@ def _args_frame_accuracy(s) -> None:
          help="argmax senone vs a forced alignment")
 def cmd_frame_accuracy(a):
     from asrkd.decode.score import check_alignment, ensemble_frame_accuracy, frame_accuracy
+    from asrkd.environment import environment
     from asrkd.hmm.alignment import AlignmentDir
     from asrkd.outputs import Output
 
@@ -400,6 +401,7 @@ def cmd_frame_accuracy(a):
         r = ensemble_frame_accuracy(scorer, ali, a.nnet)
     else:
         r = frame_accuracy({u: scorer.log_posterior(u).argmax(1) for u in scorer.keys()}, ali)
+    r["environment"] = environment()
     with out.writing() as tmp:
         tmp.write_text(json.dumps(r, indent=2) + "\n")
     log.info("frame accuracy %.2f%% over %d frames of %d utterances", 100 * r["frame_accuracy"], r["frames"], r["utts"])

@@ -46,6 +46,7 @@ def test_tdnn_trains_teaches_and_is_distilled(yesno, yesno_mono, tmp_path):
     feats = reader[reader.keys()[0]]
     assert teacher.log_posteriors(feats).shape == (len(feats), 16)
     make_soft_targets([teacher], data, {2.0: tmp_path / "soft_T2"}, k=4, sources={"nnet_0": tmp_path / "tdnn"})
+    assert json.loads((tmp_path / "soft_T2/info.json").read_text())["environment"]["cpu_capability"]
     dnn = NnetConfig(**SMALL)
     stored = train_model(dnn, data, ali, data, ali, tmp_path / "student", soft_dirs=[tmp_path / "soft_T2"],
                          device="cpu")

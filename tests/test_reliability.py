@@ -248,7 +248,8 @@ def test_alignment_works_from_any_directory_and_needs_no_priors(yesno, yesno_mon
     data, ali = yesno / "train_yesno", yesno_mono / "mono_ali"
     train_model(cfg, data, ali, data, ali, tmp_path / "dnn", device="cpu")
     main(list(map(str, ["frame-accuracy", "--nnet", tmp_path / "dnn", data, ali, tmp_path / "fa.json"])))
-    assert json.loads((tmp_path / "fa.json").read_text())["frames"] > 0
+    fa = json.loads((tmp_path / "fa.json").read_text())
+    assert fa["frames"] > 0 and fa["environment"]["asrkd_commit"]
     env = subprocess.run([sys.executable, "-m", "asrkd.cli", "--threads", "1", "env"], capture_output=True,
                          text=True, check=True, cwd=ROOT)
     assert json.loads(env.stdout)["threads"] == 1

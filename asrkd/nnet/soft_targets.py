@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from asrkd.data import sort_key
+from asrkd.environment import environment
 from asrkd.features import FeatureReader
 from asrkd.outputs import Output
 from asrkd.utils import AsrkdError, relocate_scp
@@ -151,7 +152,7 @@ def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict, k: int
                     "bytes_topk": sum((tmps[key] / f"{x}.ark").stat().st_size for x in ("ids", "probs")),
                     "bytes_dense_float32": 4 * s["frames"] * num_pdfs,
                     "seconds_all_temperatures": round(seconds, 1),
-                    "frames_per_second": round(s["frames"] / seconds, 1)}
+                    "frames_per_second": round(s["frames"] / seconds, 1), "environment": environment()}
             for x in ("ids", "probs"):  # the scp files point into the temporary dir
                 relocate_scp(tmps[key] / f"{x}.scp", tmps[key], outs[key].path)
             (tmps[key] / "info.json").write_text(json.dumps(info, indent=2))

@@ -122,7 +122,7 @@ def test_yesno_recipe_stages(tmp_path):
     for args, msg in ((["--stage", "foo"], "--stage must be a non-negative integer, got 'foo'"),
                       (["--stage", "5", "--stop-stage", "2"], "nothing to run"),
                       (["--nj", "0"], "--nj must be at least 1"),
-                      (["--corpus-dir", str(tmp_path)], "data/ was prepared from"),
+                      (["--corpus-dir", str(tmp_path)], "data/ was prepared with --corpus-dir"),
                       (["--nnet-config", "nope.yaml"], f"--nnet-config {tmp_path}/nope.yaml: no such file")):
         proc = run_recipe(recipe, *args, cwd=tmp_path)
         assert proc.returncode != 0 and msg in proc.stderr, proc.stderr

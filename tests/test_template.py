@@ -89,3 +89,7 @@ def test_template_default_prep(tmp_path):
     # a set named but not prepared is an error naming it
     proc = run_recipe(recipe, "--corpus-dir", str(corpus), "--stop-stage", "0")
     assert proc.returncode != 0 and "wrote no data/dev" in proc.stderr, proc.stderr
+    # another preparation command over the prepared data/ is an error, not ignored
+    proc = run_recipe(recipe, "--corpus-dir", str(corpus), "--tune-set", "train", "--stop-stage", "0",
+                      "--prep", "python my_prep.py")
+    assert proc.returncode != 0 and "data/ was prepared with --prep bash local/prepare.sh" in proc.stderr, proc.stderr

@@ -46,6 +46,7 @@ if [ "$test_set" = "$train_set" ] || [ "$test_set" = "$tune_set" ]; then
   echo "$0: --test-set must differ from the train and tuning sets (weights are never tuned on test)" >&2; exit 1
 fi
 use_corpus_dir "$corpus_dir"
+same_as_before data/.prep "$prep" --prep
 sets=$train_set
 [ "$tune_set" = "$train_set" ] || sets="$sets $tune_set"
 sets="$sets $test_set"

@@ -31,18 +31,22 @@ config_value() {
   python -c "import sys, yaml; print('%g' % yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"
 }
 
+# same_as_before FILE VALUE OPTION: data/ is prepared with VALUE of OPTION, recorded in FILE by
+# the first run; another VALUE is an error, so a changed option is never silently ignored.
+same_as_before() {
+  if [ -f "$1" ] && [ "$(cat "$1")" != "$2" ]; then
+    echo "$0: data/ was prepared with $3 $(cat "$1"), not $2: remove data/ and exp/ to prepare it again" >&2
+    exit 1
+  fi
+  mkdir -p "$(dirname "$1")"
+  echo "$2" > "$1"
+}
+
 # use_corpus_dir DIR: DIR must exist and be the corpus that data/ was prepared from (its real
 # path is recorded in data/.corpus_dir by the first run), so a new --corpus-dir is never ignored.
 use_corpus_dir() {
-  local dir rec=data/.corpus_dir
   [ -d "$1" ] || { echo "$0: corpus dir '$1' not found (use --corpus-dir)" >&2; exit 1; }
-  dir=$(cd "$1" && pwd -P)
-  if [ -f $rec ] && [ "$(cat $rec)" != "$dir" ]; then
-    echo "$0: data/ was prepared from $(cat $rec), not $dir: remove data/ and exp/ to switch corpora" >&2
-    exit 1
-  fi
-  mkdir -p data
-  echo "$dir" > $rec
+  same_as_before data/.corpus_dir "$(cd "$1" && pwd -P)" --corpus-dir
 }
 
 # recipe_setup: after the options are parsed: one run of a recipe at a time (exp/.run.lock, held

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from asrkd.nnet.expdir import NnetExpDir, decode_dir, frame_accuracy_file
-from asrkd.utils import AsrkdError, atomic_file
+from asrkd.utils import AsrkdError, atomic_file, read_json
 
 RULE = ("Welch t-interval: a difference exceeds the seed spread when the {level:g}% t-interval of the "
         "difference of the two systems' estimates excludes 0 (Welch-Satterthwaite degrees of freedom). "
@@ -90,15 +90,12 @@ def welch_interval(a: dict, b: dict, level: float = 0.95) -> dict:
             "interval": [d - half, d + half], "exceeds_spread": bool(d - half > 0 or d + half < 0)}
 
 
-def _json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
 
 def run_numbers(d: Path, sets) -> dict:
     """A model dir's headline numbers per set: frame accuracy (%) from frame_accuracy_<set>.json,
     WER (%) from decode_<set>/decode_info.json; absent ones left out."""
-    fa = {f"{s}_frame_acc": _json(frame_accuracy_file(d, s)) for s in sets}
-    info = {f"{s}_wer": _json(decode_dir(d, s) / "decode_info.json") or {} for s in sets}
+    fa = {f"{s}_frame_acc": read_json(frame_accuracy_file(d, s)) for s in sets}
+    info = {f"{s}_wer": read_json(decode_dir(d, s) / "decode_info.json") or {} for s in sets}
     return {**{k: 100 * r["frame_accuracy"] for k, r in fa.items() if r},
             **{k: r["wer"] for k, r in info.items() if r.get("wer") is not None}}
 
@@ -153,7 +150,7 @@ def baseline_runs(nnet_dir: Path, spread_dir: Path, sets) -> dict[str, dict]:
         raise AsrkdError(f"{nnet_dir}: no member_<k> dirs (run the recipe's stage 10)")
     runs = {}
     for s in sets:
-        fa = _json(frame_accuracy_file(exp.ensemble, s))
+        fa = read_json(frame_accuracy_file(exp.ensemble, s))
         if fa is None or len(fa.get("members", [])) != len(members):
             raise AsrkdError(f"{frame_accuracy_file(exp.ensemble, s)}: missing or without all "
                              f"{len(members)} members (run the recipe's stage 15)")

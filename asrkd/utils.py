@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -43,6 +44,12 @@ def relocate_scp(scp: str | Path, old_dir: Path, new_dir: Path) -> None:
     """Point an scp written inside an output's temporary dir (`Output.writing`) at its final place."""
     scp = Path(scp)
     scp.write_text(scp.read_text().replace(str(old_dir), str(new_dir)))
+
+
+def read_json(path: str | Path) -> dict | None:
+    """A JSON file's content, or None when the file does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def write_list(path: str | Path, lines) -> None:

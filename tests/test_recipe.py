@@ -12,7 +12,7 @@ import pytest
 
 from asrkd.cli import main
 from asrkd.data import read_table, validate_data_dir
-from asrkd.report import STUDENT_MIXUP, SUBSET_MIXUP
+from asrkd.report_md import STUDENT_MIXUP, SUBSET_MIXUP
 from conftest import ROOT, YESNO
 
 

@@ -1,7 +1,8 @@
 """The comparison report from a results dict: tables, shares, and the parts left out when an
 experiment was not run."""
 
-from asrkd.report import PAPER, PAPER_SECTION6, SUBSET_MIXUP, _stage_times, write_markdown
+from asrkd.report import PAPER, PAPER_SECTION6, _stage_times
+from asrkd.report_md import SUBSET_MIXUP, write_markdown
 
 
 def results(**extra):

@@ -17,7 +17,6 @@ name; copies beside the results (`student_T2.bak`, `.soft_T1.tmp`) are not resul
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 from asrkd.config import load_config
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.model import model_info
+from asrkd.utils import read_json
 
 def decode_dir(model_dir: str | Path, data_set: str) -> Path:
     return Path(model_dir) / f"decode_{data_set}"
@@ -33,9 +33,6 @@ def decode_dir(model_dir: str | Path, data_set: str) -> Path:
 def frame_accuracy_file(model_dir: str | Path, data_set: str) -> Path:
     return Path(model_dir) / f"frame_accuracy_{data_set}.json"
 
-
-def _json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _config_value(model_dir: Path, key: str):
@@ -75,12 +72,12 @@ class NnetExpDir:
         """Finished soft-target dirs of the ensemble (or, with `members`, of single members),
         by temperature (from each `info.json`)."""
         found = [(info, d) for d in self._dirs(r"soft_T[\d.]+(_member_\d+)?")
-                 if (info := _json(d / "info.json")) is not None and (info.get("member") is not None) == members]
+                 if (info := read_json(d / "info.json")) is not None and (info.get("member") is not None) == members]
         return [d for _, d in sorted(found, key=lambda x: (x[0]["temperature"], x[0].get("member") or 0))]
 
     @staticmethod
     def soft_temperature(soft_dir: Path) -> float:
-        return float(_json(Path(soft_dir) / "info.json")["temperature"])
+        return float(read_json(Path(soft_dir) / "info.json")["temperature"])
 
     def student(self, temperature: float) -> Path:
         return self.root / f"student_T{temperature:g}"

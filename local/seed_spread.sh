@@ -20,8 +20,8 @@
 # models ~7 min, frame accuracies ~8 min); --ensemble-wer true adds ~25 min.
 # yesno (no dev set, tiny: 7 min on 2 cores, as long as its run.sh; 1.6 min to find all done):
 #   cd recipes/yesno && bash ../../local/seed_spread.sh --train-set train_yesno --tune-set train_yesno \
-#     --test-set test_yesno --tune-ali exp/tri_ali --lm-weights 2,5,10 --word-ins-penalties 0,1 \
-#     --subset-config conf/nnet.yaml --subset-percent 30
+#     --test-set test_yesno --tune-ali exp/tri_ali --test-ali exp/tri_ali_test_yesno \
+#     --lm-weights 2,5,10 --word-ins-penalties 0,1 --subset-config conf/nnet.yaml --subset-percent 30
 set -euo pipefail
 . "$(cd "$(dirname "$0")" && pwd)/../recipes/utils/path.sh"
 

@@ -12,6 +12,7 @@ stop_stage=100
 nj=2
 corpus_dir=../../../shared/data/speechocean762
 lm_order=3
+mono_gauss=1000   # Gaussians of the monophone system
 num_leaves=1500   # tree size and Gaussians of the triphone system, suited to 2 h of speech
 tri_gauss=8000
 tree_opts="--no-split-silence --cluster-leaves"   # about 1230 senones, 10 of them silence (local/senone_inventory.sh)
@@ -59,49 +60,11 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   done
 fi
 
-if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  begin_stage 4 "monophone GMM-HMM (flat start)"
-  run_log exp/mono/log/train.log asrkd train-mono --tot-gauss 1000 data/train data/lang exp/mono
-fi
-
-if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  begin_stage 5 "monophone alignment of train"
-  run_log exp/mono_ali/log/align.log asrkd align data/train data/lang exp/mono exp/mono_ali
-fi
-
-if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  begin_stage 6 "decision tree and tied-state triphone GMM-HMM"
-  run_log exp/tri/log/train.log asrkd train-tri --num-leaves $num_leaves --tot-gauss $tri_gauss $tree_opts \
-    data/train data/lang exp/mono_ali exp/tri
-fi
-
-if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
-  begin_stage 7 "triphone alignments (senone targets for train, references for dev/test frame accuracy)"
-  run_log exp/tri_ali/log/align.log asrkd align data/train data/lang exp/tri exp/tri_ali
-  for s in dev test; do
-    [ -d data/$s ] && run_log exp/tri_ali_$s/log/align.log asrkd align data/$s data/lang exp/tri exp/tri_ali_$s
-  done
-fi
-
-if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
-  begin_stage 8 "decoding graphs HCLG for mono and tri"
-  for m in mono tri; do
-    run_log exp/$m/graph/log/mkgraph.log asrkd make-graph data/lang_test exp/$m exp/$m/graph
-  done
-fi
-
-if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
-  begin_stage 9 "GMM decoding: LM weight and insertion penalty chosen on dev, applied to test"
-  for m in mono tri; do
-    decode_tuned exp/$m exp/$m/graph dev test $nj --model-dir exp/$m \
-      --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties
-  done
-  grep -H WER exp/*/decode_*/wer
-fi
+train_set=train tune_set=dev test_set=test
+. ../utils/gmm_stages.sh
 
 # stages 10-17: ensemble, soft targets, temperature sweep, section 6, teacher switching, frame
 # accuracy, decoding, comparison
-train_set=train tune_set=dev test_set=test
 train_ali=exp/tri_ali tune_ali=exp/tri_ali_dev test_ali=exp/tri_ali_test
 grid="--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties"
 . ../utils/nnet_stages.sh

@@ -50,48 +50,16 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   done
 fi
 
-if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  begin_stage 4 "monophone GMM-HMM (flat start)"
-  run_log exp/mono/log/train.log asrkd train-mono --tot-gauss 150 data/train_yesno data/lang exp/mono
-fi
-
-if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  begin_stage 5 "monophone alignment"
-  run_log exp/mono_ali/log/align.log asrkd align data/train_yesno data/lang exp/mono exp/mono_ali
-fi
-
-if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  begin_stage 6 "decision tree and triphone GMM-HMM"
-  run_log exp/tri/log/train.log asrkd train-tri --num-leaves 20 --tot-gauss 150 --min-leaf-occ 20 \
-    data/train_yesno data/lang exp/mono_ali exp/tri
-fi
-
-if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
-  begin_stage 7 "triphone alignments"
-  run_log exp/tri_ali/log/align.log asrkd align data/train_yesno data/lang exp/tri exp/tri_ali
-  run_log exp/tri_ali_test/log/align.log asrkd align data/test_yesno data/lang exp/tri exp/tri_ali_test
-fi
-
-if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
-  begin_stage 8 "decoding graphs HCLG for mono and tri"
-  for m in mono tri; do
-    run_log exp/$m/graph/log/mkgraph.log asrkd make-graph data/lang_test exp/$m exp/$m/graph
-  done
-fi
-
-if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
-  begin_stage 9 "GMM decoding (yesno has no dev set: weights are chosen on train, applied to test)"
-  for m in mono tri; do
-    decode_tuned exp/$m exp/$m/graph train_yesno test_yesno $nj --model-dir exp/$m \
-      --lm-weights 2,5,10,15,20 --word-ins-penalties 0,1
-  done
-  grep -H WER exp/*/decode_*/wer
-fi
+# stages 4-9 (recipes/utils/gmm_stages.sh): yesno has no dev set, so the GMMs' LM weight and
+# penalty are chosen on train and applied to test
+train_set=train_yesno tune_set=train_yesno test_set=test_yesno
+mono_gauss=150 num_leaves=20 tri_gauss=150 tree_opts="--min-leaf-occ 20"
+lm_weights=2,5,10,15,20 word_ins_penalties=0,1
+. ../utils/gmm_stages.sh
 
 # stages 10-17 (recipes/utils/nnet_stages.sh): ensemble, soft targets, temperature sweep, the
 # section-6 subset, teacher switching, frame accuracy, decoding, comparison. yesno has no dev
 # set: the training set drives the LR schedule, the model choice and the LM weight, as above.
-train_set=train_yesno tune_set=train_yesno test_set=test_yesno
-train_ali=exp/tri_ali tune_ali=exp/tri_ali test_ali=exp/tri_ali_test
+train_ali=exp/tri_ali tune_ali=exp/tri_ali test_ali=exp/tri_ali_test_yesno
 grid="--lm-weights 2,5,10 --word-ins-penalties 0,1"
 . ../utils/nnet_stages.sh

@@ -225,3 +225,24 @@ def test_an_input_more_or_less_is_a_difference(tmp_path):
         Output(tmp_path / "out", "cmd", {}, {"teacher_0": a}).done()
     with pytest.raises(AsrkdError, match=r"made with no teacher_2 \(now one\)"):
         Output(tmp_path / "out", "cmd", {}, {"teacher_0": a, "teacher_1": b, "teacher_2": a}).done()
+
+
+def test_models_and_graphs_of_other_senone_sets_are_refused(yesno, yesno_mono, tmp_path, caplog):
+    """A model decoded on a graph of another tree, or scored against an alignment of another
+    tree, used to exit 0 with a number."""
+    train, data = yesno / "train_yesno", yesno / "test_yesno"
+    train_mono(train, yesno / "lang", tmp_path / "mono", num_iters=2, tot_gauss=20)
+    make_graph(yesno / "lang_test", tmp_path / "mono", tmp_path / "graph")
+    info = json.loads((tmp_path / "graph/graph_info.json").read_text())
+    (tmp_path / "graph/graph_info.json").write_text(json.dumps(info | {"num_pdfs": info["num_pdfs"] + 4}))
+    err = cli_error(caplog, "decode", "--model-dir", tmp_path / "mono", tmp_path / "graph", data, tmp_path / "d")
+    assert f"a graph over {info['num_pdfs'] + 4} senones, the model has {info['num_pdfs']}" in err
+    (tmp_path / "graph/graph_info.json").write_text(json.dumps(info))
+    (tmp_path / "graph/tree").write_bytes((tmp_path / "graph/tree").read_bytes() + b" ")
+    err = cli_error(caplog, "decode", "--model-dir", tmp_path / "mono", tmp_path / "graph", data, tmp_path / "d")
+    assert "built from another tree than the model's" in err
+    ali = tmp_path / "ali"
+    shutil.copytree(yesno_mono / "mono_ali", ali)
+    (ali / "tree").write_bytes((ali / "tree").read_bytes() + b" ")
+    err = cli_error(caplog, "frame-accuracy", "--model-dir", tmp_path / "mono", train, ali, tmp_path / "fa.json")
+    assert "aligned with another tree" in err and not (tmp_path / "fa.json").exists()

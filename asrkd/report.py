@@ -111,15 +111,8 @@ def _name(d: Path, gmm_dir: Path, nnet_dir: Path) -> str:
     return str(d.relative_to(top.parent))
 
 
-def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("dev", "test"),
-           stage_times: str | Path | None = None) -> dict:
-    """Every system's numbers, the share of the ensemble's gain the student keeps, and each
-    experiment that was run (temperature sweep, section 6, ensemble variants, seeds)."""
-    gmm_dir, nnet_dir, exp = Path(gmm_dir), Path(nnet_dir), NnetExpDir(nnet_dir)
-    tune, test = sets
-    members = exp.members()
-    if not members:
-        raise AsrkdError(f"{nnet_dir}: no finished member_<k> dirs (run train-ensemble first)")
+def _ensemble_frame_accuracy(exp: NnetExpDir, members: list[Path], sets) -> dict:
+    """The ensemble's frame-accuracy records per set, measured with exactly these members."""
     ens_fa = {s: read_json(frame_accuracy_file(exp.ensemble, s)) for s in sets}
     for s in sets:
         if ens_fa[s] is None:
@@ -127,21 +120,25 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
         measured = [Path(m["model"]).name for m in ens_fa[s].get("members", [])]
         if measured != [m.name for m in members]:
             raise AsrkdError(f"{frame_accuracy_file(exp.ensemble, s)}: measured with members {measured}, but "
-                             f"{nnet_dir} has finished {[m.name for m in members]}; "
+                             f"{exp.root} has finished {[m.name for m in members]}; "
                              "train the missing members or redo the ensemble's frame accuracy (--force)")
+    return ens_fa
+
+
+def _systems(gmm_dir: Path, exp: NnetExpDir, members: list[Path], ens_fa: dict, sets) -> tuple[dict, list]:
+    """Table 1's rows (GMM, baseline, mean of members, ensemble, the students that exist) and
+    what is missing."""
     rows = {"tri GMM": {**_gmm_info(gmm_dir), **_scores(gmm_dir, sets)}}
-    member_infos = [_nnet_info(m) for m in members]
-    rows["baseline (member 0)"] = {**member_infos[0],
-                                   **_scores(members[0], sets, {s: ens_fa[s]["members"][0] for s in sets})}
-    rows["mean of members"] = {**member_infos[0], "train_seconds": sum(i["train_seconds"] for i in member_infos) / len(members),
+    infos = [_nnet_info(m) for m in members]
+    rows["baseline (member 0)"] = {**infos[0], **_scores(members[0], sets, {s: ens_fa[s]["members"][0] for s in sets})}
+    rows["mean of members"] = {**infos[0], "train_seconds": sum(i["train_seconds"] for i in infos) / len(members),
                                **{f"{s}_frame_acc": 100 * ens_fa[s]["member_mean"] for s in sets},
                                **{f"{s}_frame_acc_range": [100 * ens_fa[s]["member_min"], 100 * ens_fa[s]["member_max"]]
                                   for s in sets}}
-    ensemble = f"ensemble of {len(members)}"
-    rows[ensemble] = {"params": sum(i["params"] for i in member_infos), "arch": f"{len(members)} x {member_infos[0]['arch']}",
-                      "mflops_per_frame": sum(i["mflops_per_frame"] for i in member_infos),
-                      "train_seconds": sum(i["train_seconds"] for i in member_infos),
-                      **_scores(exp.ensemble, sets, ens_fa)}
+    rows[f"ensemble of {len(members)}"] = {
+        "params": sum(i["params"] for i in infos), "arch": f"{len(members)} x {infos[0]['arch']}",
+        "mflops_per_frame": sum(i["mflops_per_frame"] for i in infos),
+        "train_seconds": sum(i["train_seconds"] for i in infos), **_scores(exp.ensemble, sets, ens_fa)}
     chosen, missing = exp.chosen_student(), []
     if chosen is not None and not (chosen / "final.pt").is_file():
         raise AsrkdError(f"{exp.distilled} -> {chosen.name}: no final.pt there; "
@@ -152,35 +149,48 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
         rows[f"distilled (T={exp.temperature(chosen):g})"] = {**_nnet_info(chosen), **_scores(chosen, sets)}
     if ((mixed := exp.student_mixup) / "final.pt").is_file():
         rows[f"{STUDENT_MIXUP} (T={exp.temperature(mixed):g})"] = {**_nnet_info(mixed), **_scores(mixed, sets)}
-    base, ens = rows["baseline (member 0)"], rows[ensemble]
-    kept = {}  # per student: the share of the ensemble's gain it keeps, only where the ensemble gained
+    return rows, missing
+
+
+def _student_keeps(rows: dict, ensemble: str, sets) -> dict:
+    """Per student: the share of the ensemble's gain over the baseline it keeps, only where
+    the ensemble gained."""
+    base, ens, kept = rows["baseline (member 0)"], rows[ensemble], {}
     for name, student in rows.items():
         if name.startswith("distilled"):
             kept[name] = {key: (student[key] - base[key]) / (ens[key] - base[key])
                           for s in sets for key, sign in ((f"{s}_frame_acc", 1), (f"{s}_wer", -1))
                           if None not in (base[key], ens[key], student[key]) and sign * (ens[key] - base[key]) > 0}
-    sweep = {f"T={exp.temperature(d):g}": {**_nnet_info(d), **_scores(d, sets), "chosen": d.resolve() == chosen}
-             for d in exp.students()}
-    if sweep:
-        sweep = {"hard targets only (member 0)": {**base, "chosen": False}, **sweep}
+    return kept
+
+
+def _section6(exp: NnetExpDir, baseline: Path, base: dict, sets) -> tuple[dict, dict]:
+    """Paper section 6's models (with the full baseline) and the share of the test gap each
+    soft-target model recovers; empty where no subset model was trained."""
     section6 = {}
-    for name, d in (("100% of train, hard targets (member 0)", members[0]),
+    for name, d in (("100% of train, hard targets (member 0)", baseline),
                     ("subset, hard targets", exp.section6("hard")), ("subset, soft targets", exp.section6("soft")),
                     (SUBSET_MIXUP, exp.section6("mixup"))):
         if (d / "final.pt").is_file():
             tr = read_json(frame_accuracy_file(d, "train"))
-            row = base if d == members[0] else {**_nnet_info(d), **_scores(d, sets)}
+            row = base if d == baseline else {**_nnet_info(d), **_scores(d, sets)}
             section6[name] = {**row, "train_frames": tr and tr["frames"],
                               "train_frame_acc": tr and 100 * tr["frame_accuracy"],
                               "history": read_json(d / "log" / "train.json") or []}
-    if len(section6) == 1:  # the baseline alone: no subset model was trained
-        section6 = {}
+    if len(section6) == 1:  # the baseline alone
+        return {}, {}
+    test = sets[1]
     hard, full = (section6.get(k, {}).get(f"{test}_frame_acc") for k in
                   ("subset, hard targets", "100% of train, hard targets (member 0)"))
     recovered = {}  # share of the test gap between the subset's hard model and the full baseline
     for k in ("subset, soft targets", SUBSET_MIXUP):
         if None not in (hard, full, acc := section6.get(k, {}).get(f"{test}_frame_acc")) and full != hard:
             recovered[k] = (acc - hard) / (full - hard)
+    return section6, recovered
+
+
+def _variants(exp: NnetExpDir, ens_fa: dict, sweep: dict, sets) -> dict:
+    """The geometric mean, the ensemble-size curve and teacher switching."""
     variants = {s: {"arithmetic": 100 * ens_fa[s]["frame_accuracy"],
                     "geometric": 100 * ens_fa[s]["geometric"]["frame_accuracy"] if "geometric" in ens_fa[s] else None,
                     "size_curve": {int(k): 100 * v for k, v in ens_fa[s].get("size_curve", {}).items()}} for s in sets}
@@ -190,20 +200,45 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
         variants["teacher_switching"] = {  # against the sweep's student on the averaged targets at that T
             "temperature": t, "switched": {**_nnet_info(switched), **_scores(switched, sets)},
             "averaged": sweep.get(f"T={t:g}") if t else None}
+    return variants
+
+
+def _seeds(ens_fa: dict, sets) -> dict:
+    """The members' frame accuracies per set: their mean, std (ddof 1) and range."""
     seeds = {}
     for s in sets:
         accs = [100 * m["frame_accuracy"] for m in ens_fa[s]["members"]]
         mean = sum(accs) / len(accs)
         seeds[s] = {"frame_acc": accs, "mean": mean, "min": min(accs), "max": max(accs),
                     "std": (sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1)) ** 0.5}
-    soft_dirs = exp.soft_target_dirs()
+    return seeds
+
+
+def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("dev", "test"),
+           stage_times: str | Path | None = None) -> dict:
+    """Every system's numbers, the share of the ensemble's gain the student keeps, and each
+    experiment that was run (temperature sweep, section 6, ensemble variants, seeds)."""
+    gmm_dir, nnet_dir, exp = Path(gmm_dir), Path(nnet_dir), NnetExpDir(nnet_dir)
+    members = exp.members()
+    if not members:
+        raise AsrkdError(f"{nnet_dir}: no finished member_<k> dirs (run train-ensemble first)")
+    ens_fa = _ensemble_frame_accuracy(exp, members, sets)
+    rows, missing = _systems(gmm_dir, exp, members, ens_fa, sets)
+    base, chosen = rows["baseline (member 0)"], exp.chosen_student()
+    sweep = {f"T={exp.temperature(d):g}": {**_nnet_info(d), **_scores(d, sets), "chosen": d.resolve() == chosen}
+             for d in exp.students()}
+    if sweep:
+        sweep = {"hard targets only (member 0)": {**base, "chosen": False}, **sweep}
+    section6, recovered = _section6(exp, members[0], base, sets)
+    kept = _student_keeps(rows, f"ensemble of {len(members)}", sets)
     return {"sets": list(sets), "systems": rows, "student_keeps": kept, "paper_table1": PAPER,
             "members": [str(m) for m in members], "temperature_sweep": sweep,
             "chosen_student": chosen.name if chosen else None,
             "section6": section6, "section6_recovered": recovered, "paper_section6": PAPER_SECTION6,
-            "ensemble_variants": variants, "seeds": seeds, "stage_seconds": _stage_times(stage_times),
-            "soft_targets": {p.name: read_json(p / "info.json") for p in soft_dirs},
-            "per_member_soft_targets": len(own), "missing": missing,
+            "ensemble_variants": _variants(exp, ens_fa, sweep, sets), "seeds": _seeds(ens_fa, sets),
+            "stage_seconds": _stage_times(stage_times),
+            "soft_targets": {p.name: read_json(p / "info.json") for p in exp.soft_target_dirs()},
+            "per_member_soft_targets": len(exp.soft_target_dirs(members=True)), "missing": missing,
             "environment": environment(), "model_environments": model_environments(gmm_dir, nnet_dir, members),
             "decode_environments": decode_environments(gmm_dir, nnet_dir)}
 

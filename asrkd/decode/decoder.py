@@ -251,11 +251,7 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     graph_dir, data_dir, out_dir = Path(graph_dir), Path(data_dir), Path(out_dir)
     check_graph(graph_dir, scorer)
     if tuned_on is not None:
-        chosen = Path(tuned_on) / "best_lmwt"
-        if not chosen.is_file():
-            raise AsrkdError(f"{chosen}: missing (decode the tuning set with several LM weights first)")
-        lmwt, wip = map(float, chosen.read_text().split())
-        lm_weights, word_ins_penalties = [lmwt], [wip]
+        lm_weights, word_ins_penalties = tuned_weights(tuned_on)
     prior = getattr(scorer, "log_prior", None)
     options = {"lm_weights": list(lm_weights), "word_ins_penalties": list(word_ins_penalties), "beam": beam,
                "grid_beam": grid_beam, "max_active": max_active, "max_widen": max_widen,
@@ -268,17 +264,12 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     if min(lm_weights) <= 0:
         raise AsrkdError(f"LM weights must be positive (the acoustic scale is 1/LMWT), got {list(lm_weights)}")
     weights = [(float(w), float(p)) for w in lm_weights for p in word_ins_penalties]
-    refs = read_table(data_dir / "text", allow_empty_value=True) if (data_dir / "text").is_file() else None
-    if refs is None and len(weights) > 1:
-        raise AsrkdError(f"{data_dir}/text: missing, so no LM weight can be chosen on this set")
+    refs, utt2spk = references(data_dir, len(weights) > 1)
     graph = kaldifst.StdVectorFst.read(str(graph_dir / "HCLG.fst"))
     words = {i: w for w, i in read_symbols(graph_dir / "words.txt").items()}
     utts = scorer.keys()
     if not utts:
         raise AsrkdError(f"{data_dir}: no utterance to decode")
-    if refs is not None and not any(v.split() for v in refs.values()):
-        raise AsrkdError(f"{data_dir / 'text'}: no reference words to score")
-    utt2spk = read_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else None
 
     def search(pairs: list) -> tuple[list, dict, dict]:
         """The jobs' results, hypotheses and (with references) WERs of `pairs`."""
@@ -307,12 +298,7 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
                          f"{skipped[0]}; see {out_dir / 'log' / 'skipped.txt'}")
     write_list(out_dir / "log" / "decode.log",
                sorted((ln for r in grid + wider + rerun for ln in r["lines"]), key=sort_key))
-    for w in hyps:  # a grid's hyp/ and wer_* files are the lattice's
-        name = f"{w[0]:g}_{w[1]:g}"
-        write_list(out_dir / "hyp" / f"{name}.txt", [f"{u} {hyps[w][u]}".rstrip() for u in sorted(hyps[w], key=sort_key)])
-        if wers:
-            write_list(out_dir / f"wer_{name}", format_wer(wers[w]))
-    write_list(out_dir / "text", [f"{u} {text[u]}".rstrip() for u in sorted(text, key=sort_key)])
+    write_hypotheses(out_dir, hyps, wers, text)
     score = compute_wer(refs, text, utt2spk) if rerun else wers.get(best)
     if score:
         write_score(out_dir, score)
@@ -337,6 +323,38 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     log.info("%s: LM weight %g, penalty %g (chosen on %s), %s; RTF/core %.3f", out_dir, *best, info["tuned_on"],
              format_wer(score)[0] if score else "no references", info["rtf_per_core"] or 0)
     return info
+
+
+def references(data_dir: Path, grid: bool) -> tuple[dict | None, dict | None]:
+    """The data dir's reference transcripts (None without `text`; required to choose on a
+    `grid`) and its utt2spk (None without)."""
+    refs = read_table(data_dir / "text", allow_empty_value=True) if (data_dir / "text").is_file() else None
+    if refs is None and grid:
+        raise AsrkdError(f"{data_dir}/text: missing, so no LM weight can be chosen on this set")
+    if refs is not None and not any(v.split() for v in refs.values()):
+        raise AsrkdError(f"{data_dir / 'text'}: no reference words to score")
+    return refs, read_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else None
+
+
+def tuned_weights(tuned_on: str | Path) -> tuple[list[float], list[float]]:
+    """The (LM weight, penalty) chosen on a tuning set's decode dir, as one-point grids."""
+    chosen = Path(tuned_on) / "best_lmwt"
+    if not chosen.is_file():
+        raise AsrkdError(f"{chosen}: missing (decode the tuning set with several LM weights first)")
+    lmwt, wip = map(float, chosen.read_text().split())
+    return [lmwt], [wip]
+
+
+def write_hypotheses(out_dir: Path, hyps: dict, wers: dict, text: dict) -> None:
+    """hyp/<lmwt>_<wip>.txt and wer_<lmwt>_<wip> of every pair (a grid's: the lattice's), and
+    `text`, the chosen pair's hypotheses."""
+    for w in hyps:
+        name = f"{w[0]:g}_{w[1]:g}"
+        write_list(out_dir / "hyp" / f"{name}.txt",
+                   [f"{u} {hyps[w][u]}".rstrip() for u in sorted(hyps[w], key=sort_key)])
+        if wers:
+            write_list(out_dir / f"wer_{name}", format_wer(wers[w]))
+    write_list(out_dir / "text", [f"{u} {text[u]}".rstrip() for u in sorted(text, key=sort_key)])
 
 
 def check_graph(graph_dir: Path, scorer) -> None:
@@ -375,8 +393,9 @@ def only_on_edge(wers: dict, axis: int, value: float) -> bool:
 def widen_grid(search, hyps: dict, wers: dict, max_widen: int = MAX_WIDEN) -> tuple[tuple, list, list]:
     """While the best pair of `wers` lies on an edge of the grid, and the lowest WER is found
     only on that edge (`only_on_edge`), widen the grid by one step on that side (at most
-    `max_widen` times per side), `search` the new pairs and choose again. `hyps` and `wers` get the new pairs; returns the chosen pair, what was added and
-    the new searches' job results."""
+    `max_widen` times per side), `search` the new pairs and choose again. `hyps` and `wers`
+    get the new pairs; returns the chosen pair, what was added and the new searches' job
+    results."""
     best, widened, results, count = choose_weight(wers), [], [], {}
     while True:
         axes = [sorted({w for w, _ in wers}), sorted({p for _, p in wers})]

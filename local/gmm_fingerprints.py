@@ -17,25 +17,35 @@ import numpy as np
 import torch
 
 
-def sha1(data: bytes) -> str:
-    return hashlib.sha1(data).hexdigest()
+def sha1(*blobs: bytes) -> str:
+    return hashlib.sha1(b"".join(blobs)).hexdigest()
+
+
+def model_sha1s(model_dir: Path) -> dict:
+    """SHA-1 of a GMM-HMM's parameters (not the environment in its final.pt) and of its tree."""
+    state = torch.load(model_dir / "final.pt", weights_only=True)
+    return {"params": sha1(*(state[k].numpy().tobytes() for k in ("means", "vars", "logw"))),
+            "tree": sha1((model_dir / "tree").read_bytes())}
+
+
+def alignment_sha1(ali_dir: Path) -> str:
+    """SHA-1 of an alignment's utterance ids and senones, whatever its ark is named."""
+    ali = kaldiio.load_scp(str(ali_dir / "ali.scp"))
+    return sha1(*(u.encode() + ali[u].astype(np.int32).tobytes() for u in sorted(ali)))
 
 
 def fingerprints(exp: Path) -> dict:
     out = {}
     for model in sorted(p.parent for p in exp.glob("*/tree") if (p.parent / "final.pt").is_file()
                         and "_ali" not in p.parent.name):
-        state = torch.load(model / "final.pt", weights_only=True)
-        out[f"{model.name}/params"] = sha1(b"".join(state[k].numpy().tobytes() for k in ("means", "vars", "logw")))
-        out[f"{model.name}/tree"] = sha1((model / "tree").read_bytes())
+        out |= {f"{model.name}/{k}": v for k, v in model_sha1s(model).items()}
         if (model / "graph/HCLG.fst").is_file():
             out[f"{model.name}/graph/HCLG.fst"] = sha1((model / "graph/HCLG.fst").read_bytes())
         for d in sorted(model.glob("decode_*")):
             if (d / "text").is_file():
                 out[f"{model.name}/{d.name}/text"] = sha1((d / "text").read_bytes())
     for ali_dir in sorted(p.parent for p in exp.glob("*_ali*/ali.scp")):
-        ali = kaldiio.load_scp(str(ali_dir / "ali.scp"))
-        out[f"{ali_dir.name}/ali"] = sha1(b"".join(u.encode() + ali[u].astype(np.int32).tobytes() for u in sorted(ali)))
+        out[f"{ali_dir.name}/ali"] = alignment_sha1(ali_dir)
     return out
 
 

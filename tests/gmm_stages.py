@@ -7,13 +7,12 @@ YESNO_DIR holds train_yesno/, test_yesno/, lang/ and lang_test/ with features (t
 fixture); SO762_DIR holds train/ with features, lang/ and lang_test/.
 """
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
-import kaldiio
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "local"))
+from gmm_fingerprints import alignment_sha1, model_sha1s, sha1  # noqa: E402
 
 from asrkd.decode.decoder import GmmScorer, decode
 from asrkd.decode.graph import make_graph
@@ -21,21 +20,11 @@ from asrkd.hmm.align import align
 from asrkd.hmm.train import train_mono, train_tri
 
 
-def sha1(*blobs: bytes) -> str:
-    return hashlib.sha1(b"".join(blobs)).hexdigest()
-
-
 def model_print(model_dir: Path) -> dict:
-    state = torch.load(model_dir / "final.pt", weights_only=True)
+    """The recipe's fingerprints of a GMM (local/gmm_fingerprints.py) and of its training history."""
     history = json.loads((model_dir / "log/train.json").read_text())
-    return {"params": sha1(*(state[k].numpy().tobytes() for k in ("means", "vars", "logw"))),
-            "tree": sha1((model_dir / "tree").read_bytes()),
+    return {**model_sha1s(model_dir),
             "history": sha1(json.dumps([{k: v for k, v in h.items() if k != "seconds"} for h in history]).encode())}
-
-
-def ali_print(ali_dir: Path) -> str:
-    ali = dict(kaldiio.load_scp(str(ali_dir / "ali.scp")))
-    return sha1(*(u.encode() + ali[u].tobytes() for u in sorted(ali)))
 
 
 def decode_print(decode_dir: Path) -> str:
@@ -52,7 +41,7 @@ def main(yesno: Path, so762: Path, out: Path) -> dict:
     decode(exp / "mono/graph", GmmScorer(exp / "mono", yesno / "test_yesno"), yesno / "test_yesno",
            exp / "mono/decode", lm_weights=[5, 10], word_ins_penalties=[0, 1])
     fp["yesno mono"] = model_print(exp / "mono")
-    fp["yesno mono_ali"] = ali_print(exp / "mono_ali")
+    fp["yesno mono_ali"] = alignment_sha1(exp / "mono_ali")
     fp["yesno decode"] = decode_print(exp / "mono/decode")
     exp, data, lang = out / "so762", so762 / "train", so762 / "lang"
     train_mono(data, lang, exp / "mono", num_iters=12, tot_gauss=200)
@@ -64,7 +53,7 @@ def main(yesno: Path, so762: Path, out: Path) -> dict:
     decode(exp / "tri/graph", GmmScorer(exp / "tri", data), data, exp / "tri/decode", lm_weights=[10])
     for m in ("mono", "tri"):
         fp[f"so762 {m}"] = model_print(exp / m)
-        fp[f"so762 {m}_ali"] = ali_print(exp / f"{m}_ali")
+        fp[f"so762 {m}_ali"] = alignment_sha1(exp / f"{m}_ali")
     fp["so762 decode"] = decode_print(exp / "tri/decode")
     return fp
 

@@ -24,7 +24,7 @@ from asrkd.config import load_config
 from asrkd.environment import environment
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.expdir import NnetExpDir, decode_dir, frame_accuracy_file
-from asrkd.report_md import STUDENT_MIXUP, SUBSET_MIXUP, _f, _table, plot, write_markdown
+from asrkd.report_md import STUDENT_MIXUP, SUBSET_MIXUP, cell, md_table, plot, write_markdown
 from asrkd.utils import AsrkdError, atomic_file, read_json, write_list
 
 log = logging.getLogger(__name__)
@@ -284,12 +284,12 @@ def senone_inventory(systems: dict[str, tuple], lang_dir: str | Path, out_dir: s
     lines = ["# Senone inventory", "", "Each tree's senones, and the frame accuracy (senone and phone level) and WER "
              "of its GMM and of a DNN baseline (seed 0, conf/nnet.yaml) trained on its alignment. Frame accuracy is "
              "against each system's own alignment.", ""]
-    lines += _table(["system", "senones", "silence senones", "per speech phone (mean, min–max)",
+    lines += md_table(["system", "senones", "silence senones", "per speech phone (mean, min–max)",
                      *(f"{m} {s} {k}" for m in ("GMM", "DNN") for s, k in
                        ((tune, "senone acc."), (test, "senone acc."), (test, "phone acc."), (tune, "WER"), (test, "WER")))],
                     [[name, r["senones"], r["silence_senones"],
                       f"{r['per_speech_phone'][0]:.1f} ({r['per_speech_phone'][1]}–{r['per_speech_phone'][2]})",
-                      *(_f(r[m].get(key)) for m in ("gmm", "dnn") for key in
+                      *(cell(r[m].get(key)) for m in ("gmm", "dnn") for key in
                         (f"{tune}_frame_acc", f"{test}_frame_acc", f"{test}_phone_acc", f"{tune}_wer", f"{test}_wer"))]
                      for name, r in res.items()])
     out_dir = Path(out_dir)

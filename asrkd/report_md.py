@@ -15,11 +15,13 @@ SUBSET_MIXUP = "subset, soft targets from the ensemble run on mixed-up windows"
 STUDENT_MIXUP = "distilled, members run on mixed-up windows"
 
 
-def _f(x, fmt="{:.2f}") -> str:
+def cell(x, fmt="{:.2f}") -> str:
+    """A table cell: `x` formatted, or a dash where it is missing."""
     return "–" if x is None else fmt.format(x)
 
 
-def _table(header: list[str], rows: list[list]) -> list[str]:
+def md_table(header: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table's lines."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
         ["| " + " | ".join(map(str, r)) + " |" for r in rows]
 
@@ -41,12 +43,12 @@ def _main_table(res: dict) -> list[str]:
     table = []
     for name, r in rows.items():
         rng = r.get(f"{test}_frame_acc_range")
-        table.append([name, r.get("arch", ""), _f(r.get(f"{tune}_frame_acc")),
-                      _f(r.get(f"{test}_frame_acc")) + (f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng else ""),
-                      _f(r.get(f"{test}_phone_acc")), _f(r.get(f"{tune}_wer")), _f(r.get(f"{test}_wer")),
+        table.append([name, r.get("arch", ""), cell(r.get(f"{tune}_frame_acc")),
+                      cell(r.get(f"{test}_frame_acc")) + (f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng else ""),
+                      cell(r.get(f"{test}_phone_acc")), cell(r.get(f"{tune}_wer")), cell(r.get(f"{test}_wer")),
                       _lm(r, test), f"{r['params'] / 1e6:.2f} M", f"{r['mflops_per_frame']:.1f}",
-                      _f(r.get(f"{test}_rtf"), "{:.3f}"), f"{r['train_seconds'] / 60:.1f} min"])
-    lines += _table(["system", "model", f"{tune} frame acc.", f"{test} frame acc.", f"{test} phone acc.",
+                      cell(r.get(f"{test}_rtf"), "{:.3f}"), f"{r['train_seconds'] / 60:.1f} min"])
+    lines += md_table(["system", "model", f"{tune} frame acc.", f"{test} frame acc.", f"{test} phone acc.",
                      f"{tune} WER", f"{test} WER", "(LMWT, penalty)", "parameters", "MFLOP/frame",
                      f"decode RTF ({test})", "training"], table)
     lines += ["", f"Not in this table: {'; '.join(res['missing'])}."] if res.get("missing") else []
@@ -70,7 +72,7 @@ def _paper_and_sweep(res: dict) -> list[str]:
     lines = []
     tune, test = res["sets"]
     lines += ["", "## Paper, Table 1 (Hinton et al. 2015: 2000 h, 14,000 senones, 10 x 85M-weight DNNs)", ""]
-    lines += _table(["system", "test frame accuracy", "WER"],
+    lines += md_table(["system", "test frame accuracy", "WER"],
                     [[k, f"{fa}%", f"{w}%"] for k, (fa, w) in res["paper_table1"].items()])
     if res["temperature_sweep"]:
         lines += ["", "## Temperature sweep", "",
@@ -79,10 +81,10 @@ def _paper_and_sweep(res: dict) -> list[str]:
                   "hard-targets-only row is the "
                   "baseline. The chosen student's LM weight and penalty are tuned on "
                   f"{tune}; the other students are decoded at those.", ""]
-        lines += _table(["student", f"{tune} frame acc.", f"{test} frame acc.", f"{test} phone acc.", f"{tune} WER",
+        lines += md_table(["student", f"{tune} frame acc.", f"{test} frame acc.", f"{test} phone acc.", f"{tune} WER",
                          f"{test} WER", "epochs"],
-                        [[f"**{k}**" if r["chosen"] else k, _f(r.get(f"{tune}_frame_acc")), _f(r.get(f"{test}_frame_acc")),
-                          _f(r.get(f"{test}_phone_acc")), _f(r.get(f"{tune}_wer")), _f(r.get(f"{test}_wer")),
+                        [[f"**{k}**" if r["chosen"] else k, cell(r.get(f"{tune}_frame_acc")), cell(r.get(f"{test}_frame_acc")),
+                          cell(r.get(f"{test}_phone_acc")), cell(r.get(f"{tune}_wer")), cell(r.get(f"{test}_wer")),
                           r.get("epochs", "–")] for k, r in res["temperature_sweep"].items()])
     return lines
 
@@ -96,10 +98,10 @@ def _section6(res: dict) -> list[str]:
                   "The same network trained on a seeded subset of the training utterances, with its hard targets "
                   "or with the full-data ensemble's soft targets (the chosen T); training accuracy is on the data "
                   "each model was trained on. Curves: `section6.png`.", ""]
-        lines += _table(["model", "training frames", "train frame acc.", f"{tune} frame acc.", f"{test} frame acc.",
+        lines += md_table(["model", "training frames", "train frame acc.", f"{tune} frame acc.", f"{test} frame acc.",
                          "epochs (best)"],
-                        [[k, _f(r["train_frames"], "{:,}"), _f(r["train_frame_acc"]), _f(r.get(f"{tune}_frame_acc")),
-                          _f(r.get(f"{test}_frame_acc")), f"{r['epochs']} ({r['best_epoch']})"]
+                        [[k, cell(r["train_frames"], "{:,}"), cell(r["train_frame_acc"]), cell(r.get(f"{tune}_frame_acc")),
+                          cell(r.get(f"{test}_frame_acc")), f"{r['epochs']} ({r['best_epoch']})"]
                          for k, r in res["section6"].items()])
         lines += [""] + [f"- {k}: recovers {100 * r:.1f}% of the {test} frame-accuracy gap between the subset's "
                          "hard-target model and the full-data baseline (paper, soft targets: 87%)."
@@ -110,7 +112,7 @@ def _section6(res: dict) -> list[str]:
                       "soft targets of the subset's frames (function matching, Beyer et al. 2022). Its training "
                       "curve is on the mixed windows."]
         lines += ["", "Paper, section 6:", ""]
-        lines += _table(["system", "train frame accuracy", "test frame accuracy"],
+        lines += md_table(["system", "train frame accuracy", "test frame accuracy"],
                         [[k, f"{a}%", f"{b}%"] for k, (a, b) in res["paper_section6"].items()])
     return lines
 
@@ -123,21 +125,21 @@ def _ensemble_variants(res: dict) -> list[str]:
     lines += ["", "## Ensemble variants", "", "Frame accuracy of the members' arithmetic mean (the paper's, used for "
               "the soft targets) and geometric mean, and of the first k members:", ""]
     sizes = sorted(v[test]["size_curve"])
-    lines += _table(["set", "arithmetic", "geometric", *(f"{k} member{'s' if k > 1 else ''}" for k in sizes)],
-                    [[s, _f(v[s]["arithmetic"]), _f(v[s]["geometric"]), *(_f(v[s]["size_curve"].get(k)) for k in sizes)]
+    lines += md_table(["set", "arithmetic", "geometric", *(f"{k} member{'s' if k > 1 else ''}" for k in sizes)],
+                    [[s, cell(v[s]["arithmetic"]), cell(v[s]["geometric"]), *(cell(v[s]["size_curve"].get(k)) for k in sizes)]
                      for s in (tune, test)])
     ts = v.get("teacher_switching")
     if ts:
         lines += ["", f"Teacher switching (Fukuda et al. 2017) at T={ts['temperature']:g}: each minibatch is distilled "
                   "from one member's soft targets, drawn at random, instead of from their average:", ""]
-        lines += _table(["student", f"{tune} frame acc.", f"{test} frame acc.", f"{tune} WER", f"{test} WER", "epochs"],
-                        [[k, _f(r.get(f"{tune}_frame_acc")), _f(r.get(f"{test}_frame_acc")), _f(r.get(f"{tune}_wer")),
-                          _f(r.get(f"{test}_wer")), r.get("epochs")]
+        lines += md_table(["student", f"{tune} frame acc.", f"{test} frame acc.", f"{tune} WER", f"{test} WER", "epochs"],
+                        [[k, cell(r.get(f"{tune}_frame_acc")), cell(r.get(f"{test}_frame_acc")), cell(r.get(f"{tune}_wer")),
+                          cell(r.get(f"{test}_wer")), r.get("epochs")]
                          for k, r in (("switched teachers", ts["switched"]), ("averaged teachers", ts["averaged"])) if r])
     lines += ["", "## Seeds", "", "The members differ only in their seed; their spread is the noise level of a "
               "single comparison:", ""]
-    lines += _table(["set", "members' frame acc.", "mean", "std", "range"],
-                    [[s, ", ".join(f"{a:.2f}" for a in r["frame_acc"]), _f(r["mean"]), _f(r["std"]),
+    lines += md_table(["set", "members' frame acc.", "mean", "std", "range"],
+                    [[s, ", ".join(f"{a:.2f}" for a in r["frame_acc"]), cell(r["mean"]), cell(r["std"]),
                       f"{r['min']:.2f}–{r['max']:.2f}"] for s, r in res["seeds"].items()])
     return lines
 
@@ -151,14 +153,14 @@ def _seeds_and_more(res: dict) -> list[str]:
                   "over the other senones" + (f"; plus each member's own for teacher switching "
                                               f"({res['per_member_soft_targets']} dirs)" if res["per_member_soft_targets"]
                                               else "") + ".", ""]
-        lines += _table(["dir", "T", "top-k", "mass in the top k", "KL(dense ‖ stored)", "size", "dense float32"],
+        lines += md_table(["dir", "T", "top-k", "mass in the top k", "KL(dense ‖ stored)", "size", "dense float32"],
                         [[name, f"{i['temperature']:g}", i["top_k"], f"{i['mean_topk_mass']:.4f}",
                           f"{i['kl_dense_vs_stored']:.4f}", f"{i['bytes_topk'] / 1e6:.0f} MB",
                           f"{i['bytes_dense_float32'] / 1e6:.0f} MB"] for name, i in res["soft_targets"].items() if i])
     if res["stage_seconds"]:
         total = sum(res["stage_seconds"].values())
         lines += ["", "## Time per stage", "", "Wall-clock of each stage's latest run (`exp/log/stage_times.tsv`):", ""]
-        lines += _table(["stage", "minutes"], [[k, f"{t / 60:.1f}"] for k, t in res["stage_seconds"].items()]
+        lines += md_table(["stage", "minutes"], [[k, f"{t / 60:.1f}"] for k, t in res["stage_seconds"].items()]
                         + [["these stages", f"{total / 60:.1f}"]])
     if res.get("environment"):
         lines += environment_lines(res["environment"], {"model files": res.get("model_environments", {}),
@@ -208,7 +210,7 @@ def environment_lines(env: dict, made: dict[str, dict]) -> list[str]:
             "model file was trained in and each decode ran in (`environment`, `model_environments`, "
             "`decode_environments` in results.json). Packages: those that differ from the report's; threads: "
             "torch's intra-op threads.", "",
-            *_table(["made by", "asrkd commit", "Python", "packages", "CPU", "vector ISA", "threads", "device"], rows),
+            *md_table(["made by", "asrkd commit", "Python", "packages", "CPU", "vector ISA", "threads", "device"], rows),
             "", "- Packages (this report): " + ", ".join(f"{k} {v or 'absent'}" for k, v in packages.items()),
             "- Kernel variables set: " + (", ".join(f"{k}={v}" for k, v in kernel.items()) or "none")]
 

@@ -393,8 +393,8 @@ def cmd_frame_accuracy(a):
 
     scorer, ali = _scorer(a, a.data_dir, need_priors=not a.nnet), AlignmentDir(a.ali_dir)
     check_alignment(ali, scorer)
-    out = Output(a.out_json, "frame-accuracy", {"per_member": a.per_member, "priors": a.priors},
-                 {"data": a.data_dir, "ali": a.ali_dir, **scorer.sources})
+    out = Output(a.out_json, "frame-accuracy", {"per_member": a.per_member},
+                 {"data": a.data_dir, "ali": a.ali_dir, "priors": a.priors, **scorer.sources})
     if out.done(a.force):
         return
     if a.nnet and a.per_member:

@@ -26,6 +26,7 @@ setup(
         "tqdm",
         "PyYAML",
         "matplotlib",
+        "submitit>=1.5",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["asrkd=asrkd.cli:main"]},

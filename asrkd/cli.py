@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from asrkd.jobs import add_job_options, job_config
 from asrkd.utils import AsrkdError, setup_logging
 
 log = logging.getLogger("asrkd")
@@ -23,6 +24,11 @@ def command(name: str, args, **parser_kw):
         COMMANDS.append((name, parser_kw, args, func))
         return func
     return register
+
+
+def _jobs(a, kind: str = "default"):
+    """The job config of a command's `kind` of jobs, from --cmd-config and --cmd."""
+    return job_config(a.cmd_config, a.cmd, kind)
 
 
 def _args_validate_data_dir(s) -> None:
@@ -164,7 +170,8 @@ def cmd_train_lm(a):
 
 def _args_compute_fbank(s) -> None:
     s.add_argument("--config", help="fbank YAML (default: Kaldi defaults, 40 bins)")
-    s.add_argument("--nj", type=int, default=1, help="parallel jobs (processes)")
+    s.add_argument("--nj", type=int, default=1, help="jobs: the data dir is split into this many parts")
+    add_job_options(s)
     s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
     s.add_argument("--max-skipped", type=float, default=0.05,
                    help="largest share of utterances whose audio may be skipped (Kaldi: 5%%)")
@@ -182,11 +189,14 @@ def cmd_compute_fbank(a):
 
     cfg = load_config(FbankConfig, a.config)
     for d in a.data_dirs:
-        compute_fbank_dir(d, cfg, nj=a.nj, allow_pipes=a.allow_pipes, force=a.force, max_skipped=a.max_skipped)
+        compute_fbank_dir(d, cfg, nj=a.nj, allow_pipes=a.allow_pipes, force=a.force, max_skipped=a.max_skipped,
+                          jobs=_jobs(a))
 
 
 def _args_compute_cmvn_stats(s) -> None:
     s.add_argument("--force", action="store_true", help="recompute even when cmvn.scp is newer than feats.scp")
+    s.add_argument("--nj", type=int, default=1, help="jobs: the speakers are split into this many parts")
+    add_job_options(s)
     s.add_argument("data_dirs", nargs="+", help="data dirs with feats.scp (compute-fbank)")
 
 
@@ -196,7 +206,7 @@ def cmd_compute_cmvn_stats(a):
     from asrkd.features import compute_cmvn_stats_dir
 
     for d in a.data_dirs:
-        compute_cmvn_stats_dir(d, force=a.force)
+        compute_cmvn_stats_dir(d, force=a.force, nj=a.nj, jobs=_jobs(a))
 
 
 def _args_train_mono(s) -> None:
@@ -255,6 +265,8 @@ def _args_align(s) -> None:
     s.add_argument("--beam", type=float, default=10.0, help="alignment beam (acoustic scale 0.1)")
     s.add_argument("--retry-beam", type=float, default=40.0, help="beam of the second try for an utterance that "
                    "fails at --beam")
+    s.add_argument("--nj", type=int, default=1, help="alignment jobs: the utterances are split into this many parts")
+    add_job_options(s)
     s.add_argument("--force", action="store_true", help="realign even when a finished alignment with the same "
                    "options and inputs exists")
     for name, text in (("data_dir", "data dir with features"),
@@ -270,7 +282,8 @@ def _args_align(s) -> None:
 def cmd_align(a):
     from asrkd.hmm.align import align
 
-    align(a.data_dir, a.lang_dir, a.model_dir, a.ali_dir, beam=a.beam, retry_beam=a.retry_beam, force=a.force)
+    align(a.data_dir, a.lang_dir, a.model_dir, a.ali_dir, beam=a.beam, retry_beam=a.retry_beam, force=a.force,
+          nj=a.nj, jobs=_jobs(a))
 
 
 def _args_make_graph(s) -> None:
@@ -335,7 +348,8 @@ def _args_decode(s) -> None:
     s.add_argument("--max-skipped", type=float, default=0.05,
                    help="share of utterances that may be skipped (no scores or no surviving path) before it is an "
                         "error")
-    s.add_argument("--nj", type=int, default=1, help="parallel decoding jobs (processes)")
+    s.add_argument("--nj", type=int, default=1, help="decoding jobs: the utterances are split into this many parts")
+    add_job_options(s)
     s.add_argument("--force", action="store_true", help="redecode even when a finished decode with the same options "
                    "and inputs exists")
     for name, text in (("graph_dir", "graph dir (make-graph) of the model's tree"),
@@ -352,7 +366,8 @@ def cmd_decode(a):
 
     decode(a.graph_dir, _scorer(a, a.data_dir), a.data_dir, a.decode_dir, lm_weights=a.lm_weights,
            word_ins_penalties=a.word_ins_penalties, tuned_on=a.tuned_on, beam=a.beam, grid_beam=a.grid_beam,
-           max_active=a.max_active, nj=a.nj, force=a.force, max_widen=a.max_widen, max_skipped=a.max_skipped)
+           max_active=a.max_active, nj=a.nj, force=a.force, max_widen=a.max_widen, max_skipped=a.max_skipped,
+           jobs=_jobs(a))
 
 
 def _args_score(s) -> None:
@@ -436,6 +451,7 @@ def cmd_train_dnn(a):
 
 
 def _args_train_ensemble(s) -> None:
+    add_job_options(s)
     _add_nnet_sets(s)
 
 
@@ -445,7 +461,7 @@ def cmd_train_ensemble(a):
     from asrkd.nnet.ensemble import train_ensemble
 
     train_ensemble(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, device=a.device,
-                   force=a.force)
+                   force=a.force, jobs=_jobs(a, "train"))
 
 
 def _args_select_model(s) -> None:
@@ -469,6 +485,8 @@ def _args_make_soft_targets(s) -> None:
     s.add_argument("--per-member", type=float, action="append", metavar="T",
                    help="also each member's own soft targets at T -> OUT/soft_T<T>_member_<k> (teacher switching); "
                         "repeatable")
+    s.add_argument("--nj", type=int, default=1, help="jobs: the utterances are split into this many shards")
+    add_job_options(s)
     s.add_argument("--force", action="store_true", help="redo soft-target dirs even when finished with the same "
                    "options and inputs")
     s.add_argument("data_dir", help="data dir with features (the student's training data)")
@@ -493,7 +511,7 @@ def cmd_make_soft_targets(a):
         out |= {(t, k): (t, exp.soft_targets(t, k), k) for k in range(len(a.nnet))}
     make_soft_targets([load_nnet(d) for d in a.nnet], a.data_dir, out, k=cfg.top_k, mean=cfg.ensemble_mean,
                       bf16=resolve_precision(cfg.precision, torch.device("cpu")) == "bf16", force=a.force,
-                      sources={f"nnet_{i}": d for i, d in enumerate(a.nnet)})
+                      sources={f"nnet_{i}": d for i, d in enumerate(a.nnet)}, nj=a.nj, jobs=_jobs(a))
 
 
 def _args_nnet_forward(s) -> None:
@@ -569,6 +587,27 @@ def cmd_seed_spread(a):
 
     res = seed_spread(a.nnet, a.spread_dir, a.out, sets=tuple(a.sets.split(",")), level=a.level)
     print("\n".join(format_spread(res)))
+
+
+def _args_run_jobs(s) -> None:
+    s.add_argument("--job", nargs=2, action="append", required=True, metavar=("LOG", "COMMAND"),
+                   help="a job: a shell command and the log file its output goes to; repeat per job")
+    s.add_argument("--kind", choices=("default", "train"), default="default",
+                   help="the job config's section that sizes the jobs (train: training jobs)")
+    s.add_argument("--nj", type=int, default=1, help="local jobs run at once (Slurm runs the array as it can)")
+    add_job_options(s)
+    s.add_argument("work_dir", help="dir for the jobs' bookkeeping and Slurm's logs (e.g. exp/nnet/log/sweep)")
+
+
+@command("run-jobs", args=_args_run_jobs,
+         help="independent shell commands as jobs: local processes or one Slurm job array (Kaldi's run.pl/slurm.pl)")
+def cmd_run_jobs(a):
+    import hashlib
+
+    from asrkd.jobs import run_jobs, shell_job
+
+    key = hashlib.sha1(repr(a.job).encode()).hexdigest()[:12]
+    run_jobs(shell_job, [tuple(j) for j in a.job], "run-jobs", a.work_dir, _jobs(a, a.kind), parallel=a.nj, key=key)
 
 
 def _args_env(s) -> None:

@@ -11,7 +11,6 @@ import logging
 import shutil
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import yaml
 
 from asrkd.audio import AudioError, read_audio, resample
 from asrkd.data import read_table, sort_key, write_table
-from asrkd.utils import AsrkdError, atomic_file, die_with_parent, new_ark, write_list
+from asrkd.jobs import JobConfig, run_jobs
+from asrkd.utils import AsrkdError, atomic_file, new_ark, write_list
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,10 @@ def compute_fbank_dir(
     allow_pipes: bool = False,
     force: bool = False,
     max_skipped: float = 0.05,
+    jobs: JobConfig | None = None,
 ) -> dict:
-    """Compute features for every utterance of a data dir in `nj` processes.
+    """Compute features for every utterance of a data dir in `nj` jobs (local processes, or
+    Slurm jobs with `jobs`).
 
     Writes `feats.scp`, `utt2num_frames`, `utt2dur` and `conf/fbank.yaml`; arks go to a new
     `<dir>/data/fbank_<run>/` and replace the old ones only when feats.scp is written (last),
@@ -160,9 +162,8 @@ def compute_fbank_dir(
                 log.info("%s: job %d already finished, reusing it", d, j)
                 continue
         todo.append(j)
-    with ProcessPoolExecutor(max_workers=nj, initializer=die_with_parent) as ex:
-        resampled = sum(ex.map(_fbank_job, todo, [chunks[j - 1] for j in todo],
-                               [cfg] * len(todo), [out_dir] * len(todo), [allow_pipes] * len(todo)))
+    resampled = sum(run_jobs(_fbank_job, [(j, chunks[j - 1], cfg, out_dir, allow_pipes) for j in todo], "fbank",
+                             d / "log", jobs, parallel=nj, key=run))
     feats_scp, num_frames, durs, skipped = {}, {}, {}, []
     for j in range(1, nj + 1):
         stem = out_dir / f"raw_fbank.{j}"
@@ -200,18 +201,9 @@ def compute_fbank_dir(
             "resampled": resampled, "seconds": elapsed, "nj": nj}
 
 
-def compute_cmvn_stats_dir(data_dir: str | Path, force: bool = False) -> None:
-    """Per-speaker CMVN statistics in Kaldi's 2 x (D+1) layout: `cmvn.scp` -> `data/cmvn.<tag>.ark`
-    (a new ark each time; cmvn.scp switches to it last); recomputed when feats.scp is newer
-    than cmvn.scp. Utterances without features are left out; unreadable or non-finite features
-    are a one-line error naming the utterance."""
-    d = Path(data_dir).resolve()
-    cmvn = d / "cmvn.scp"
-    if cmvn.is_file() and not force and cmvn.stat().st_mtime_ns >= (d / "feats.scp").stat().st_mtime_ns:
-        log.info("%s: cmvn.scp exists, skipping", d)
-        return
-    raw = FeatureReader(d, cmvn=False)
-    spk2utt = read_table(d / "spk2utt")
+def _cmvn_job(data_dir: Path, spk2utt: dict) -> dict:
+    """One job: the CMVN stats of the speakers in `spk2utt` (a split of the data dir)."""
+    raw = FeatureReader(data_dir, cmvn=False)
     stats = {}
     for spk, utts in spk2utt.items():
         acc = None
@@ -222,6 +214,27 @@ def compute_cmvn_stats_dir(data_dir: str | Path, force: bool = False) -> None:
             acc = s if acc is None else acc + s
         if acc is not None:
             stats[spk] = acc
+    return stats
+
+
+def compute_cmvn_stats_dir(data_dir: str | Path, force: bool = False, nj: int = 1,
+                           jobs: JobConfig | None = None) -> None:
+    """Per-speaker CMVN statistics in Kaldi's 2 x (D+1) layout: `cmvn.scp` -> `data/cmvn.<tag>.ark`
+    (a new ark each time; cmvn.scp switches to it last); recomputed when feats.scp is newer
+    than cmvn.scp. Utterances without features are left out; unreadable or non-finite features
+    are a one-line error naming the utterance. The speakers are split into `nj` jobs."""
+    d = Path(data_dir).resolve()
+    cmvn = d / "cmvn.scp"
+    if cmvn.is_file() and not force and cmvn.stat().st_mtime_ns >= (d / "feats.scp").stat().st_mtime_ns:
+        log.info("%s: cmvn.scp exists, skipping", d)
+        return
+    spk2utt = list(read_table(d / "spk2utt").items())
+    nj = max(1, min(nj, len(spk2utt)))
+    key = hashlib.sha1(repr((spk2utt, (d / "feats.scp").read_bytes())).encode()).hexdigest()[:12]
+    stats = {}
+    for part in run_jobs(_cmvn_job, [(d, dict(spk2utt[j::nj])) for j in range(nj)], "cmvn", d / "log", jobs,
+                         parallel=nj, key=key):
+        stats |= part
     with new_ark(d / "data" / "cmvn") as ark:
         with open(ark, "wb") as fa, atomic_file(d / "cmvn.scp") as fs:
             for spk in sorted(stats, key=sort_key):

@@ -120,6 +120,11 @@ class Output:
                  for k, v in self.inputs.items() if record["inputs"].get(k) != v]
         return diff + [f"a {k} (now none)" for k in record["inputs"] if k not in self.inputs]
 
+    def key(self) -> str:
+        """What this output is made from and with, as a short hash (names the jobs' results)."""
+        what = json.dumps([self.command, self.options, self.inputs], sort_keys=True)
+        return hashlib.sha1(what.encode()).hexdigest()[:12]
+
     def done(self, force: bool = False) -> bool:
         """True when a finished output with these options and inputs exists (skip it). False when
         it must be made: nothing there, a resumable unfinished one, or `force` (the old one is

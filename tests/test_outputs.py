@@ -172,7 +172,7 @@ def test_corrupt_outputs_give_one_line_errors(yesno, yesno_mono, tmp_path, caplo
     (tmp_path / "dnn/log/train.json").write_text("[{")
     with pytest.raises(AsrkdError, match="train.json: unreadable"):
         train_model(TINY, train, ali, train, ali, tmp_path / "dnn", device="cpu")
-    ark = tmp_path / "soft_T2/probs.ark"
+    ark = tmp_path / "soft_T2/probs.1.ark"
     ark.write_bytes(ark.read_bytes()[:100])
     soft = SoftTargets(tmp_path / "soft_T2")
     with pytest.raises(AsrkdError, match="unreadable"):

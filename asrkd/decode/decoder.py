@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import time
 from pathlib import Path
 
@@ -24,12 +23,12 @@ import kaldifst
 import kaldiio
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from asrkd.data import read_table, sort_key
 from asrkd.decode.lattice import SearchGraph, lattice_search, warm_up
 from asrkd.decode.score import compute_wer, format_wer, write_score
 from asrkd.environment import environment
+from asrkd.jobs import JobConfig, run_jobs
 from asrkd.features import FeatureReader
 from asrkd.hmm.align import best_path, gmm_features, load_model
 from asrkd.hmm.graphs import map_arcs
@@ -38,7 +37,7 @@ from asrkd.nnet.model import load_nnet
 from asrkd.nnet.soft_targets import average_posteriors
 from asrkd.checkpoint import fingerprint
 from asrkd.outputs import Output
-from asrkd.utils import AsrkdError, atomic_file, die_with_parent, relocate_scp, write_list
+from asrkd.utils import AsrkdError, atomic_file, relocate_scp, write_list
 
 log = logging.getLogger(__name__)
 MAX_ACTIVE = 15000  # tokens kept per frame; at 7000 test WERs lost up to 0.31 to search errors (docs/benchmarks.md)
@@ -161,19 +160,34 @@ def add_word_penalty(graph: kaldifst.StdVectorFst, penalty: float) -> kaldifst.S
     return out
 
 
-_JOB = {}
+_GRAPHS: dict = {}  # this process's search graph: built once, shared by forked jobs
 
 
-def _search(utt: str, ll: np.ndarray, weights: list, lines: list, skipped: list) -> dict:
+def search_graph(hclg: str, penalty: float, lattice: bool, num_pdfs: int):
+    """HCLG with `penalty` on its word arcs, for lattice search a warmed-up `SearchGraph`;
+    kept for the next call with the same arguments (one graph at a time)."""
+    key = (hclg, penalty, lattice)
+    if key not in _GRAPHS:
+        _GRAPHS.clear()
+        graph = add_word_penalty(kaldifst.StdVectorFst.read(hclg), penalty)
+        if lattice:
+            graph = SearchGraph(graph)
+            warm_up(graph, num_pdfs)
+        _GRAPHS[key] = graph
+    return _GRAPHS[key]
+
+
+def _search(utt: str, ll: np.ndarray, spec: dict, lines: list, skipped: list) -> dict:
     """Best word ids of one utterance per (LM weight, penalty): one FasterDecoder pass for a
     single pair; for a grid one lattice search at the middle pair, rescored at every pair."""
-    beam, max_active = _JOB["beam"], _JOB["max_active"]
+    beam, max_active, weights = spec["beam"], spec["max_active"], spec["weights"]
+    g = search_graph(spec["hclg"], spec["centre"][1], len(weights) > 1, ll.shape[1])
     if len(weights) == 1:
         (lmwt, wip), = weights
-        words, final, cost = decode_utterance(_JOB["graph"], ll, 1.0 / lmwt, beam, max_active)
+        words, final, cost = decode_utterance(g, ll, 1.0 / lmwt, beam, max_active)
         paths = [None if words is None else (words, cost)]
     else:
-        g, (lmwt0, wip0) = _JOB["graph"], _JOB["centre"]
+        lmwt0, wip0 = spec["centre"]
         lat = lattice_search(g, ll / lmwt0, beam, max_active)
         final = lat is not None and lat.final
         paths = [None] * len(weights) if lat is None else lat.best_paths(
@@ -189,8 +203,9 @@ def _search(utt: str, ll: np.ndarray, weights: list, lines: list, skipped: list)
     return out
 
 
-def _decode_job(utts: list[str]) -> dict:
-    scorer, weights = _JOB["scorer"], _JOB["weights"]
+def _decode_job(spec: dict, scorer, utts: list[str]) -> dict:
+    """One job: score and search `utts` (one split of the data) at `spec`'s weights."""
+    weights = spec["weights"]
     torch.set_num_threads(1)
     hyps, lines, skipped = {w: {} for w in weights}, [], []
     score_s = search_s = 0.0
@@ -207,29 +222,30 @@ def _decode_job(utts: list[str]) -> dict:
             continue
         t1 = time.process_time()
         frames += len(ll)
-        for w, words in _search(utt, ll, weights, lines, skipped).items():
+        for w, words in _search(utt, ll, spec, lines, skipped).items():
             hyps[w][utt] = words
         score_s, search_s = score_s + t1 - t0, search_s + time.process_time() - t1
     return {"hyps": hyps, "lines": lines, "skipped": skipped, "frames": frames, "score_seconds": score_s,
             "search_seconds": search_s, "environment": environment()}
 
 
-def _run_jobs(graph, scorer, weights: list, utts: list[str], beam: float, max_active: int, nj: int) -> list[dict]:
-    """Search every utterance in `nj` forked jobs: one FasterDecoder pass for a single pair
-    (its penalty in the graph), a lattice search rescored at every pair for a grid."""
+def _run_jobs(graph_dir: Path, scorer, weights: list, utts: list[str], beam: float, max_active: int, nj: int,
+              jobs: JobConfig, work: Path, key: str) -> list[dict]:
+    """Search every utterance in `nj` jobs (`asrkd.jobs`, a split of the utterances each):
+    one FasterDecoder pass for a single pair (its penalty in the graph), a lattice search
+    rescored at every pair for a grid."""
     # a grid is searched at its middle LM weight and penalty (medians), the others' differences added in rescoring
     centre = float(np.median([w for w, _ in weights])), float(np.median([p for _, p in weights]))
     if len(weights) == 1:
-        search_graph = add_word_penalty(graph, weights[0][1])
-    else:
-        search_graph = SearchGraph(add_word_penalty(graph, centre[1]))
-        warm_up(search_graph, scorer.num_pdfs)
-    _JOB.update(graph=search_graph, scorer=scorer, weights=weights, centre=centre, beam=beam, max_active=max_active)
-    if nj == 1:
-        return [_decode_job(utts)]
-    with multiprocessing.get_context("fork").Pool(nj, initializer=die_with_parent) as pool:
-        return list(tqdm(pool.imap(_decode_job, [utts[j::nj] for j in range(nj)]), total=nj, desc="decode jobs",
-                         disable=None))
+        centre = weights[0]
+    spec = {"hclg": str(graph_dir / "HCLG.fst"), "weights": weights, "centre": centre, "beam": beam,
+            "max_active": max_active}
+    if jobs.cmd == "local":  # built once here; forked jobs share it
+        search_graph(spec["hclg"], centre[1], len(weights) > 1, scorer.num_pdfs)
+    nj = max(1, min(nj, len(utts)))
+    key = hashlib.sha1(repr((key, weights, beam, max_active, nj)).encode()).hexdigest()[:12]
+    return run_jobs(_decode_job, [(spec, scorer, utts[j::nj]) for j in range(nj)], "decode", work, jobs,
+                    parallel=nj, key=key)
 
 
 def _hyp_text(results: list[dict], weights: list, words: dict) -> dict:
@@ -242,12 +258,13 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
            lm_weights: list[float] = (10.0,), word_ins_penalties: list[float] = (0.0,),
            tuned_on: str | Path | None = None, beam: float = 13.0, grid_beam: float = GRID_BEAM,
            max_active: int = MAX_ACTIVE, nj: int = 1, force: bool = False, max_widen: int = MAX_WIDEN,
-           max_skipped: float = 0.05) -> dict:
+           max_skipped: float = 0.05, jobs: JobConfig | None = None) -> dict:
     """Decode `data_dir` into `out_dir`: hyp/<lmwt>_<wip>.txt and wer_<lmwt>_<wip> for every
     LM weight and word insertion penalty, `text`/`wer` for the chosen pair: the best one
     here (the grid widened up to `max_widen` times per side while it lies on an edge), or
     with `tuned_on` the one chosen on that (dev) decode dir. More than `max_skipped` of the
-    utterances skipped (no scores, no surviving path) is an error."""
+    utterances skipped (no scores, no surviving path) is an error. The search runs in `nj`
+    jobs, local or on Slurm (`jobs`)."""
     graph_dir, data_dir, out_dir = Path(graph_dir), Path(data_dir), Path(out_dir)
     check_graph(graph_dir, scorer)
     if tuned_on is not None:
@@ -265,7 +282,6 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
         raise AsrkdError(f"LM weights must be positive (the acoustic scale is 1/LMWT), got {list(lm_weights)}")
     weights = [(float(w), float(p)) for w in lm_weights for p in word_ins_penalties]
     refs, utt2spk = references(data_dir, len(weights) > 1)
-    graph = kaldifst.StdVectorFst.read(str(graph_dir / "HCLG.fst"))
     words = {i: w for w, i in read_symbols(graph_dir / "words.txt").items()}
     utts = scorer.keys()
     if not utts:
@@ -273,7 +289,8 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
 
     def search(pairs: list) -> tuple[list, dict, dict]:
         """The jobs' results, hypotheses and (with references) WERs of `pairs`."""
-        res = _run_jobs(graph, scorer, pairs, utts, grid_beam if len(pairs) > 1 else beam, max_active, nj)
+        res = _run_jobs(graph_dir, scorer, pairs, utts, grid_beam if len(pairs) > 1 else beam, max_active, nj,
+                        jobs or JobConfig(), out_dir / "log", out.key())
         text = _hyp_text(res, pairs, words)
         return res, text, {w: compute_wer(refs, text[w], utt2spk) for w in pairs} if refs is not None else {}
 
@@ -286,7 +303,8 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     rerun, text = [], hyps[best]
     if len(weights) > 1:  # the chosen pair's hypotheses from one FasterDecoder pass, like test's and
         # those of other models decoded at these weights: the lattice's path can differ by its pruning
-        rerun = _run_jobs(graph, scorer, [best], utts, beam, max_active, nj)
+        rerun = _run_jobs(graph_dir, scorer, [best], utts, beam, max_active, nj, jobs or JobConfig(),
+                          out_dir / "log", out.key())
         text = _hyp_text(rerun, [best], words)[best]
     wall = time.time() - t0
     skipped = list(dict.fromkeys(s for r in grid + wider + rerun for s in r["skipped"]))

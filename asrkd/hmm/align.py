@@ -30,6 +30,7 @@ from asrkd.hmm.alignment import AlignmentDir
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
 from asrkd.hmm.tree import ContextTree
+from asrkd.jobs import JobConfig, run_jobs
 from asrkd.lang import UNK, read_symbols
 from asrkd.outputs import Output
 from asrkd.topo import TopologyEntry, read_topo
@@ -68,13 +69,14 @@ class Corpus:
     oov_words: int = 0
 
 
-def load_corpus(data_dir: str | Path, lang_dir: str | Path) -> Corpus:
-    """CMVN'd fbank -> GMM features; transcript words as ids (OOVs -> <UNK>, counted)."""
+def load_corpus(data_dir: str | Path, lang_dir: str | Path, utts: list[str] | None = None) -> Corpus:
+    """CMVN'd fbank -> GMM features; transcript words as ids (OOVs -> <UNK>, counted). Only
+    `utts` (one job's split), if given."""
     reader = FeatureReader(data_dir, cmvn=True)
     words = read_symbols(Path(lang_dir) / "words.txt")
     text = read_table(Path(data_dir) / "text", allow_empty_value=True)
     feats, ids, skipped, oov = {}, {}, [], 0
-    for utt in reader.keys():
+    for utt in reader.keys() if utts is None else utts:
         toks = text.get(utt, "").split()
         if not toks:
             skipped.append(f"{utt} empty transcript")
@@ -165,32 +167,54 @@ def save_model(model_dir: Path, gmm: DiagGmmSet, tree: ContextTree) -> None:
     save_checkpoint(model_dir / "final.pt", gmm.state_dict(), {"kind": "gmm"})
 
 
+def _align_job(data_dir, lang_dir: Path, model_dir: Path, utts: list[str], beam: float, retry_beam: float) -> dict:
+    """One job: align `utts` (a split of the data dir); the senones and acoustic
+    log-likelihood of each aligned utterance, what was skipped and the OOV count."""
+    gmm, tree = load_model(model_dir)
+    corpus = load_corpus(data_dir, lang_dir, utts)
+    graphs = compile_training_graphs(corpus, lang_dir, tree, read_topo(lang_dir / "topo"))
+    ali, loglik = {}, {}
+    for utt in corpus.utts:
+        res = viterbi_align(gmm, corpus.feats[utt], graphs[utt], 0.1, beam, retry_beam)
+        if res is not None:
+            ali[utt], loglik[utt] = res
+    return {"utts": corpus.utts, "ali": ali, "loglik": loglik, "skipped": corpus.skipped, "oov": corpus.oov_words}
+
+
 def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali_dir: str | Path,
-          beam: float = 10.0, retry_beam: float = 40.0, force: bool = False) -> dict:
-    """Force-align a data dir with a trained GMM-HMM (mono or tri) into `ali_dir`."""
+          beam: float = 10.0, retry_beam: float = 40.0, force: bool = False, nj: int = 1,
+          jobs: JobConfig | None = None) -> dict:
+    """Force-align a data dir with a trained GMM-HMM (mono or tri) into `ali_dir`, in `nj`
+    jobs (a split of the utterances each; local, or on Slurm with `jobs`)."""
     ali_dir, model_dir, lang_dir = Path(ali_dir), Path(model_dir), Path(lang_dir)
     out = Output(ali_dir, "align", {"beam": beam, "retry_beam": retry_beam},
                  {"data": data_dir, "lang": lang_dir, "model": model_dir})
     if out.done(force):
         return json.loads((ali_dir / "align_report.json").read_text())
     t0 = time.time()
-    gmm, tree = load_model(model_dir)
-    topo = read_topo(lang_dir / "topo")
-    corpus = load_corpus(data_dir, lang_dir)
-    graphs = compile_training_graphs(corpus, lang_dir, tree, topo)
-    ali, failed, avg_ll = align_corpus(gmm, corpus, graphs, beam=beam, retry_beam=retry_beam)
+    keys = sorted(read_table(Path(data_dir) / "feats.scp"), key=sort_key)
+    nj = max(1, min(nj, len(keys)))
+    out.start()
+    res = run_jobs(_align_job, [(data_dir, lang_dir, model_dir, keys[j::nj], beam, retry_beam) for j in range(nj)],
+                   "align", ali_dir / "log", jobs, parallel=nj, key=out.key())
+    ali, loglik = {u: a for r in res for u, a in r["ali"].items()}, {u: v for r in res for u, v in r["loglik"].items()}
+    utts = sorted((u for r in res for u in r["utts"]), key=sort_key)
+    skipped = sorted((s for r in res for s in r["skipped"]), key=lambda s: sort_key(s.split()[0]))
+    failed = [u for u in utts if u not in ali]
+    avg_ll = sum(loglik[u] for u in utts if u in ali) / max(sum(len(ali[u]) for u in ali), 1)
+    oov = sum(r["oov"] for r in res)  # each job warned of its own
     if failed:
         log.warning("%s: %d utterances failed to align, listed in align_failed.txt", ali_dir, len(failed))
-    out.start()
+    _, tree = load_model(model_dir)
+    topo = read_topo(lang_dir / "topo")
     for f in ("final.pt", "tree"):
         shutil.copy(model_dir / f, ali_dir / f)
     inv = {i: p for p, i in read_symbols(lang_dir / "phones.txt").items()}
     ctm = [f"{utt} 1 {s * 0.01:.2f} {(e - s) * 0.01:.2f} {inv[p]}"  # 10 ms frame shift
            for utt in sorted(ali, key=sort_key) for p, s, e in phone_segments(ali[utt], tree, topo)]
-    report = AlignmentDir.write(ali_dir, ali, tree.num_pdfs, failed + [s.split()[0] for s in corpus.skipped], ctm,
-                                {"avg_loglik_per_frame": avg_ll, "oov_words": corpus.oov_words,
-                                 "skipped": corpus.skipped, "seconds": round(time.time() - t0, 1),
-                                 "environment": environment()})
+    report = AlignmentDir.write(ali_dir, ali, tree.num_pdfs, failed + [s.split()[0] for s in skipped], ctm,
+                                {"avg_loglik_per_frame": avg_ll, "oov_words": oov, "skipped": skipped,
+                                 "seconds": round(time.time() - t0, 1), "environment": environment()})
     out.finish()
     log.info("%s: %d aligned, %d failed, avg log-likelihood/frame %.3f (%.0f s)",
              ali_dir, len(ali), len(failed), avg_ll, time.time() - t0)

@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from asrkd.jobs import JobConfig, run_jobs
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.expdir import NnetExpDir
 from asrkd.nnet.model import model_info
@@ -17,20 +18,34 @@ from asrkd.utils import AsrkdError
 log = logging.getLogger(__name__)
 
 
+_SETS: dict = {}  # the training and dev frames this process loaded last, for its next member
+
+
+def _member_job(cfg: NnetConfig, sets: tuple, exp_dir: Path, out, seed: int, device: str) -> list[dict]:
+    """One job: train one member (`out`, an Output) on the data and alignments `sets`."""
+    if sets not in _SETS:
+        _SETS.clear()
+        _SETS[sets] = load_sets(*sets, exp_dir)
+    train, dev, num_pdfs, meta = _SETS[sets]
+    return train_dnn(cfg, train, dev, num_pdfs, out, seed=seed, device=device, meta=meta)
+
+
 def train_ensemble(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, device: str = "auto",
-                   force: bool = False) -> list[Path]:
+                   force: bool = False, jobs: JobConfig | None = None) -> list[Path]:
     """`cfg.num_members` hard-target models differing only in seed (member k: seed k), in
-    exp_dir/member_<k>; finished members are skipped, a killed one resumes."""
+    exp_dir/member_<k>, a job each (one after another here, or a Slurm array with `jobs`);
+    finished members are skipped, a killed one resumes."""
     exp_dir = Path(exp_dir)
     pick_device(device)  # an unusable device is an error before anything is written
-    inputs = model_inputs(data_dir, ali_dir, dev_dir, dev_ali_dir)
+    sets = (data_dir, ali_dir, dev_dir, dev_ali_dir)
+    inputs = model_inputs(*sets)
     members = [model_output(NnetExpDir(exp_dir).member(k), cfg, k, False, inputs) for k in range(cfg.num_members)]
-    todo = [m for m in members if not m.done(force)]
+    todo = [k for k, m in enumerate(members) if not m.done(force)]
     if todo:
-        train, dev, num_pdfs, meta = load_sets(data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir)
-        for k, m in enumerate(members):
-            if m in todo:
-                train_dnn(cfg, train, dev, num_pdfs, m, seed=k, device=device, meta=meta)
+        key = members[todo[0]].key()
+        run_jobs(_member_job, [(cfg, sets, exp_dir, members[k], k, device) for k in todo], "members",
+                 exp_dir / "log", jobs, key=key)
+    _SETS.clear()
     log.info("%s: %d members trained", exp_dir, len(members))
     return [m.path for m in members]
 

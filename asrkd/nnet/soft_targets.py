@@ -1,8 +1,9 @@
 """Ensemble soft targets (Hinton et al. 2015): the members' tempered posteriors
 softmax(z/T), averaged, kept as the top k senones per frame.
 
-A soft-target dir (`exp/nnet/soft_T<T>/`) holds `ids.{ark,scp}` ([T, k] senone ids,
-uint16, or int32 beyond 65,535 senones) and `probs.{ark,scp}` ([T, k] float16, the
+A soft-target dir (`exp/nnet/soft_T<T>/`) holds `ids.scp` -> `ids.<j>.ark` ([T, k] senone
+ids, uint16, or int32 beyond 65,535 senones; an ark per shard j of the utterances) and
+`probs.scp` -> `probs.<j>.ark` ([T, k] float16, the
 ensemble's probabilities of those senones), keyed by utterance and written with kaldiio's
 npy-in-ark format, plus `info.json` (temperature, members, k, the mass the top k hold,
 the KL divergence of the dense distribution from the stored one, sizes). The stored
@@ -13,9 +14,12 @@ logits down without bound and becomes overconfident."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -28,6 +32,7 @@ from tqdm import tqdm
 from asrkd.data import sort_key
 from asrkd.environment import environment
 from asrkd.features import FeatureReader
+from asrkd.jobs import JobConfig, run_jobs
 from asrkd.outputs import Output
 from asrkd.utils import AsrkdError, relocate_scp
 
@@ -98,67 +103,100 @@ class SoftTargets:
         return ids, probs
 
 
+def _soft_target_job(models: list, data_dir, utts: list[str], todo: list[tuple], k: int, mean: str, bf16: bool,
+                     shard: Path) -> list[dict]:
+    """One job: for `utts` (a shard of the data), every output i of `todo` ((T, member) each)
+    into `shard`/<i>/{ids,probs}.{ark,scp}; returns each output's frame count, top-k mass and
+    KL sums."""
+    reader = FeatureReader(data_dir, cmvn=True)
+    id_type = np.uint16 if models[0].arch["num_senones"] <= 65536 else np.int32
+    stats = [{"frames": 0, "mass": 0.0, "kl": 0.0} for _ in todo]
+    tmp = shard.with_name(shard.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with ExitStack() as stack:
+        files = []
+        for i in range(len(todo)):
+            (tmp / str(i)).mkdir(parents=True)
+            files.append({n: (stack.enter_context(open(tmp / str(i) / f"{n}.ark", "wb")),
+                              stack.enter_context(open(tmp / str(i) / f"{n}.scp", "w"))) for n in ("ids", "probs")})
+        for utt in tqdm(utts, desc="soft targets", disable=None):
+            logits = [m.logits(reader[utt], bf16=bf16) for m in models]
+            for (t, member), f, st in zip(todo, files, stats):
+                ids, probs, kl = top_k(average_posteriors(logits if member is None else [logits[member]], t, mean), k)
+                for name, arr in (("ids", ids.astype(id_type)), ("probs", probs)):
+                    kaldiio.save_ark(f[name][0], {utt: arr}, scp=f[name][1], write_function="numpy")
+                st["frames"] += len(ids)
+                st["mass"] += float(probs.astype(np.float64).sum())
+                st["kl"] += float(kl.sum())
+    for i in range(len(todo)):
+        for n in ("ids", "probs"):
+            relocate_scp(tmp / str(i) / f"{n}.scp", tmp, shard)
+    shutil.rmtree(shard, ignore_errors=True)
+    os.rename(tmp, shard)
+    return stats
+
+
 def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict, k: int = 20, mean: str = "arithmetic",
-                      bf16: bool = False, force: bool = False, sources: dict | None = None) -> dict:
+                      bf16: bool = False, force: bool = False, sources: dict | None = None, nj: int = 1,
+                      jobs: JobConfig | None = None) -> dict:
     """One pass over `data_dir`: every member's logits once, then for each output dir its
     tempered posteriors, top-k. `out_dirs` maps T to the ensemble's dir at T, or any key to
     (T, dir, member) for one member's own soft targets (teacher switching). `sources` names
-    the models' dirs (what the outputs record as their inputs). Returns each key's info."""
+    the models' dirs (what the outputs record as their inputs). The utterances are split
+    into `nj` shards, a job each (locally one after another, or a Slurm array with `jobs`);
+    shard j's arks are
+    `{ids,probs}.<j>.ark`. Returns each key's info."""
     senones = {m.arch["num_senones"] for m in models}
     if len(senones) > 1:
         raise AsrkdError(f"the models have different senone counts {sorted(senones)}: train them on one alignment")
     if k > min(senones):
         raise AsrkdError(f"top_k={k} is more than the models' {min(senones)} senones")
-    jobs = {key: d if isinstance(d, tuple) else (key, d, None) for key, d in out_dirs.items()}
+    specs = {key: d if isinstance(d, tuple) else (key, d, None) for key, d in out_dirs.items()}
     outs = {key: Output(Path(d).resolve(), "make-soft-targets",
                         {"temperature": t, "top_k": k, "mean": mean, "member": member, "bf16": bf16},
-                        {"data": data_dir, **(sources or {})}) for key, (t, d, member) in jobs.items()}
-    todo = {key: job for key, job in jobs.items() if not outs[key].done(force)}
-    if not todo:
-        return {key: json.loads((Path(d) / "info.json").read_text()) for key, (_, d, _) in jobs.items()}
-    reader = FeatureReader(data_dir, cmvn=True)
-    num_pdfs = models[0].arch["num_senones"]
-    id_type = np.uint16 if num_pdfs <= 65536 else np.int32
+                        {"data": data_dir, **(sources or {})}) for key, (t, d, member) in specs.items()}
+    todo = [key for key in specs if not outs[key].done(force)]
+    if todo:
+        _write_soft_targets(models, data_dir, {key: (specs[key], outs[key]) for key in todo}, k, mean, bf16, nj, jobs)
+    return {key: json.loads((Path(d) / "info.json").read_text()) for key, (_, d, _) in specs.items()}
+
+
+def _write_soft_targets(models, data_dir, todo: dict, k: int, mean: str, bf16: bool, nj: int, jobs) -> None:
+    """Run the shards' jobs, then move each output's shards into it with info.json."""
+    utts = sorted(FeatureReader(data_dir, cmvn=True).keys(), key=sort_key)
+    nj = max(1, min(nj, len(utts)))
+    first = next(iter(todo.values()))[1]
+    key = hashlib.sha1(" ".join(out.key() for _, out in todo.values()).encode()).hexdigest()[:12]
+    work = first.path.parent / f".soft_targets.{key}"  # the shards, kept until every output is written
+    spec = [(t, member) for (t, _, member), _ in todo.values()]
+    bounds = np.linspace(0, len(utts), nj + 1).round().astype(int)
     t0 = time.time()
-    stats = {key: {"frames": 0, "mass": 0.0, "kl": 0.0} for key in todo}
-    with ExitStack() as stack:
-        tmps = {key: stack.enter_context(outs[key].writing()) for key in todo}
-        files = {key: {n: (open(tmps[key] / f"{n}.ark", "wb"), open(tmps[key] / f"{n}.scp", "w"))
-                       for n in ("ids", "probs")} for key in todo}
-        for utt in tqdm(sorted(reader.keys(), key=sort_key), desc="soft targets", disable=None):
-            feats = reader[utt]
-            logits = [m.logits(feats, bf16=bf16) for m in models]
-            for key, f in files.items():
-                t, _, member = todo[key]
-                ids, probs, kl = top_k(average_posteriors(logits if member is None else [logits[member]], t, mean), k)
-                for name, arr in (("ids", ids.astype(id_type)), ("probs", probs)):
-                    kaldiio.save_ark(f[name][0], {utt: arr}, scp=f[name][1], write_function="numpy")
-                s = stats[key]
-                s["frames"] += len(ids)
-                s["mass"] += float(probs.astype(np.float64).sum())
-                s["kl"] += float(kl.sum())
-        for f in files.values():
-            for ark, scp in f.values():
-                ark.close()
-                scp.close()
-        seconds = time.time() - t0
-        for key, (t, d, member) in todo.items():
-            s = stats[key]
-            n = max(s["frames"], 1)
+    results = run_jobs(_soft_target_job, [(models, data_dir, utts[bounds[j]:bounds[j + 1]], spec, k, mean, bf16,
+                                           work / f"shard.{j + 1}") for j in range(nj)],
+                       "soft_targets", work, jobs, key=key)  # locally one after another, on all threads
+    seconds = time.time() - t0
+    num_pdfs = models[0].arch["num_senones"]
+    for i, ((t, d, member), out) in enumerate(todo.values()):
+        n = sum(r[i]["frames"] for r in results)
+        with out.writing() as tmp:
+            for name in ("ids", "probs"):
+                lines = []
+                for j in range(1, nj + 1):
+                    src = work / f"shard.{j}" / str(i)
+                    os.rename(src / f"{name}.ark", tmp / f"{name}.{j}.ark")
+                    lines += [ln.replace(f"{src}/{name}.ark", f"{out.path}/{name}.{j}.ark")
+                              for ln in (src / f"{name}.scp").read_text().splitlines()]
+                (tmp / f"{name}.scp").write_text("".join(ln + "\n" for ln in lines))
             info = {"temperature": t, "top_k": k, "mean": mean, "members": len(models) if member is None else 1,
-                    "member": member, "num_pdfs": num_pdfs,
-                    "utts": len(reader), "frames": s["frames"], "mean_topk_mass": s["mass"] / n,
-                    "kl_dense_vs_stored": s["kl"] / n,
-                    "bytes_topk": sum((tmps[key] / f"{x}.ark").stat().st_size for x in ("ids", "probs")),
-                    "bytes_dense_float32": 4 * s["frames"] * num_pdfs,
-                    "seconds_all_temperatures": round(seconds, 1),
-                    "frames_per_second": round(s["frames"] / seconds, 1), "environment": environment()}
-            for x in ("ids", "probs"):  # the scp files point into the temporary dir
-                relocate_scp(tmps[key] / f"{x}.scp", tmps[key], outs[key].path)
-            (tmps[key] / "info.json").write_text(json.dumps(info, indent=2))
-            stats[key] = info
-            log.info("%s: T=%g, %d frames, top-%d mass %.4f, KL(dense || stored) %.4f nats, %.1f MB (dense %.0f MB)",
-                     d, t, info["frames"], k, info["mean_topk_mass"], info["kl_dense_vs_stored"],
-                     info["bytes_topk"] / 1e6, info["bytes_dense_float32"] / 1e6)
-    return {key: (stats[key] if key in todo else json.loads((Path(d) / "info.json").read_text()))
-            for key, (_, d, _) in jobs.items()}
+                    "member": member, "num_pdfs": num_pdfs, "utts": len(utts), "frames": n,
+                    "mean_topk_mass": sum(r[i]["mass"] for r in results) / max(n, 1),
+                    "kl_dense_vs_stored": sum(r[i]["kl"] for r in results) / max(n, 1),
+                    "bytes_topk": sum(f.stat().st_size for f in tmp.glob("*.ark")),
+                    "bytes_dense_float32": 4 * n * num_pdfs, "shards": nj,
+                    "seconds_all_temperatures": round(seconds, 1), "frames_per_second": round(n / seconds, 1),
+                    "environment": environment()}
+            (tmp / "info.json").write_text(json.dumps(info, indent=2))
+        log.info("%s: T=%g, %d frames, top-%d mass %.4f, KL(dense || stored) %.4f nats, %.1f MB (dense %.0f MB)",
+                 d, t, n, k, info["mean_topk_mass"], info["kl_dense_vs_stored"], info["bytes_topk"] / 1e6,
+                 info["bytes_dense_float32"] / 1e6)
+    shutil.rmtree(work)

@@ -2,7 +2,7 @@
 # speechocean762 recipe: data, lang, LM, fbank features, GMM-HMM (mono, tri), senone
 # alignments, GMM decoding; then the paper's experiment: an ensemble of senone DNNs, its
 # tempered soft targets, a distilled student, decoding and the comparison. Run from anywhere:
-#   bash recipes/speechocean762/run.sh [--stage N] [--stop-stage N] [--nj N] [--threads N] [--force true] [--corpus-dir DIR]
+#   bash recipes/speechocean762/run.sh [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--threads N] [--force true] [--corpus-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ../utils/path.sh
@@ -10,6 +10,8 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 nj=2
+cmd=             # where parallel jobs run: local (processes) or slurm (job arrays); default: cmd_config's
+cmd_config=conf/cmd.yaml   # cmd, and the Slurm partition, CPUs, GPUs, memory and time limit of the jobs
 corpus_dir=../../../shared/data/speechocean762
 lm_order=3
 mono_gauss=1000   # Gaussians of the monophone system
@@ -55,8 +57,8 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   begin_stage 3 "fbank features and CMVN stats"
   for s in $sets; do
     [ -d data/$s ] || continue
-    run_log exp/log/make_fbank_$s.log asrkd compute-fbank --config conf/fbank.yaml --nj $nj data/$s
-    run_log exp/log/compute_cmvn_$s.log asrkd compute-cmvn-stats data/$s
+    run_log exp/log/make_fbank_$s.log asrkd compute-fbank --config conf/fbank.yaml --nj $nj $cmd_opts data/$s
+    run_log exp/log/compute_cmvn_$s.log asrkd compute-cmvn-stats --nj $nj $cmd_opts data/$s
   done
 fi
 

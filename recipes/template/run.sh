@@ -4,7 +4,7 @@
 # the other recipes: data, lang, LM, fbank, mono and tri GMM-HMMs, senone alignments, GMM
 # decoding, then the DNN ensemble, soft targets, a distilled student, decoding and comparison.
 #   bash recipes/<corpus>/run.sh --corpus-dir DIR [--prep CMD] [--train-set S] [--tune-set S] [--test-set S]
-#        [--stage N] [--stop-stage N] [--nj N] [--threads N] [--force true] [--beyond-paper false] [--name value]
+#        [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--threads N] [--force true] [--beyond-paper false] [--name value]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ../utils/path.sh
@@ -12,6 +12,8 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 nj=2
+cmd=             # where parallel jobs run: local (processes) or slurm (job arrays); default: cmd_config's
+cmd_config=conf/cmd.yaml   # cmd, and the Slurm partition, CPUs, GPUs, memory and time limit of the jobs
 threads=0        # CPU threads of training stages (0: nj, at most the cores)
 force=false      # true: redo every stage that runs (the old outputs are replaced once the new ones are done)
 device=auto
@@ -86,8 +88,8 @@ fi
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   begin_stage 3 "fbank features and CMVN stats"
   for s in $sets; do
-    run_log exp/log/make_fbank_$s.log asrkd compute-fbank --config "$fbank_config" --nj $nj data/$s
-    run_log exp/log/compute_cmvn_$s.log asrkd compute-cmvn-stats data/$s
+    run_log exp/log/make_fbank_$s.log asrkd compute-fbank --config "$fbank_config" --nj $nj $cmd_opts data/$s
+    run_log exp/log/compute_cmvn_$s.log asrkd compute-cmvn-stats --nj $nj $cmd_opts data/$s
   done
 fi
 

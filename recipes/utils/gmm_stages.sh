@@ -11,7 +11,7 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   begin_stage 5 "monophone alignment of $train_set"
-  run_log exp/mono_ali/log/align.log asrkd align data/$train_set data/lang exp/mono exp/mono_ali
+  run_log exp/mono_ali/log/align.log asrkd align --nj $nj $cmd_opts data/$train_set data/lang exp/mono exp/mono_ali
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
@@ -22,10 +22,10 @@ fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   begin_stage 7 "triphone alignments (senone targets for $train_set, references for frame accuracy)"
-  run_log exp/tri_ali/log/align.log asrkd align data/$train_set data/lang exp/tri exp/tri_ali
+  run_log exp/tri_ali/log/align.log asrkd align --nj $nj $cmd_opts data/$train_set data/lang exp/tri exp/tri_ali
   for s in $sets; do
     [ "$s" != "$train_set" ] && [ -d data/$s ] || continue
-    run_log exp/tri_ali_$s/log/align.log asrkd align data/$s data/lang exp/tri exp/tri_ali_$s
+    run_log exp/tri_ali_$s/log/align.log asrkd align --nj $nj $cmd_opts data/$s data/lang exp/tri exp/tri_ali_$s
   done
 fi
 

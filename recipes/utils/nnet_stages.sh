@@ -22,9 +22,9 @@ nnet_opts="--config $nnet_config --device $device"
 ali_sets="data/$train_set $train_ali data/$tune_set $tune_ali"
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
   begin_stage 10 "ensemble of senone DNNs on the tri alignment (member 0 is the baseline)"
-  run_log exp/nnet/log/train_ensemble.log asrkd train-ensemble $nnet_opts $ali_sets exp/nnet
+  run_log exp/nnet/log/train_ensemble.log asrkd train-ensemble $nnet_opts $cmd_opts $ali_sets exp/nnet
 fi
-members=$(for m in exp/nnet/member_*; do if [ -d $m ]; then echo "--nnet $m"; fi; done)
+members=$(for m in exp/nnet/member_*; do if [ -d $m ]; then echo -n "--nnet $m "; fi; done)
 temperatures=$(python -c "import sys, yaml; print(*('%g' % t for t in yaml.safe_load(open(sys.argv[1]))['temperatures']))" $nnet_config)
 switch_t=$(config_value $nnet_config temperature)   # each member's own soft targets at this T
 per_member="--per-member $switch_t" per_member_text=", and each member's at T=$switch_t"
@@ -33,15 +33,17 @@ if [ "$beyond_paper" != true ]; then per_member= per_member_text=; fi
 if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
   begin_stage 11 "soft targets on train: members' averaged softmax(z/T) for T in $temperatures$per_member_text"
   run_log exp/nnet/log/make_soft_targets.log asrkd make-soft-targets --config $nnet_config $per_member \
-    $members data/$train_set exp/nnet
+    --nj $nj $cmd_opts $members data/$train_set exp/nnet
 fi
 
 if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
   begin_stage 12 "temperature sweep: a student per T in $temperatures; exp/nnet/distilled links the best on $tune_set"
+  jobs=()   # a job per student: one after another locally, an array on Slurm
   for t in $temperatures; do
-    run_log exp/nnet/student_T$t/log/run.log asrkd train-dnn --soft-targets exp/nnet/soft_T$t $nnet_opts \
-      $ali_sets exp/nnet/student_T$t
+    jobs+=(--job exp/nnet/student_T$t/log/run.log \
+      "asrkd train-dnn --soft-targets exp/nnet/soft_T$t $nnet_opts $ali_sets exp/nnet/student_T$t")
   done
+  asrkd run-jobs --kind train $cmd_opts "${jobs[@]}" exp/nnet/log/sweep
   run_log exp/nnet/log/select_student.log asrkd select-model --link exp/nnet/distilled \
     $(for t in $temperatures; do echo exp/nnet/student_T$t; done)
 fi
@@ -74,25 +76,27 @@ students=$(for d in exp/nnet/student_* exp/nnet/switched exp/nnet/subset_*; do i
 
 if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
   begin_stage 15 "frame accuracy on $tune_set and $test_set (senone and phone level): GMM, members, ensembles, students"
+  jobs=()   # a job per model and set: one after another locally (each on $threads threads), an array on Slurm
   for s in $tune_set:$tune_ali $test_set:$test_ali; do
     fa_args="data/${s%%:*} ${s#*:}"
     s=${s%%:*}
-    run_log exp/tri/log/frame_accuracy_$s.log asrkd frame-accuracy --model-dir exp/tri --priors $train_ali \
-      $fa_args exp/tri/frame_accuracy_$s.json
-    run_log exp/nnet/ensemble/log/frame_accuracy_$s.log asrkd frame-accuracy $members --per-member \
-      --priors $train_ali $fa_args exp/nnet/ensemble/frame_accuracy_$s.json
+    jobs+=(--job exp/tri/log/frame_accuracy_$s.log "asrkd frame-accuracy --model-dir exp/tri --priors $train_ali \
+      $fa_args exp/tri/frame_accuracy_$s.json")
+    jobs+=(--job exp/nnet/ensemble/log/frame_accuracy_$s.log "asrkd frame-accuracy $members --per-member \
+      --priors $train_ali $fa_args exp/nnet/ensemble/frame_accuracy_$s.json")
     for d in $students; do
-      run_log $d/log/frame_accuracy_$s.log asrkd frame-accuracy --nnet $d --priors $train_ali $fa_args \
-        $d/frame_accuracy_$s.json
+      jobs+=(--job $d/log/frame_accuracy_$s.log "asrkd frame-accuracy --nnet $d --priors $train_ali $fa_args \
+        $d/frame_accuracy_$s.json")
     done
   done
   # training-set accuracy for the section-6 table: each model on the data it was trained on
   for d in exp/nnet/member_0:data/$train_set exp/nnet/subset_hard:$subset exp/nnet/subset_soft:$subset \
            exp/nnet/subset_mixup:$subset; do
     [ "$beyond_paper" = true ] || [ -d ${d%%:*} ] || continue
-    run_log ${d%%:*}/log/frame_accuracy_train.log asrkd frame-accuracy --nnet ${d%%:*} --priors $train_ali \
-      ${d#*:} $train_ali ${d%%:*}/frame_accuracy_train.json
+    jobs+=(--job ${d%%:*}/log/frame_accuracy_train.log "asrkd frame-accuracy --nnet ${d%%:*} --priors $train_ali \
+      ${d#*:} $train_ali ${d%%:*}/frame_accuracy_train.json")
   done
+  asrkd run-jobs $cmd_opts "${jobs[@]}" exp/nnet/log/frame_accuracy
 fi
 
 if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
@@ -104,15 +108,18 @@ if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
     decode_tuned exp/nnet/student_mixup exp/tri/graph $tune_set $test_set $nj --nnet exp/nnet/student_mixup \
       --priors $train_ali $grid
   fi
-  # the other students of the sweep and teacher switching: one pass per set at the chosen student's weights
+  # the other students of the sweep and teacher switching: one pass per set at the chosen student's
+  # weights, a job each (--nj at a time locally, an array on Slurm)
+  jobs=()
   for d in exp/nnet/student_T* exp/nnet/switched; do
     [ "$(readlink -f $d)" = "$(readlink -f exp/nnet/distilled)" ] && continue
     [ "$beyond_paper" = true ] || [ -d $d ] || continue
     for s in $tune_set $test_set; do
-      run_log $d/decode_$s/log/run.log asrkd decode --nj $nj --tuned-on exp/nnet/distilled/decode_$tune_set \
-        --nnet $d --priors $train_ali exp/tri/graph data/$s $d/decode_$s
+      jobs+=(--job $d/decode_$s/log/run.log "asrkd decode --tuned-on exp/nnet/distilled/decode_$tune_set \
+        --nnet $d --priors $train_ali exp/tri/graph data/$s $d/decode_$s")
     done
   done
+  [ ${#jobs[@]} -eq 0 ] || asrkd run-jobs --nj $nj $cmd_opts "${jobs[@]}" exp/nnet/log/decode_students
   grep -H WER exp/tri/decode_*/wer exp/nnet/*/decode_*/wer
 fi
 

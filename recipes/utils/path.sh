@@ -21,8 +21,8 @@ run_log() {
 # TUNE_SET only. OPTS name the model (--model-dir, --nnet..., --priors) and the grid.
 decode_tuned() {
   local d=$1 graph=$2 tune=$3 test=$4 nj=$5; shift 5
-  run_log $d/decode_$tune/log/run.log asrkd decode --nj $nj "$@" $graph data/$tune $d/decode_$tune
-  run_log $d/decode_$test/log/run.log asrkd decode --nj $nj --tuned-on $d/decode_$tune "$@" \
+  run_log $d/decode_$tune/log/run.log asrkd decode --nj $nj $cmd_opts "$@" $graph data/$tune $d/decode_$tune
+  run_log $d/decode_$test/log/run.log asrkd decode --nj $nj $cmd_opts --tuned-on $d/decode_$tune "$@" \
     $graph data/$test $d/decode_$test
 }
 
@@ -51,8 +51,9 @@ use_corpus_dir() {
 
 # recipe_setup: after the options are parsed: one run of a recipe at a time (exp/.run.lock, held
 # by flock until this shell exits), the thread count of single-process stages (--threads,
-# default: nj, at most the cores; parallel jobs such as decoding use one thread each) and
-# --force true passed on to every asrkd command.
+# default: nj, at most the cores; parallel jobs such as decoding use one thread each),
+# --force true passed on to every asrkd command, and $cmd_opts (--cmd, --cmd-config) for the
+# commands that run jobs.
 recipe_setup() {
   mkdir -p exp
   exec 9>>exp/.run.lock
@@ -65,6 +66,17 @@ recipe_setup() {
   for v in nnet_config subset_config; do
     [ -z "${!v+x}" ] || [ -f "${!v}" ] || { echo "$0: --${v//_/-} ${!v}: no such file" >&2; exit 1; }
   done
+  [ -f "$cmd_config" ] || { echo "$0: --cmd-config $cmd_config: no such file" >&2; exit 1; }
+  [ -n "$cmd" ] || cmd=$(python -c "import sys, yaml; print((yaml.safe_load(open(sys.argv[1])) or {}).get('cmd', 'local'))" "$cmd_config")
+  case $cmd in
+    local|slurm) ;;
+    *) echo "$0: --cmd must be local or slurm, got '$cmd'" >&2; exit 1 ;;
+  esac
+  cmd_opts="--cmd $cmd --cmd-config $cmd_config"
+  echo "$0: jobs run on $cmd (--cmd-config $cmd_config)"
+  if [ "$cmd" = slurm ] && ! command -v sbatch > /dev/null; then
+    echo "$0: --cmd slurm: sbatch is not on PATH (docs/cluster.md)" >&2; exit 1
+  fi
   case $force in
     true) export ASRKD_FORCE=1 ;;
     false) ;;

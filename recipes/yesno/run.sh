@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # yes/no recipe (Kaldi egs/yesno): a whole system on 60 short files, for smoke tests: GMM-HMMs,
 # then a tiny DNN ensemble, soft targets, a distilled student and the comparison table.
-#   bash recipes/yesno/run.sh [--stage N] [--stop-stage N] [--nj N] [--threads N] [--force true] [--corpus-dir DIR]
+#   bash recipes/yesno/run.sh [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--threads N] [--force true] [--corpus-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ../utils/path.sh
@@ -9,6 +9,8 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 nj=2
+cmd=             # where parallel jobs run: local (processes) or slurm (job arrays); default: cmd_config's
+cmd_config=conf/cmd.yaml   # cmd, and the Slurm partition, CPUs, GPUs, memory and time limit of the jobs
 corpus_dir=../../../shared/data/yesno/waves_yesno
 device=auto
 nnet_config=conf/nnet.yaml
@@ -45,8 +47,8 @@ fi
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   begin_stage 3 "fbank features and CMVN stats"
   for s in $sets; do
-    run_log exp/log/make_fbank_$s.log asrkd compute-fbank --config conf/fbank.yaml --nj $nj data/$s
-    run_log exp/log/compute_cmvn_$s.log asrkd compute-cmvn-stats data/$s
+    run_log exp/log/make_fbank_$s.log asrkd compute-fbank --config conf/fbank.yaml --nj $nj $cmd_opts data/$s
+    run_log exp/log/compute_cmvn_$s.log asrkd compute-cmvn-stats --nj $nj $cmd_opts data/$s
   done
 fi
 

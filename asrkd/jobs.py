@@ -135,20 +135,31 @@ def _run_slurm(pending: list, name: str, work: Path, cfg: JobConfig) -> list:
              work / "slurm")
     results, failed = [], None
     try:
-        for i, job in enumerate(jobs):
+        for job in jobs:
             try:
                 results.append(job.result())
-            except Exception as e:  # submitit's FailedJobError, UncompletedJobError, or the job's own error
-                failed = failed or (i, job, str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+            except Exception:  # submitit's FailedJobError or UncompletedJobError
+                failed = failed or job
                 results.append(None)
     finally:
-        unfinished = [j for j in jobs if not j.done()]
-        for j in unfinished:
-            j.cancel(check=False)
+        for j in jobs:
+            if not j.done():
+                j.cancel(check=False)
     if failed:
-        i, job, why = failed
-        raise AsrkdError(f"{name}: Slurm job {job.job_id} failed ({why}); log: {job.paths.stderr}")
+        raise AsrkdError(f"{name}: Slurm job {failed.job_id} failed: {_why(failed.paths.stderr)}; "
+                         f"log: {failed.paths.stderr}")
     return results
+
+
+def _why(stderr: Path) -> str:
+    """The last error line of a failed job's log (the exception, or Slurm's reason)."""
+    try:
+        lines = stderr.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log (the job never started?)"
+    python = [ln for ln in lines if "Error: " in ln]  # the exception, before srun's "error: ... exit code"
+    slurm = [ln for ln in lines if "error:" in ln or "CANCELLED" in ln]
+    return (python or slurm or lines or ["empty log"])[-1].strip().removeprefix("asrkd.utils.")
 
 
 def run_jobs(fn: Callable, args: list[tuple], name: str, work: str | Path, cfg: JobConfig | None = None,

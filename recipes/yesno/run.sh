@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # yes/no recipe (Kaldi egs/yesno): a whole system on 60 short files, for smoke tests: GMM-HMMs,
 # then a tiny DNN ensemble, soft targets, a distilled student and the comparison table.
-#   bash recipes/yesno/run.sh [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--threads N] [--force true] [--corpus-dir DIR]
+#   bash recipes/yesno/run.sh [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--threads N] [--force true] [--beyond-paper false] [--corpus-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ../utils/path.sh
@@ -17,6 +17,7 @@ nnet_config=conf/nnet.yaml
 subset_config=conf/nnet.yaml
 subset_percent=30   # of 30 files: 9 or 10
 threads=0        # CPU threads of training stages (0: nj, at most the cores)
+beyond_paper=true   # false: leave out stages 13-14 (section 6's subset models, teacher switching, mixed-up teachers)
 force=false      # true: redo every stage that runs (the old outputs are replaced once the new ones are done)
 . ../utils/parse_options.sh
 recipe_setup

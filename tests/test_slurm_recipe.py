@@ -1,0 +1,57 @@
+"""The yesno recipe's parallel stages on a one-node Slurm (tools/slurm.sh): alignment, ensemble
+members, soft targets, the temperature sweep and decoding with `--cmd slurm` give the same
+alignments, models, soft targets and hypotheses as `--cmd local`."""
+
+import shutil
+
+import kaldiio
+import numpy as np
+import torch
+
+from conftest import ROOT, YESNO
+from slurm_cluster import slurm_cluster  # noqa: F401
+from test_recipe import run_recipe
+
+
+def recipe_run(recipe, *args):
+    proc = run_recipe(recipe, "--corpus-dir", str(YESNO), "--beyond-paper", "false", *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def same_table(a, b):
+    """Two Kaldi scp tables (of any writer) hold the same matrices."""
+    ta, tb = kaldiio.load_scp(str(a)), kaldiio.load_scp(str(b))
+    assert list(ta) == list(tb), a
+    return all(np.array_equal(ta[k], tb[k]) for k in ta)
+
+
+def test_slurm_jobs_match_local_jobs(slurm_cluster, tmp_path):
+    local = tmp_path / "local"
+    for part in ("recipes/yesno", "recipes/utils", "local", "tools"):
+        shutil.copytree(ROOT / part, local / part, ignore=shutil.ignore_patterns("data", "exp", "__pycache__"))
+    recipe = local / "recipes/yesno"
+    recipe_run(recipe, "--stop-stage", "9")
+    shutil.copytree(local, tmp_path / "slurm", symlinks=True)
+    other = tmp_path / "slurm/recipes/yesno"
+    shutil.rmtree(other / "exp/tri_ali")
+    recipe_run(recipe, "--stage", "10", "--stop-stage", "12")
+    recipe_run(recipe, "--stage", "16", "--stop-stage", "16")
+    out = recipe_run(other, "--stage", "7", "--stop-stage", "7", "--cmd", "slurm")
+    out += recipe_run(other, "--stage", "10", "--stop-stage", "12", "--cmd", "slurm")
+    out += recipe_run(other, "--stage", "16", "--stop-stage", "16", "--cmd", "slurm")
+    for step in ("align", "members", "soft_targets", "run-jobs", "decode"):
+        assert f"{step}: " in out and "Slurm jobs submitted" in out, step
+    assert same_table(recipe / "exp/tri_ali/ali.scp", other / "exp/tri_ali/ali.scp")
+    for m in ("member_0", "member_1", "student_T1", "student_T2"):
+        a, b = (torch.load(r / "exp/nnet" / m / "final.pt", weights_only=False)["model"] for r in (recipe, other))
+        assert all(torch.equal(a[k], b[k]) for k in a), m
+    for t in ("soft_T1", "soft_T2"):
+        assert same_table(recipe / "exp/nnet" / t / "probs.scp", other / "exp/nnet" / t / "probs.scp")
+        assert same_table(recipe / "exp/nnet" / t / "ids.scp", other / "exp/nnet" / t / "ids.scp")
+    assert (recipe / "exp/nnet/distilled").resolve().name == (other / "exp/nnet/distilled").resolve().name
+    for d in ("member_0", "ensemble", "distilled"):
+        for s in ("train_yesno", "test_yesno"):
+            for f in ("text", "wer", "best_lmwt"):
+                a, b = (r / "exp/nnet" / d / f"decode_{s}" / f for r in (recipe, other))
+                assert a.read_text() == b.read_text(), (d, s, f)

@@ -3,10 +3,12 @@ targets and distillation. The paper's values are noted; the CPU defaults are siz
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from asrkd.nnet.model import MODELS
 from asrkd.utils import AsrkdError
+
+LATER_KEYS = ("train_data", "shuffle_buffer")  # see NnetConfig.record_options
 
 
 @dataclass
@@ -42,15 +44,22 @@ class NnetConfig:
     # the loss (asrkd.nnet.losses.LOSSES); auto: ce for hard targets, kd for stored soft
     # targets, online_kd for teacher models
     loss: str = "auto"
+    # where the training frames live: ram (load_frames: all in memory), stream (read from the
+    # archives each epoch through a shuffle buffer of `shuffle_buffer` frames), or auto: ram
+    # when the estimated size, times the ranks per machine, is at most half the available memory
+    train_data: str = "auto"
+    shuffle_buffer: int = 500_000
 
     def __post_init__(self):
-        choices = {"precision": ("auto", "bf16", "fp32"), "ensemble_mean": ("arithmetic", "geometric"), "arch": tuple(MODELS)}
+        choices = {"precision": ("auto", "bf16", "fp32"), "ensemble_mean": ("arithmetic", "geometric"),
+                   "arch": tuple(MODELS), "train_data": ("auto", "ram", "stream")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise AsrkdError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
         ranges = {  # key: (low, high, low included, high included)
             "hidden": (1, None, True, None), "layers": (1, None, True, None), "batch_size": (1, None, True, None),
             "max_epochs": (1, None, True, None), "num_members": (1, None, True, None), "top_k": (1, None, True, None),
+            "shuffle_buffer": (1, None, True, None),
             "left_context": (0, None, True, None), "right_context": (0, None, True, None),
             "max_halvings": (0, None, True, None), "learning_rate": (0, None, False, None),
             "min_improvement": (0, None, True, None), "teacher_mixup": (0, None, True, None),
@@ -63,6 +72,12 @@ class NnetConfig:
         if self.temperature not in self.temperatures:
             raise AsrkdError(f"the distillation temperature {self.temperature} is not among the soft-target "
                              f"temperatures {self.temperatures}")
+
+    def record_options(self) -> dict:
+        """The keys as a model's record and checkpoint keep them: keys added since models were
+        first recorded are left out at their defaults, so those models still match."""
+        default = NnetConfig()
+        return {k: v for k, v in asdict(self).items() if not (k in LATER_KEYS and v == getattr(default, k))}
 
     def model_dropout(self, student: bool) -> float:
         """The dropout of a student (trained on soft targets) or of a hard-target model."""

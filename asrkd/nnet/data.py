@@ -52,30 +52,40 @@ class FrameSet:
     def utterance(self, i: int) -> slice:
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
+    @property
+    def num_soft(self) -> int:
+        """How many teachers' soft targets the frames have."""
+        return 0 if self.soft_ids is None else len(self.soft_ids)
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None):
         """Frame indices in minibatches: shuffled with `generator`, in order without."""
         order = torch.randperm(len(self), generator=generator) if generator is not None else torch.arange(len(self))
         return order.split(batch_size)
 
+    def num_steps(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
 
-def load_frames(data_dir: str | Path, ali: AlignmentDir, soft: list[SoftTargets] = (),
-                skip_log: str | Path | None = None) -> FrameSet:
-    """Frames of every utterance of `data_dir` that has an alignment (and soft targets in
-    every dir of `soft`); utterances without are skipped, counted and listed in `skip_log`."""
-    reader = FeatureReader(data_dir, cmvn=True)
-    feats, targets, utts, skipped, soft_rows = [], [], [], [], []
+    def epoch_batches(self, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1):
+        """(self, frame indices) per minibatch of an epoch, in its seeded order. With several
+        ranks each draws the same minibatches and takes its 1/world_size slice of each, so
+        together they compute the minibatches of one process."""
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        for idx in self.batches(batch_size, gen):
+            yield self, idx.tensor_split(world_size)[rank] if world_size > 1 else idx
+
+
+def usable_utterances(data_dir: str | Path, reader: FeatureReader, ali: AlignmentDir, soft: list[SoftTargets] = (),
+                      skip_log: str | Path | None = None) -> list[str]:
+    """The utterances of `reader` (in feats.scp order) that have an alignment and soft targets
+    in every dir of `soft`; the others are counted, logged and listed in `skip_log`."""
+    utts, skipped = [], []
     for utt in reader.keys():
         if utt not in ali.ali:
             skipped.append(f"{utt} no alignment")
-            continue
-        if missing := [s.path for s in soft if utt not in s]:
+        elif missing := [s.path for s in soft if utt not in s]:
             skipped.append(f"{utt} no soft targets in {missing[0]}")
-            continue
-        x = reader[utt]
-        feats.append(x)
-        targets.append(ali.targets(utt, len(x)))
-        soft_rows.append([s.read(utt, len(x)) for s in soft])
-        utts.append(utt)
+        else:
+            utts.append(utt)
     if not utts:
         no_soft = [u for u in reader.keys() if u in ali.ali]
         raise AsrkdError(f"{data_dir}: no utterance has soft targets in {soft[0].path} (made for another data set?)"
@@ -85,6 +95,21 @@ def load_frames(data_dir: str | Path, ali: AlignmentDir, soft: list[SoftTargets]
                     len(reader), f", listed in {skip_log}" if skip_log else "")
     if skip_log:
         write_list(skip_log, skipped)
+    return utts
+
+
+def load_frames(data_dir: str | Path, ali: AlignmentDir, soft: list[SoftTargets] = (),
+                skip_log: str | Path | None = None) -> FrameSet:
+    """Frames of every utterance of `data_dir` that has an alignment (and soft targets in
+    every dir of `soft`); utterances without are skipped, counted and listed in `skip_log`."""
+    reader = FeatureReader(data_dir, cmvn=True)
+    utts = usable_utterances(data_dir, reader, ali, soft, skip_log)
+    feats, targets, soft_rows = [], [], []
+    for utt in utts:
+        x = reader[utt]
+        feats.append(x)
+        targets.append(ali.targets(utt, len(x)))
+        soft_rows.append([s.read(utt, len(x)) for s in soft])
     lengths = np.array([len(x) for x in feats])
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     first = np.repeat(offsets[:-1], lengths)

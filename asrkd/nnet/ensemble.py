@@ -11,7 +11,7 @@ from asrkd.jobs import JobConfig, run_jobs
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.expdir import NnetExpDir
 from asrkd.nnet.model import model_info
-from asrkd.nnet.runtime import pick_device
+from asrkd.nnet.runtime import distributed_env, pick_device
 from asrkd.nnet.train import load_sets, model_inputs, model_output, train_dnn
 from asrkd.utils import AsrkdError
 
@@ -25,7 +25,7 @@ def _member_job(cfg: NnetConfig, sets: tuple, exp_dir: Path, out, seed: int, dev
     """One job: train one member (`out`, an Output) on the data and alignments `sets`."""
     if sets not in _SETS:
         _SETS.clear()
-        _SETS[sets] = load_sets(*sets, exp_dir)
+        _SETS[sets] = load_sets(*sets, exp_dir, cfg=cfg)
     train, dev, num_pdfs, meta = _SETS[sets]
     return train_dnn(cfg, train, dev, num_pdfs, out, seed=seed, device=device, meta=meta)
 
@@ -36,6 +36,9 @@ def train_ensemble(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp
     exp_dir/member_<k>, a job each (one after another here, or a Slurm array with `jobs`);
     finished members are skipped, a killed one resumes."""
     exp_dir = Path(exp_dir)
+    if distributed_env().active:
+        raise AsrkdError("train-ensemble does not run under torchrun: train each member with "
+                         "`torchrun ... train-dnn --seed <k> ... EXP/member_<k>`")
     pick_device(device)  # an unusable device is an error before anything is written
     sets = (data_dir, ali_dir, dev_dir, dev_ali_dir)
     inputs = model_inputs(*sets)

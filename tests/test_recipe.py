@@ -39,10 +39,18 @@ def check_compare_reports_what_exists(recipe, tmp):
         main(list(map(str, ["compare", *args])))
 
 
-def test_yesno_recipe_stages(tmp_path):
+FINISHED = {}  # the recipe run by test_yesno_recipe_stages, for tests/test_slurm_recipe.py to reuse
+
+
+def copy_recipe(dest):
+    """The yesno recipe and what it runs, without data/ and exp/."""
     for part in ("recipes/yesno", "recipes/utils", "local", "tools"):
-        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("data", "exp", "__pycache__"))
-    recipe = tmp_path / "recipes" / "yesno"
+        shutil.copytree(ROOT / part, dest / part, ignore=shutil.ignore_patterns("data", "exp", "__pycache__"))
+    return dest / "recipes" / "yesno"
+
+
+def test_yesno_recipe_stages(tmp_path):
+    recipe = copy_recipe(tmp_path)
     proc = run_recipe(recipe, "--stop-stage", "1", "--corpus-dir", str(YESNO))
     assert proc.returncode == 0, proc.stderr
     assert (recipe / "data/lang/L.fst").is_file() and not (recipe / "data/lang_test").exists()
@@ -111,6 +119,7 @@ def test_yesno_recipe_stages(tmp_path):
     for png in ("wer", "dev_frame_accuracy", "section6", "ensemble_size"):
         assert (recipe / f"exp/compare/{png}.png").stat().st_size > 0
     check_compare_reports_what_exists(recipe, tmp_path / "compare")
+    FINISHED["yesno"] = recipe
     stamp = (recipe / "exp/tri/decode_test_yesno/decode_info.json").stat().st_mtime_ns
     proc = run_recipe(recipe, "--stage", "9", "--corpus-dir", str(YESNO))
     assert proc.returncode == 0, proc.stderr

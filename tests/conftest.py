@@ -1,7 +1,9 @@
 """Shared fixtures: small data dirs built from the real corpora in ../shared/data."""
 
+import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,19 @@ def yesno_mono(yesno) -> Path:
     train_mono(yesno / "train_yesno", yesno / "lang", yesno / "exp/mono", num_iters=15, tot_gauss=100)
     align(yesno / "train_yesno", yesno / "lang", yesno / "exp/mono", yesno / "exp/mono_ali")
     return yesno / "exp"
+
+
+@contextmanager
+def one_thread():
+    """torch on one thread (OMP_NUM_THREADS=1), as each torchrun rank has; restored after."""
+    import torch
+
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS")
+        if omp is not None:
+            os.environ["OMP_NUM_THREADS"] = omp
+        torch.set_num_threads(threads)

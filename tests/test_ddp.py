@@ -17,7 +17,7 @@ from asrkd.nnet.model import load_nnet
 from asrkd.nnet.soft_targets import make_soft_targets
 from asrkd.nnet.train import train_model
 from asrkd.utils import AsrkdError
-from conftest import ROOT
+from conftest import ROOT, one_thread
 
 CONFIG = ("hidden: 32\nlayers: 2\ndropout: 0.0\nmax_epochs: 3\nprecision: fp32\nlearning_rate: 0.002\n"
           "temperatures: [1.0, 2.0]\ntemperature: 2.0\ntop_k: 4\n")
@@ -77,15 +77,8 @@ def runs(yesno, yesno_mono, tmp_path_factory):
     batch = next((b for b in range(300, 1000) if (frames - 1) % b == 0), 512)
     (tmp / "nnet.yaml").write_text(CONFIG + f"batch_size: {batch}\n")
     sets = [yesno / "train_yesno", yesno_mono / "mono_ali"] * 2
-    threads, omp = torch.get_num_threads(), os.environ.pop("OMP_NUM_THREADS", None)
-    os.environ["OMP_NUM_THREADS"] = "1"  # as each rank has
-    try:
+    with one_thread():
         train_model(load_config(NnetConfig, tmp / "nnet.yaml"), *sets, tmp / "one", seed=1, device="cpu")
-    finally:
-        os.environ.pop("OMP_NUM_THREADS")
-        if omp is not None:
-            os.environ["OMP_NUM_THREADS"] = omp
-        torch.set_num_threads(threads)
     proc = torchrun(["train-dnn", "--config", tmp / "nnet.yaml", "--seed", 1, "--device", "cpu", *sets, tmp / "two"],
                     tmp, driver=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -3,7 +3,6 @@ Slurm (tools/slurm.sh), each a `torchrun` of one rank meeting at a c10d rendezvo
 the model one process trains (per-epoch loss within 1%, the same epochs)."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from asrkd.config import load_config
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.train import train_model
-from conftest import ROOT
+from conftest import ROOT, one_thread
 from slurm_cluster import slurm_cluster  # noqa: F401
 
 CONFIG = "hidden: 32\nlayers: 2\ndropout: 0.0\nmax_epochs: 3\nprecision: fp32\nlearning_rate: 0.002\nbatch_size: 300\n"
@@ -33,14 +32,8 @@ def history(model_dir: Path) -> list[dict]:
 def test_srun_torchrun_two_tasks_trains_the_model_of_one_process(slurm_cluster, yesno, yesno_mono, tmp_path):
     (tmp_path / "nnet.yaml").write_text(CONFIG)
     sets = [yesno / "train_yesno", yesno_mono / "mono_ali"] * 2
-    omp = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # as each rank has
-    try:
+    with one_thread():
         train_model(load_config(NnetConfig, tmp_path / "nnet.yaml"), *sets, tmp_path / "one", seed=1, device="cpu")
-    finally:
-        os.environ.pop("OMP_NUM_THREADS")
-        if omp is not None:
-            os.environ["OMP_NUM_THREADS"] = omp
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = (f"exec {torchrun} --nnodes 2 --nproc-per-node 1 --rdzv-id $SLURM_JOB_ID --rdzv-backend c10d "
            f"--rdzv-endpoint 127.0.0.1:{free_port()} -m asrkd.cli train-dnn --config {tmp_path / 'nnet.yaml'} "

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import asrkd.nnet.stream as stream
-import asrkd.nnet.train as nnet_train
 from asrkd.data import read_table
 from asrkd.hmm.alignment import AlignmentDir
 from asrkd.nnet.config import NnetConfig
@@ -22,6 +21,7 @@ from asrkd.nnet.model import load_nnet
 from asrkd.nnet.stream import FrameStream, choose_train_data, rank_batch_sizes
 from asrkd.nnet.train import load_sets, model_output, train_dnn
 from asrkd.utils import AsrkdError
+from test_nnet import train_killed_after_first_epoch
 
 TINY = NnetConfig(hidden=32, layers=2, dropout=0.1, batch_size=256, max_epochs=3, precision="fp32",
                   temperatures=[1.0, 2.0], top_k=4, temperature=2.0)
@@ -97,16 +97,7 @@ def test_streamed_training_is_as_good_reproducible_and_resumes(yesno, yesno_mono
     first = load_nnet(tmp_path / "stream1").state_dict()
     assert all(torch.equal(first[k], v) for k, v in load_nnet(tmp_path / "stream2").state_dict().items())
     # killed after epoch 1, it resumes to the same weights
-    save = nnet_train.save_checkpoint
-
-    def killed(*args, **kwargs):
-        save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(nnet_train, "save_checkpoint", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train_dnn(TINY, streamed, ram, 16, tmp_path / "killed", seed=2)
-    monkeypatch.setattr(nnet_train, "save_checkpoint", save)
+    train_killed_after_first_epoch(monkeypatch, TINY, streamed, ram, 16, tmp_path / "killed", seed=2)
     train_dnn(TINY, streamed, ram, 16, tmp_path / "killed", seed=2)
     again = load_nnet(tmp_path / "killed").state_dict()
     assert all(torch.equal(first[k], v) for k, v in again.items())

@@ -170,8 +170,7 @@ def cmd_train_lm(a):
 
 def _args_compute_fbank(s) -> None:
     s.add_argument("--config", help="fbank YAML (default: Kaldi defaults, 40 bins)")
-    s.add_argument("--nj", type=int, default=1, help="jobs: the data dir is split into this many parts")
-    add_job_options(s)
+    add_job_options(s, nj="jobs: the data dir is split into this many parts")
     s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
     s.add_argument("--max-skipped", type=float, default=0.05,
                    help="largest share of utterances whose audio may be skipped (Kaldi: 5%%)")
@@ -195,8 +194,7 @@ def cmd_compute_fbank(a):
 
 def _args_compute_cmvn_stats(s) -> None:
     s.add_argument("--force", action="store_true", help="recompute even when cmvn.scp is newer than feats.scp")
-    s.add_argument("--nj", type=int, default=1, help="jobs: the speakers are split into this many parts")
-    add_job_options(s)
+    add_job_options(s, nj="jobs: the speakers are split into this many parts")
     s.add_argument("data_dirs", nargs="+", help="data dirs with feats.scp (compute-fbank)")
 
 
@@ -265,8 +263,7 @@ def _args_align(s) -> None:
     s.add_argument("--beam", type=float, default=10.0, help="alignment beam (acoustic scale 0.1)")
     s.add_argument("--retry-beam", type=float, default=40.0, help="beam of the second try for an utterance that "
                    "fails at --beam")
-    s.add_argument("--nj", type=int, default=1, help="alignment jobs: the utterances are split into this many parts")
-    add_job_options(s)
+    add_job_options(s, nj="alignment jobs: the utterances are split into this many parts")
     s.add_argument("--force", action="store_true", help="realign even when a finished alignment with the same "
                    "options and inputs exists")
     for name, text in (("data_dir", "data dir with features"),
@@ -348,8 +345,7 @@ def _args_decode(s) -> None:
     s.add_argument("--max-skipped", type=float, default=0.05,
                    help="share of utterances that may be skipped (no scores or no surviving path) before it is an "
                         "error")
-    s.add_argument("--nj", type=int, default=1, help="decoding jobs: the utterances are split into this many parts")
-    add_job_options(s)
+    add_job_options(s, nj="decoding jobs: the utterances are split into this many parts")
     s.add_argument("--force", action="store_true", help="redecode even when a finished decode with the same options "
                    "and inputs exists")
     for name, text in (("graph_dir", "graph dir (make-graph) of the model's tree"),
@@ -485,8 +481,7 @@ def _args_make_soft_targets(s) -> None:
     s.add_argument("--per-member", type=float, action="append", metavar="T",
                    help="also each member's own soft targets at T -> OUT/soft_T<T>_member_<k> (teacher switching); "
                         "repeatable")
-    s.add_argument("--nj", type=int, default=1, help="jobs: the utterances are split into this many shards")
-    add_job_options(s)
+    add_job_options(s, nj="jobs: the utterances are split into this many shards")
     s.add_argument("--force", action="store_true", help="redo soft-target dirs even when finished with the same "
                    "options and inputs")
     s.add_argument("data_dir", help="data dir with features (the student's training data)")
@@ -594,8 +589,7 @@ def _args_run_jobs(s) -> None:
                    help="a job: a shell command and the log file its output goes to; repeat per job")
     s.add_argument("--kind", choices=("default", "train"), default="default",
                    help="the job config's section that sizes the jobs (train: training jobs)")
-    s.add_argument("--nj", type=int, default=1, help="local jobs run at once (Slurm runs the array as it can)")
-    add_job_options(s)
+    add_job_options(s, nj="local jobs run at once (Slurm runs the array as it can)")
     s.add_argument("work_dir", help="dir for the jobs' bookkeeping and Slurm's logs (e.g. exp/nnet/log/sweep)")
 
 

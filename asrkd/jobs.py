@@ -79,8 +79,10 @@ def job_config(path: str | Path | None = None, cmd: str | None = None, kind: str
     return cfg
 
 
-def add_job_options(parser) -> None:
-    """--cmd and --cmd-config of a command that runs jobs."""
+def add_job_options(parser, nj: str | None = None) -> None:
+    """--cmd and --cmd-config of a command that runs jobs; with `nj`, first --nj with that help."""
+    if nj is not None:
+        parser.add_argument("--nj", type=int, default=1, help=nj)
     parser.add_argument("--cmd", choices=CMDS, help="where the jobs run: local processes, or a Slurm job array "
                         "(default: the job config's cmd, else local)")
     parser.add_argument("--cmd-config", help="job config YAML (conf/cmd.yaml): cmd, partition, cpus_per_task, "

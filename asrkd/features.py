@@ -114,6 +114,85 @@ def _fbank_job(job: int, items: list[tuple[str, str]], cfg: FbankConfig, out_dir
     return resampled
 
 
+def _fbank_up_to_date(d: Path, conf: Path, cfg: FbankConfig, force: bool) -> bool:
+    """Whether `d`'s feats.scp stands (computed with `cfg`, no `force`); feats.scp computed
+    with other options is an error unless forced."""
+    same_cfg = conf.is_file() and yaml.safe_load(conf.read_text()) == asdict(cfg)
+    if not (d / "feats.scp").is_file() or force:
+        return False
+    if not same_cfg:
+        raise AsrkdError(f"{d}: feats.scp was computed with other options than these ({conf}); "
+                         "use --force to recompute")
+    log.info("%s: feats.scp exists, skipping (use --force to recompute)", d)
+    return True
+
+
+def _fbank_ark_dir(d: Path, cfg: FbankConfig, items: list, nj: int, allow_pipes: bool) -> tuple[str, Path]:
+    """(run key, `<dir>/data/fbank_<run>/`) of this run's arks, created: the same dir for a
+    rerun with the same options, never the one feats.scp still uses."""
+    run = hashlib.sha1(repr((asdict(cfg), items, nj, allow_pipes)).encode()).hexdigest()[:10]
+    out_dir = d / "data" / f"fbank_{run}"  # a rerun after a kill finds the same dir ...
+    if (d / "feats.scp").is_file() and f"{out_dir}/" in (d / "feats.scp").read_text():
+        out_dir = out_dir.with_name(out_dir.name + ".1")  # ... but never the one feats.scp still uses
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return run, out_dir
+
+
+def _fbank_jobs_todo(d: Path, out_dir: Path, chunks: list[list]) -> list[int]:
+    """The (1-based) jobs still to run: those whose scp, len and skipped lists do not
+    already cover their split of the utterances."""
+    todo = []
+    for j, chunk in enumerate(chunks, 1):
+        stem = out_dir / f"raw_fbank.{j}"
+        if Path(f"{stem}.scp").is_file():
+            done = [line.split()[0] for name in ("len", "skipped") for line in open(f"{stem}.{name}")]
+            if set(done) == {u for u, _ in chunk}:
+                log.info("%s: job %d already finished, reusing it", d, j)
+                continue
+        todo.append(j)
+    return todo
+
+
+def _gather_fbank_jobs(out_dir: Path, nj: int) -> tuple[dict, dict, dict, list]:
+    """feats.scp, utt2num_frames and utt2dur entries, and the skipped lines, of all `nj` jobs."""
+    feats_scp, num_frames, durs, skipped = {}, {}, {}, []
+    for j in range(1, nj + 1):
+        stem = out_dir / f"raw_fbank.{j}"
+        feats_scp.update(read_table(f"{stem}.scp", allow_empty_value=True))
+        for line in open(f"{stem}.len"):
+            utt, n, dur = line.split()
+            num_frames[utt], durs[utt] = n, dur
+        skipped += [line.rstrip("\n") for line in open(f"{stem}.skipped")]
+    return feats_scp, num_frames, durs, skipped
+
+
+def _report_skipped(d: Path, skipped: list, feats_scp: dict, num_utts: int, max_skipped: float) -> None:
+    """Sort and list the skipped utterances in `<dir>/log/fbank_skipped.txt`; none left with
+    features, or more than `max_skipped` of `num_utts` skipped, is an error."""
+    skipped.sort(key=sort_key)
+    write_list(d / "log" / "fbank_skipped.txt", skipped)
+    if skipped:
+        log.warning("%s: skipped %d of %d utterances (listed in %s; they keep no features)", d, len(skipped),
+                    num_utts, d / "log" / "fbank_skipped.txt")
+        if not feats_scp or len(skipped) > max_skipped * num_utts:
+            raise AsrkdError(f"{d}: {len(skipped)} of {num_utts} utterances have no features (more than "
+                             f"{max_skipped:.0%}), first: {skipped[0]}; see {d / 'log' / 'fbank_skipped.txt'}")
+
+
+def _write_fbank_tables(d: Path, conf: Path, cfg: FbankConfig, out_dir: Path, feats_scp: dict, num_frames: dict,
+                        durs: dict) -> None:
+    """utt2num_frames, utt2dur, conf/fbank.yaml, then feats.scp (switching to the new arks),
+    then remove the superseded arks."""
+    write_table(d / "utt2num_frames", num_frames)
+    write_table(d / "utt2dur", durs)
+    with atomic_file(conf) as f:
+        yaml.safe_dump(asdict(cfg), f, sort_keys=False)
+    write_table(d / "feats.scp", feats_scp)  # written last: switches to the new features
+    for stale in (d / "data").glob("*fbank*"):  # superseded features (and a pre-run-dir layout)
+        if stale != out_dir:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+
+
 def compute_fbank_dir(
     data_dir: str | Path,
     cfg: FbankConfig,
@@ -137,63 +216,25 @@ def compute_fbank_dir(
     d = Path(data_dir).resolve()
     wav = read_table(d / "wav.scp")  # before anything is created
     conf = d / "conf" / "fbank.yaml"
-    same_cfg = conf.is_file() and yaml.safe_load(conf.read_text()) == asdict(cfg)
-    if (d / "feats.scp").is_file() and not force:
-        if not same_cfg:
-            raise AsrkdError(f"{d}: feats.scp was computed with other options than these ({conf}); "
-                             "use --force to recompute")
-        log.info("%s: feats.scp exists, skipping (use --force to recompute)", d)
+    if _fbank_up_to_date(d, conf, cfg, force):
         return {"skipped_stage": True}
     items = list(wav.items())
     nj = max(1, min(nj, len(items)))
-    run = hashlib.sha1(repr((asdict(cfg), items, nj, allow_pipes)).encode()).hexdigest()[:10]
-    out_dir = d / "data" / f"fbank_{run}"  # a rerun after a kill finds the same dir ...
-    if (d / "feats.scp").is_file() and f"{out_dir}/" in (d / "feats.scp").read_text():
-        out_dir = out_dir.with_name(out_dir.name + ".1")  # ... but never the one feats.scp still uses
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run, out_dir = _fbank_ark_dir(d, cfg, items, nj, allow_pipes)
     chunks = [items[j::nj] for j in range(nj)]
     t0 = time.time()
-    todo = []
-    for j, chunk in enumerate(chunks, 1):
-        stem = out_dir / f"raw_fbank.{j}"
-        if Path(f"{stem}.scp").is_file():
-            done = [line.split()[0] for name in ("len", "skipped") for line in open(f"{stem}.{name}")]
-            if set(done) == {u for u, _ in chunk}:
-                log.info("%s: job %d already finished, reusing it", d, j)
-                continue
-        todo.append(j)
+    todo = _fbank_jobs_todo(d, out_dir, chunks)
     resampled = sum(run_jobs(_fbank_job, [(j, chunks[j - 1], cfg, out_dir, allow_pipes) for j in todo], "fbank",
                              d / "log", jobs, parallel=nj, key=run))
-    feats_scp, num_frames, durs, skipped = {}, {}, {}, []
-    for j in range(1, nj + 1):
-        stem = out_dir / f"raw_fbank.{j}"
-        feats_scp.update(read_table(f"{stem}.scp", allow_empty_value=True))
-        for line in open(f"{stem}.len"):
-            utt, n, dur = line.split()
-            num_frames[utt], durs[utt] = n, dur
-        skipped += [line.rstrip("\n") for line in open(f"{stem}.skipped")]
+    feats_scp, num_frames, durs, skipped = _gather_fbank_jobs(out_dir, nj)
     elapsed = time.time() - t0
-    skipped.sort(key=sort_key)
-    write_list(d / "log" / "fbank_skipped.txt", skipped)
-    if skipped:
-        log.warning("%s: skipped %d of %d utterances (listed in %s; they keep no features)", d, len(skipped),
-                    len(items), d / "log" / "fbank_skipped.txt")
-        if not feats_scp or len(skipped) > max_skipped * len(items):
-            raise AsrkdError(f"{d}: {len(skipped)} of {len(items)} utterances have no features (more than "
-                             f"{max_skipped:.0%}), first: {skipped[0]}; see {d / 'log' / 'fbank_skipped.txt'}")
+    _report_skipped(d, skipped, feats_scp, len(items), max_skipped)
     if resampled:
         (log.warning if cfg.allow_upsample else log.info)(
             "%s: resampled %d utterances to %d Hz%s", d, resampled, cfg.sample_frequency,
             " (allow_upsample: where the audio's rate was lower, the upper mel bins lie on an empty band)"
             if cfg.allow_upsample else "")
-    write_table(d / "utt2num_frames", num_frames)
-    write_table(d / "utt2dur", durs)
-    with atomic_file(conf) as f:
-        yaml.safe_dump(asdict(cfg), f, sort_keys=False)
-    write_table(d / "feats.scp", feats_scp)  # written last: switches to the new features
-    for stale in (d / "data").glob("*fbank*"):  # superseded features (and a pre-run-dir layout)
-        if stale != out_dir:
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    _write_fbank_tables(d, conf, cfg, out_dir, feats_scp, num_frames, durs)
     frames = sum(int(v) for v in num_frames.values())
     log.info("%s: %d utterances, %d frames in %.1f s with %d jobs (%.0f frames/s)",
              d, len(feats_scp), frames, elapsed, nj, frames / max(elapsed, 1e-9))

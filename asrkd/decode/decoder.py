@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import kaldifst
@@ -254,6 +255,103 @@ def _hyp_text(results: list[dict], weights: list, words: dict) -> dict:
             for w in weights}
 
 
+def _decode_options(scorer, lm_weights, word_ins_penalties, beam: float, grid_beam: float, max_active: int,
+                    max_widen: int) -> dict:
+    """The options a decode dir is made with (`asrkd.outputs`); the scorer's priors as a SHA-1."""
+    prior = getattr(scorer, "log_prior", None)
+    return {"lm_weights": list(lm_weights), "word_ins_penalties": list(word_ins_penalties), "beam": beam,
+            "grid_beam": grid_beam, "max_active": max_active, "max_widen": max_widen,
+            "priors": None if prior is None else hashlib.sha1(np.asarray(prior, np.float32).tobytes()).hexdigest()}
+
+
+def _decode_task(graph_dir: Path, scorer, data_dir: Path, grid: bool, search: dict) -> dict:
+    """What every search of one decode shares: `search`'s options with the graph, the scorer,
+    its utterances, the references (required for a `grid`), utt2spk and the word symbols."""
+    refs, utt2spk = references(data_dir, grid)
+    words = {i: w for w, i in read_symbols(graph_dir / "words.txt").items()}
+    utts = scorer.keys()
+    if not utts:
+        raise AsrkdError(f"{data_dir}: no utterance to decode")
+    return {**search, "graph_dir": graph_dir, "scorer": scorer, "utts": utts, "refs": refs, "utt2spk": utt2spk,
+            "words": words}
+
+
+def _run_pairs(task: dict, pairs: list) -> list[dict]:
+    """The jobs' results of `pairs`: a lattice search at the grid beam for several, one
+    FasterDecoder pass at the beam for one."""
+    return _run_jobs(task["graph_dir"], task["scorer"], pairs, task["utts"],
+                     task["grid_beam"] if len(pairs) > 1 else task["beam"], task["max_active"], task["nj"],
+                     task["jobs"] or JobConfig(), task["work"], task["key"])
+
+
+def _search_pairs(task: dict, pairs: list) -> tuple[list, dict, dict]:
+    """The jobs' results, hypotheses and (with references) WERs of `pairs`."""
+    res = _run_pairs(task, pairs)
+    text = _hyp_text(res, pairs, task["words"])
+    refs, utt2spk = task["refs"], task["utt2spk"]
+    return res, text, {w: compute_wer(refs, text[w], utt2spk) for w in pairs} if refs is not None else {}
+
+
+def _tune_pair(task: dict, weights: list) -> tuple[list, dict, dict, tuple, list, list]:
+    """Search the grid `weights` and choose its best pair, widening the grid (`widen_grid`)
+    while that lies on an edge: (the grid's job results, hypotheses and WERs of every pair,
+    the chosen pair, the widenings, the widened searches' job results)."""
+    grid, hyps, wers = _search_pairs(task, weights)
+    best = choose_weight(wers) if wers else weights[0]
+    widened, wider = [], []
+    if len(weights) > 1 and task["max_widen"] > 0:
+        best, widened, wider = widen_grid(partial(_search_pairs, task), hyps, wers, task["max_widen"])
+    return grid, hyps, wers, best, widened, wider
+
+
+def _rerun_best(task: dict, weights: list, best: tuple, hyps: dict) -> tuple[list, dict]:
+    """(job results, hypotheses) of the chosen pair: for a grid from one FasterDecoder pass,
+    like test's and those of other models decoded at these weights (the lattice's path can
+    differ by its pruning); for a single pair its search's."""
+    if len(weights) == 1:
+        return [], hyps[best]
+    rerun = _run_pairs(task, [best])
+    return rerun, _hyp_text(rerun, [best], task["words"])[best]
+
+
+def _check_skipped(out_dir: Path, results: list[dict], num_utts: int, max_skipped: float) -> list[str]:
+    """The jobs' skipped utterances, listed in log/skipped.txt; more than `max_skipped` of
+    `num_utts` skipped is an error."""
+    skipped = list(dict.fromkeys(s for r in results for s in r["skipped"]))
+    if skipped:
+        log.warning("%s: %d utterances skipped, listed in log/skipped.txt", out_dir, len(skipped))
+    write_list(out_dir / "log" / "skipped.txt", skipped)
+    if (bad := len({s.split()[0] for s in skipped})) > max_skipped * num_utts:
+        raise AsrkdError(f"{out_dir}: {bad} of {num_utts} utterances skipped (more than {max_skipped:.0%}), first: "
+                         f"{skipped[0]}; see {out_dir / 'log' / 'skipped.txt'}")
+    return skipped
+
+
+def _real_time_factors(grid: list[dict], wider: list[dict], rerun: list[dict], wall: float) -> dict:
+    """Audio and wall seconds and the real-time factors per core: of all the scoring and
+    search, and of the search alone (one pass, or the lattice passes and rescoring)."""
+    audio = 0.01 * sum(r["frames"] for r in grid)  # 10 ms frame shift
+    search_s = sum(r["search_seconds"] for r in grid + wider)  # one pass, or the lattice passes and rescoring
+    cpu = sum(r["score_seconds"] + r["search_seconds"] for r in grid + wider + rerun)
+    return {"audio_seconds": round(audio, 2), "wall_seconds": round(wall, 2),
+            "rtf_per_core": cpu / audio if audio else None,
+            "search_rtf_per_core": search_s / audio if audio else None}
+
+
+def _decode_info(task: dict, weights: list, hyps: dict, wers: dict, best: tuple, widened: list, score: dict | None,
+                 skipped: list, tuned_on: str, speed: dict, env: dict) -> dict:
+    """decode_info.json: the grid, the chosen pair and its WER, the search options and speed."""
+    lattice = len(weights) > 1
+    return {"lm_weights": sorted({w for w, _ in hyps}), "word_ins_penalties": sorted({p for _, p in hyps}),
+            "widened": widened, "best_lmwt": best[0], "best_wip": best[1], "tuned_on": tuned_on,
+            "wer": score["wer"] if score else None, "ser": score["ser"] if score else None,
+            "utts": len(task["utts"]), "skipped": len(skipped), "nj": task["nj"],
+            "search": {"beam": task["beam"], "max_active": task["max_active"], "lattice": lattice,
+                       **({"grid_beam": task["grid_beam"], "max_widen": task["max_widen"]} if lattice else {})},
+            **speed, "wer_per_weight": {f"{w[0]:g}_{w[1]:g}": wers[w]["wer"] for w in wers},
+            "environment": env}
+
+
 def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | Path,
            lm_weights: list[float] = (10.0,), word_ins_penalties: list[float] = (0.0,),
            tuned_on: str | Path | None = None, beam: float = 13.0, grid_beam: float = GRID_BEAM,
@@ -269,10 +367,7 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     check_graph(graph_dir, scorer)
     if tuned_on is not None:
         lm_weights, word_ins_penalties = tuned_weights(tuned_on)
-    prior = getattr(scorer, "log_prior", None)
-    options = {"lm_weights": list(lm_weights), "word_ins_penalties": list(word_ins_penalties), "beam": beam,
-               "grid_beam": grid_beam, "max_active": max_active, "max_widen": max_widen,
-               "priors": None if prior is None else hashlib.sha1(np.asarray(prior, np.float32).tobytes()).hexdigest()}
+    options = _decode_options(scorer, lm_weights, word_ins_penalties, beam, grid_beam, max_active, max_widen)
     out = Output(out_dir, "decode", options,
                  {"graph": graph_dir, "data": data_dir, "tuned_on": tuned_on, **getattr(scorer, "sources", {})})
     if out.done(force):
@@ -281,59 +376,22 @@ def decode(graph_dir: str | Path, scorer, data_dir: str | Path, out_dir: str | P
     if min(lm_weights) <= 0:
         raise AsrkdError(f"LM weights must be positive (the acoustic scale is 1/LMWT), got {list(lm_weights)}")
     weights = [(float(w), float(p)) for w in lm_weights for p in word_ins_penalties]
-    refs, utt2spk = references(data_dir, len(weights) > 1)
-    words = {i: w for w, i in read_symbols(graph_dir / "words.txt").items()}
-    utts = scorer.keys()
-    if not utts:
-        raise AsrkdError(f"{data_dir}: no utterance to decode")
-
-    def search(pairs: list) -> tuple[list, dict, dict]:
-        """The jobs' results, hypotheses and (with references) WERs of `pairs`."""
-        res = _run_jobs(graph_dir, scorer, pairs, utts, grid_beam if len(pairs) > 1 else beam, max_active, nj,
-                        jobs or JobConfig(), out_dir / "log", out.key())
-        text = _hyp_text(res, pairs, words)
-        return res, text, {w: compute_wer(refs, text[w], utt2spk) for w in pairs} if refs is not None else {}
-
+    task = _decode_task(graph_dir, scorer, data_dir, len(weights) > 1,
+                        {"beam": beam, "grid_beam": grid_beam, "max_active": max_active, "max_widen": max_widen,
+                         "nj": nj, "jobs": jobs, "work": out_dir / "log", "key": out.key()})
     t0 = time.time()
-    grid, hyps, wers = search(weights)
-    best = choose_weight(wers) if wers else weights[0]
-    widened, wider = [], []
-    if len(weights) > 1 and max_widen > 0:
-        best, widened, wider = widen_grid(search, hyps, wers, max_widen)
-    rerun, text = [], hyps[best]
-    if len(weights) > 1:  # the chosen pair's hypotheses from one FasterDecoder pass, like test's and
-        # those of other models decoded at these weights: the lattice's path can differ by its pruning
-        rerun = _run_jobs(graph_dir, scorer, [best], utts, beam, max_active, nj, jobs or JobConfig(),
-                          out_dir / "log", out.key())
-        text = _hyp_text(rerun, [best], words)[best]
-    wall = time.time() - t0
-    skipped = list(dict.fromkeys(s for r in grid + wider + rerun for s in r["skipped"]))
-    if skipped:
-        log.warning("%s: %d utterances skipped, listed in log/skipped.txt", out_dir, len(skipped))
-    write_list(out_dir / "log" / "skipped.txt", skipped)
-    if (bad := len({s.split()[0] for s in skipped})) > max_skipped * len(utts):
-        raise AsrkdError(f"{out_dir}: {bad} of {len(utts)} utterances skipped (more than {max_skipped:.0%}), first: "
-                         f"{skipped[0]}; see {out_dir / 'log' / 'skipped.txt'}")
+    grid, hyps, wers, best, widened, wider = _tune_pair(task, weights)
+    rerun, text = _rerun_best(task, weights, best, hyps)
+    speed = _real_time_factors(grid, wider, rerun, time.time() - t0)
+    skipped = _check_skipped(out_dir, grid + wider + rerun, len(task["utts"]), max_skipped)
     write_list(out_dir / "log" / "decode.log",
                sorted((ln for r in grid + wider + rerun for ln in r["lines"]), key=sort_key))
     write_hypotheses(out_dir, hyps, wers, text)
-    score = compute_wer(refs, text, utt2spk) if rerun else wers.get(best)
+    score = compute_wer(task["refs"], text, task["utt2spk"]) if rerun else wers.get(best)
     if score:
         write_score(out_dir, score)
-    audio = 0.01 * sum(r["frames"] for r in grid)  # 10 ms frame shift
-    search_s = sum(r["search_seconds"] for r in grid + wider)  # one pass, or the lattice passes and rescoring
-    cpu = sum(r["score_seconds"] + r["search_seconds"] for r in grid + wider + rerun)
-    info = {"lm_weights": sorted({w for w, _ in hyps}), "word_ins_penalties": sorted({p for _, p in hyps}),
-            "widened": widened, "best_lmwt": best[0], "best_wip": best[1], "tuned_on": str(tuned_on or out_dir),
-            "wer": score["wer"] if score else None, "ser": score["ser"] if score else None,
-            "utts": len(utts), "skipped": len(skipped), "nj": nj,
-            "search": {"beam": beam, "max_active": max_active, "lattice": len(weights) > 1,
-                       **({"grid_beam": grid_beam, "max_widen": max_widen} if len(weights) > 1 else {})},
-            "audio_seconds": round(audio, 2), "wall_seconds": round(wall, 2),
-            "rtf_per_core": cpu / audio if audio else None,
-            "search_rtf_per_core": search_s / audio if audio else None,
-            "wer_per_weight": {f"{w[0]:g}_{w[1]:g}": wers[w]["wer"] for w in wers},
-            "environment": grid[0]["environment"]}  # a job's: torch on one thread
+    info = _decode_info(task, weights, hyps, wers, best, widened, score, skipped, str(tuned_on or out_dir), speed,
+                        grid[0]["environment"])  # a job's: torch on one thread
     write_list(out_dir / "best_lmwt", [f"{best[0]:g} {best[1]:g}"])
     with atomic_file(out_dir / "decode_info.json") as f:
         json.dump(info, f, indent=2)

@@ -152,95 +152,130 @@ def _search(e_off, e_il, e_ol, e_w, e_next, n_off, n_il, n_ol, n_w, n_next, rank
     olabel = np.empty(link_cap, np.int32)
     graph = np.empty(link_cap, np.float32)
     acoustic = np.empty(link_cap, np.float32)
+    links = (src, dst, olabel, graph, acoustic)
     frame_offsets = np.zeros(num_frames + 2, np.int64)
     where = np.full(rank.shape[0], -1, np.int64)  # state -> token on the frame being built
     tok_state[0], tok_cost[0], where[start], ntok, nlink = start, 0.0, 0, 1, 0
     cutoff = beam
     for t in range(num_frames + 1):
         lo = frame_offsets[t]
-        # ProcessNonemitting: epsilon arcs in topological order of their source state
-        heap = [np.int64(0)]
-        heap.pop()
-        for tok in range(lo, ntok):
-            if n_off[tok_state[tok] + 1] > n_off[tok_state[tok]]:
-                heap.append((rank[tok_state[tok]] << 32) | tok)
-        heapq.heapify(heap)
-        while len(heap):
-            tok = heapq.heappop(heap) & 0xFFFFFFFF
-            s, c = tok_state[tok], tok_cost[tok]
-            for a in range(n_off[s], n_off[s + 1]):
-                nc = c + n_w[a]
-                if nc < cutoff:
-                    if ntok == tok_cap or nlink == link_cap:
-                        return -1, 0, False, frame_offsets, tok_state, src, dst, olabel, graph, acoustic
-                    d = where[n_next[a]]
-                    if d < 0:
-                        d, ntok = ntok, ntok + 1
-                        tok_state[d], tok_cost[d], where[n_next[a]] = n_next[a], nc, d
-                        if n_off[n_next[a] + 1] > n_off[n_next[a]]:
-                            heapq.heappush(heap, (rank[n_next[a]] << 32) | d)
-                    elif nc < tok_cost[d]:
-                        tok_cost[d] = nc
-                    src[nlink], dst[nlink], olabel[nlink], graph[nlink], acoustic[nlink] = tok, d, n_ol[a], n_w[a], 0.0
-                    nlink += 1
+        ntok, nlink = _process_nonemitting(n_off, n_ol, n_w, n_next, rank, tok_state, tok_cost, where, links, lo, ntok,
+                                           nlink, cutoff)
+        if ntok < 0:
+            return -1, 0, False, frame_offsets, tok_state, src, dst, olabel, graph, acoustic
         hi = ntok
         frame_offsets[t + 1] = hi
         if t == num_frames:
             break
         for tok in range(lo, hi):
             where[tok_state[tok]] = -1
-        # GetCutoff
-        best_tok, best = lo, np.inf
-        for tok in range(lo, hi):
-            if tok_cost[tok] < best:
-                best_tok, best = tok, tok_cost[tok]
-        n = hi - lo
-        weight_cutoff, adaptive_beam = best + beam, beam
-        max_cut, min_cut = np.inf, np.inf
-        if n > max_active:
-            max_cut = np.partition(tok_cost[lo:hi].copy(), max_active)[max_active]
-        if max_cut < weight_cutoff:
-            weight_cutoff, adaptive_beam = max_cut, max_cut - best + beam_delta
-        else:
-            if n > min_active:
-                min_cut = best if min_active == 0 else np.partition(tok_cost[lo:hi].copy(), min_active)[min_active]
-            if min_cut > weight_cutoff:
-                weight_cutoff, adaptive_beam = min_cut, min_cut - best + beam_delta
-        # ProcessEmitting: the best token first bounds the next cutoff
-        cutoff = np.inf
-        s = tok_state[best_tok]
-        for a in range(e_off[s], e_off[s + 1]):
-            nc = best + e_w[a] - scores[t, e_il[a] - 1]
-            if nc + adaptive_beam < cutoff:
-                cutoff = nc + adaptive_beam
-        for tok in range(lo, hi):
-            c = tok_cost[tok]
-            if c >= weight_cutoff:
-                continue
-            s = tok_state[tok]
-            for a in range(e_off[s], e_off[s + 1]):
-                ac = -scores[t, e_il[a] - 1]
-                nc = c + e_w[a] + ac
-                if nc < cutoff:
-                    if nc + adaptive_beam < cutoff:
-                        cutoff = nc + adaptive_beam
-                    if ntok == tok_cap or nlink == link_cap:
-                        return -1, 0, False, frame_offsets, tok_state, src, dst, olabel, graph, acoustic
-                    # written out as in the epsilon pass: a helper taking the arrays, even with numba's
-                    # inline="always", made the search about 2x slower (30 tri dev utterances: 8.7 s, 4.5 s)
-                    d = where[e_next[a]]
-                    if d < 0:
-                        d, ntok = ntok, ntok + 1
-                        tok_state[d], tok_cost[d], where[e_next[a]] = e_next[a], nc, d
-                    elif nc < tok_cost[d]:
-                        tok_cost[d] = nc
-                    src[nlink], dst[nlink], olabel[nlink], graph[nlink], acoustic[nlink] = tok, d, e_ol[a], e_w[a], ac
-                    nlink += 1
+        best_tok, best, weight_cutoff, adaptive_beam = _get_cutoff(tok_cost, lo, hi, beam, max_active, min_active,
+                                                                   beam_delta)
+        ntok, nlink, cutoff = _process_emitting(e_off, e_il, e_ol, e_w, e_next, scores, t, tok_state, tok_cost, where,
+                                                links, lo, hi, best_tok, best, weight_cutoff, adaptive_beam, ntok,
+                                                nlink)
+        if ntok < 0:
+            return -1, 0, False, frame_offsets, tok_state, src, dst, olabel, graph, acoustic
     final = False
     for tok in range(frame_offsets[num_frames], frame_offsets[num_frames + 1]):
         if final_cost[tok_state[tok]] < np.inf:
             final = True
     return ntok, nlink, final, frame_offsets, tok_state, src, dst, olabel, graph, acoustic
+
+
+@numba.njit(cache=True)
+def _process_nonemitting(n_off, n_ol, n_w, n_next, rank, tok_state, tok_cost, where, links, lo, ntok, nlink, cutoff):
+    """FasterDecoder's ProcessNonemitting for the frame's tokens from `lo`: epsilon arcs in
+    topological order of their source state, each token expanded once with its final cost.
+    Returns (ntok, nlink); ntok = -1 when there is no room for the tokens or links."""
+    src, dst, olabel, graph, acoustic = links
+    heap = [np.int64(0)]
+    heap.pop()
+    for tok in range(lo, ntok):
+        if n_off[tok_state[tok] + 1] > n_off[tok_state[tok]]:
+            heap.append((rank[tok_state[tok]] << 32) | tok)
+    heapq.heapify(heap)
+    while len(heap):
+        tok = heapq.heappop(heap) & 0xFFFFFFFF
+        s, c = tok_state[tok], tok_cost[tok]
+        for a in range(n_off[s], n_off[s + 1]):
+            nc = c + n_w[a]
+            if nc < cutoff:
+                if ntok == tok_state.shape[0] or nlink == src.shape[0]:
+                    return -1, nlink
+                d = where[n_next[a]]
+                if d < 0:
+                    d, ntok = ntok, ntok + 1
+                    tok_state[d], tok_cost[d], where[n_next[a]] = n_next[a], nc, d
+                    if n_off[n_next[a] + 1] > n_off[n_next[a]]:
+                        heapq.heappush(heap, (rank[n_next[a]] << 32) | d)
+                elif nc < tok_cost[d]:
+                    tok_cost[d] = nc
+                src[nlink], dst[nlink], olabel[nlink], graph[nlink], acoustic[nlink] = tok, d, n_ol[a], n_w[a], 0.0
+                nlink += 1
+    return ntok, nlink
+
+
+@numba.njit(cache=True)
+def _get_cutoff(tok_cost, lo, hi, beam, max_active, min_active, beam_delta):
+    """FasterDecoder's GetCutoff over the tokens lo..hi: (best token, its cost, weight cutoff,
+    adaptive beam), the beam narrowed to keep at most `max_active` tokens, widened to keep `min_active`."""
+    best_tok, best = lo, np.inf
+    for tok in range(lo, hi):
+        if tok_cost[tok] < best:
+            best_tok, best = tok, tok_cost[tok]
+    n = hi - lo
+    weight_cutoff, adaptive_beam = best + beam, beam
+    max_cut, min_cut = np.inf, np.inf
+    if n > max_active:
+        max_cut = np.partition(tok_cost[lo:hi].copy(), max_active)[max_active]
+    if max_cut < weight_cutoff:
+        weight_cutoff, adaptive_beam = max_cut, max_cut - best + beam_delta
+    else:
+        if n > min_active:
+            min_cut = best if min_active == 0 else np.partition(tok_cost[lo:hi].copy(), min_active)[min_active]
+        if min_cut > weight_cutoff:
+            weight_cutoff, adaptive_beam = min_cut, min_cut - best + beam_delta
+    return best_tok, best, weight_cutoff, adaptive_beam
+
+
+@numba.njit(cache=True)
+def _process_emitting(e_off, e_il, e_ol, e_w, e_next, scores, t, tok_state, tok_cost, where, links, lo, hi, best_tok,
+                      best, weight_cutoff, adaptive_beam, ntok, nlink):
+    """FasterDecoder's ProcessEmitting of frame `t`'s tokens lo..hi below `weight_cutoff`: the
+    best token first bounds the next frame's cutoff. Returns (ntok, nlink, the next cutoff);
+    ntok = -1 when there is no room for the tokens or links."""
+    src, dst, olabel, graph, acoustic = links
+    cutoff = np.inf
+    s = tok_state[best_tok]
+    for a in range(e_off[s], e_off[s + 1]):
+        nc = best + e_w[a] - scores[t, e_il[a] - 1]
+        if nc + adaptive_beam < cutoff:
+            cutoff = nc + adaptive_beam
+    for tok in range(lo, hi):
+        c = tok_cost[tok]
+        if c >= weight_cutoff:
+            continue
+        s = tok_state[tok]
+        for a in range(e_off[s], e_off[s + 1]):
+            ac = -scores[t, e_il[a] - 1]
+            nc = c + e_w[a] + ac
+            if nc < cutoff:
+                if nc + adaptive_beam < cutoff:
+                    cutoff = nc + adaptive_beam
+                if ntok == tok_state.shape[0] or nlink == src.shape[0]:
+                    return -1, nlink, cutoff
+                # written out as in the epsilon pass: a per-arc helper taking the arrays, even with numba's
+                # inline="always", made the search about 2x slower (30 tri dev utterances: 8.7 s, 4.5 s)
+                d = where[e_next[a]]
+                if d < 0:
+                    d, ntok = ntok, ntok + 1
+                    tok_state[d], tok_cost[d], where[e_next[a]] = e_next[a], nc, d
+                elif nc < tok_cost[d]:
+                    tok_cost[d] = nc
+                src[nlink], dst[nlink], olabel[nlink], graph[nlink], acoustic[nlink] = tok, d, e_ol[a], e_w[a], ac
+                nlink += 1
+    return ntok, nlink, cutoff
 
 
 @numba.njit(cache=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numba
@@ -176,56 +177,64 @@ def merge_leaves(occ: np.ndarray, s1: np.ndarray, s2: np.ndarray, thresh: float,
     return groups
 
 
-def build_tree(contexts: np.ndarray, states: np.ndarray, stats: GaussStats, questions: list[frozenset[int]],
-               num_leaves: int, min_occ: float, var_floor: np.ndarray, phone_states: dict[int, int],
-               central_position: int = 1, not_split: frozenset[int] = frozenset(),
-               cluster: bool = False) -> tuple[ContextTree, GaussStats]:
-    """Grow the tree by best likelihood gain until `num_leaves` leaves (or no split keeps
-    `min_occ` frames on both sides); roots of `not_split` phones are never split; with
-    `cluster`, each root's leaves are then merged (`merge_leaves`) below the smallest split's
-    gain. Rows of `contexts` [K, W] / `states` [K] are the seen (context, state) keys with
-    their statistics. Returns the tree and per-senone stats."""
-    width = contexts.shape[1]
-    num_phones = max(max(phone_states), int(contexts.max())) + 1
+def _question_members(questions: list[frozenset[int]], num_phones: int) -> np.ndarray:
+    """[Q, num_phones] 0/1 matrix: row q marks the phones of question q."""
     member = np.zeros((len(questions), num_phones))
     for i, q in enumerate(questions):
         member[i, sorted(q)] = 1.0
-    positions = [p for p in range(width) if p != central_position]
+    return member
 
-    def best_split(idx):
-        """(gain, position, question, yes mask) of the best split of the keys idx."""
-        parent = gauss_loglik(stats.occ[idx].sum(), stats.s1[idx].sum(0), stats.s2[idx].sum(0), var_floor)
-        best = (0.0, None, None, None)
-        for pos in positions:
-            m = member[:, contexts[idx, pos]]  # [Q, k]
-            yo = _question_sums(m, stats.occ[idx, None])[:, 0]
-            y1, y2 = _question_sums(m, stats.s1[idx]), _question_sums(m, stats.s2[idx])
-            no, n1, n2 = stats.occ[idx].sum() - yo, stats.s1[idx].sum(0) - y1, stats.s2[idx].sum(0) - y2
-            gain = gauss_loglik(yo, y1, y2, var_floor) + gauss_loglik(no, n1, n2, var_floor) - parent
-            gain[(yo < min_occ) | (no < min_occ)] = -np.inf
-            q = int(np.argmax(gain))
-            if gain[q] > best[0]:
-                best = (float(gain[q]), pos, q, m[q] > 0)
-        return best
 
-    # every (phone, state) of the topology gets a root, seen or not
+def _best_split(idx: np.ndarray, contexts: np.ndarray, stats: GaussStats, member: np.ndarray, positions: list[int],
+                min_occ: float, var_floor: np.ndarray) -> tuple:
+    """(gain, position, question, yes mask) of the best split of the keys `idx`: the question
+    about a context phone at one of `positions` that gains the most likelihood while keeping
+    `min_occ` frames on both sides; (0.0, None, None, None) when none gains."""
+    parent = gauss_loglik(stats.occ[idx].sum(), stats.s1[idx].sum(0), stats.s2[idx].sum(0), var_floor)
+    best = (0.0, None, None, None)
+    for pos in positions:
+        m = member[:, contexts[idx, pos]]  # [Q, k]
+        yo = _question_sums(m, stats.occ[idx, None])[:, 0]
+        y1, y2 = _question_sums(m, stats.s1[idx]), _question_sums(m, stats.s2[idx])
+        no, n1, n2 = stats.occ[idx].sum() - yo, stats.s1[idx].sum(0) - y1, stats.s2[idx].sum(0) - y2
+        gain = gauss_loglik(yo, y1, y2, var_floor) + gauss_loglik(no, n1, n2, var_floor) - parent
+        gain[(yo < min_occ) | (no < min_occ)] = -np.inf
+        q = int(np.argmax(gain))
+        if gain[q] > best[0]:
+            best = (float(gain[q]), pos, q, m[q] > 0)
+    return best
+
+
+def _tree_roots(contexts: np.ndarray, states: np.ndarray, phone_states: dict[int, int],
+                central_position: int) -> tuple[list, dict, dict]:
+    """(nodes, roots, members): a leaf node for every (phone, state) of the topology, seen or
+    not, and the keys (rows of `contexts`) each root holds."""
     nodes, roots, members = [], {}, {}
-    heap = []
     for phone in sorted(phone_states):
         for state in range(phone_states[phone]):
             idx = np.flatnonzero((contexts[:, central_position] == phone) & (states == state))
             roots[(phone, state)] = len(nodes)
             members[len(nodes)] = idx
             nodes.append(["leaf"])
-    num = len(nodes)
-    if num_leaves < num:
-        raise AsrkdError(f"num_leaves {num_leaves} is below the number of (phone, state) roots {num}")
+    return nodes, roots, members
+
+
+def _root_splits(roots: dict, members: dict, best_split, not_split: frozenset[int]) -> list:
+    """Heap of the best split of every root with more than one key, but those of `not_split` phones."""
+    heap = []
     for (phone, _), node in roots.items():
         idx = members[node]
         if len(idx) > 1 and phone not in not_split:
             gain, pos, q, yes = best_split(idx)
             if pos is not None:
                 heapq.heappush(heap, (-gain, node, pos, q, yes))
+    return heap
+
+
+def _grow_tree(nodes: list, members: dict, heap: list, best_split, num_leaves: int) -> list[float]:
+    """Split leaves greedily by the largest gain on `heap` until the tree has `num_leaves`
+    leaves or no split is left; `nodes` and `members` get the children. Returns the gains."""
+    num = len(nodes)
     gains = []
     while heap and num < num_leaves:
         gain, node, pos, q, yes = heapq.heappop(heap)
@@ -242,16 +251,28 @@ def build_tree(contexts: np.ndarray, states: np.ndarray, stats: GaussStats, ques
                     heapq.heappush(heap, (-g, children[-1], p2, q2, y2))
         nodes[node] = ["split", pos, q, *children]
         num += 1
-    # number the leaves (or with `cluster` the groups of merged leaves) as senones, root by root
+    return gains
+
+
+def _root_leaves(nodes: list, root: int) -> list[int]:
+    """The leaves under `root`, yes branch first."""
+    leaves, stack = [], [root]
+    while stack:
+        n = stack.pop()
+        if nodes[n][0] == "split":
+            stack += [nodes[n][4], nodes[n][3]]
+        else:
+            leaves.append(n)
+    return leaves
+
+
+def _number_senones(nodes: list, roots: dict, members: dict, stats: GaussStats, cluster: bool, gains: list[float],
+                    var_floor: np.ndarray) -> list[tuple]:
+    """Number the leaves (with `cluster` the groups of merged leaves, `merge_leaves` below the
+    smallest of `gains`) as senones, root by root, in `nodes`; returns each senone's stats."""
     leaf_stats, senone = [], 0
     for root in roots.values():
-        leaves, stack = [], [root]
-        while stack:
-            n = stack.pop()
-            if nodes[n][0] == "split":
-                stack += [nodes[n][4], nodes[n][3]]
-            else:
-                leaves.append(n)
+        leaves = _root_leaves(nodes, root)
         sums = [(stats.occ[members[n]].sum(), stats.s1[members[n]].sum(0), stats.s2[members[n]].sum(0)) for n in leaves]
         groups = [[i] for i in range(len(leaves))]
         if cluster and len(leaves) > 1:
@@ -261,6 +282,30 @@ def build_tree(contexts: np.ndarray, states: np.ndarray, stats: GaussStats, ques
                 nodes[leaves[i]] = ["leaf", senone]
             leaf_stats.append(tuple(sum(sums[i][x] for i in g) for x in range(3)))
             senone += 1
+    return leaf_stats
+
+
+def build_tree(contexts: np.ndarray, states: np.ndarray, stats: GaussStats, questions: list[frozenset[int]],
+               num_leaves: int, min_occ: float, var_floor: np.ndarray, phone_states: dict[int, int],
+               central_position: int = 1, not_split: frozenset[int] = frozenset(),
+               cluster: bool = False) -> tuple[ContextTree, GaussStats]:
+    """Grow the tree by best likelihood gain until `num_leaves` leaves (or no split keeps
+    `min_occ` frames on both sides); roots of `not_split` phones are never split; with
+    `cluster`, each root's leaves are then merged (`merge_leaves`) below the smallest split's
+    gain. Rows of `contexts` [K, W] / `states` [K] are the seen (context, state) keys with
+    their statistics. Returns the tree and per-senone stats."""
+    width = contexts.shape[1]
+    num_phones = max(max(phone_states), int(contexts.max())) + 1
+    member = _question_members(questions, num_phones)
+    positions = [p for p in range(width) if p != central_position]
+    best_split = partial(_best_split, contexts=contexts, stats=stats, member=member, positions=positions,
+                         min_occ=min_occ, var_floor=var_floor)
+    nodes, roots, members = _tree_roots(contexts, states, phone_states, central_position)
+    if num_leaves < len(nodes):
+        raise AsrkdError(f"num_leaves {num_leaves} is below the number of (phone, state) roots {len(nodes)}")
+    heap = _root_splits(roots, members, best_split, not_split)
+    gains = _grow_tree(nodes, members, heap, best_split, num_leaves)
+    leaf_stats = _number_senones(nodes, roots, members, stats, cluster, gains, var_floor)
     tree = ContextTree(width, central_position, questions, roots, [tuple(n) for n in nodes])
     occ, s1, s2 = (np.stack(x) for x in zip(*leaf_stats))
     return tree, GaussStats(occ, s1, s2)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from asrkd.jobs import add_job_options, job_config
+from asrkd.significance import ADULT_AGE
 from asrkd.utils import AsrkdError, setup_logging
 
 log = logging.getLogger("asrkd")
@@ -33,7 +34,7 @@ def _jobs(a, kind: str = "default"):
 
 def _args_validate_data_dir(s) -> None:
     s.add_argument("data_dir", help="data dir (Kaldi layout: wav.scp, text, utt2spk, spk2utt; optional feats.scp, "
-                   "cmvn.scp, utt2num_frames, utt2dur, spk2gender)")
+                   "cmvn.scp, utt2num_frames, utt2dur, spk2gender, spk2age)")
     s.add_argument("--no-audio", action="store_true", help="skip reading every audio file")
     s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
 
@@ -524,11 +525,47 @@ def cmd_nnet_forward(a):
     log.info("%s: log posteriors of %d utterances", a.out_dir, n)
 
 
+def _years(s: str) -> int:
+    if not s.isdigit() or int(s) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of years, got {s!r}")
+    return int(s)
+
+
+def _add_adult_age(s) -> None:
+    s.add_argument("--adult-age", type=_years, default=ADULT_AGE,
+                   help="speakers of this age and over count as adults in the age groups (default %(default)s)")
+
+
+def _args_wer_bootci(s) -> None:
+    _add_adult_age(s)
+    s.add_argument("--json", help="also write the results to this JSON file")
+    s.add_argument("data_dir", help="the data dir decoded: utt2spk (speakers to resample), spk2age where present")
+    s.add_argument("decode_dirs", nargs="+", metavar="decode_dir",
+                   help="one or two decode dirs of data_dir (their wer_details/per_utt); with two, the "
+                        "probability that the second improves on the first")
+
+
+@command("wer-bootci", args=_args_wer_bootci,
+         help="bootstrap confidence intervals of WER, and the probability of improvement (compute-wer-bootci)")
+def cmd_wer_bootci(a):
+    from asrkd.significance import format_bootci, wer_bootci
+
+    if len(a.decode_dirs) > 2:
+        raise AsrkdError(f"wer-bootci: one or two decode dirs, got {len(a.decode_dirs)}")
+    res = wer_bootci(a.data_dir, a.decode_dirs, a.adult_age)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+    print("\n".join(format_bootci(res)))
+
+
 def _args_compare(s) -> None:
     s.add_argument("--gmm", required=True, help="GMM system dir (exp/tri)")
     s.add_argument("--nnet", required=True, help="neural dir with member_<k>, ensemble, distilled (exp/nnet)")
     s.add_argument("--sets", default="dev,test", help="tuning set and test set names (decode_<set> dirs)")
     s.add_argument("--stage-times", help="run.sh's exp/log/stage_times.tsv, for the time-per-stage table")
+    s.add_argument("--data", help="dir holding the sets' data dirs (data): their utt2spk makes the bootstrap "
+                   "resample speakers (else utterances), their spk2age gives per-age-group results")
+    _add_adult_age(s)
     s.add_argument("out_dir", help="output dir: results.json, results.md and the plots (PNG)")
 
 
@@ -537,7 +574,8 @@ def _args_compare(s) -> None:
 def cmd_compare(a):
     from asrkd.report import compare
 
-    compare(a.gmm, a.nnet, a.out_dir, sets=tuple(a.sets.split(",")), stage_times=a.stage_times)
+    compare(a.gmm, a.nnet, a.out_dir, sets=tuple(a.sets.split(",")), stage_times=a.stage_times, data_root=a.data,
+            adult_age=a.adult_age)
     print(Path(a.out_dir, "results.md").read_text())
 
 

@@ -2,7 +2,7 @@
 
 A data dir holds text tables keyed by utterance (`wav.scp`, `text`, `utt2spk`,
 `feats.scp`, `utt2num_frames`, `utt2dur`) or by speaker (`spk2utt`,
-`spk2gender`, `cmvn.scp`), each sorted in C (byte) order, one `key value` per line.
+`spk2gender`, `spk2age` (whole years; for per-age-group results), `cmvn.scp`), each sorted in C (byte) order, one `key value` per line.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from asrkd.utils import AsrkdError, atomic_file
 log = logging.getLogger(__name__)
 
 UTT_TABLES = ("wav.scp", "text", "utt2spk", "feats.scp", "utt2num_frames", "utt2dur")
-SPK_TABLES = ("spk2gender", "cmvn.scp")
+SPK_INFO = ("spk2gender", "spk2age")  # what a corpus says of its speakers
+SPK_TABLES = (*SPK_INFO, "cmvn.scp")
 REQUIRED = ("wav.scp", "text", "utt2spk", "spk2utt")
 
 
@@ -73,17 +74,20 @@ def write_data_dir(
     text: dict[str, str],
     utt2spk: dict[str, str],
     spk2gender: dict[str, str] | None = None,
+    spk2age: dict[str, str] | None = None,
 ) -> None:
-    """Write the core tables of a data dir, sorted, with spk2utt derived from utt2spk."""
+    """Write the core tables of a data dir, sorted, with spk2utt derived from utt2spk, and
+    the speaker tables given (restricted to the data's speakers)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / "wav.scp", wav_scp)
     write_table(out / "text", text)
     write_table(out / "utt2spk", utt2spk)
     write_table(out / "spk2utt", utt2spk_to_spk2utt(utt2spk))
-    if spk2gender:
-        spks = set(utt2spk.values())
-        write_table(out / "spk2gender", {s: g for s, g in spk2gender.items() if s in spks})
+    spks = set(utt2spk.values())
+    for name, table in (("spk2gender", spk2gender), ("spk2age", spk2age)):
+        if table:
+            write_table(out / name, {s: v for s, v in table.items() if s in spks})
 
 
 def _check_sorted(path: Path, errors: list[str]) -> None:
@@ -288,7 +292,7 @@ def combine_data_dirs(dest: str | Path, srcs: list[str | Path], force: bool = Fa
     for src in srcs:
         if not (src / "utt2spk").is_file():
             raise AsrkdError(f"{src}: not a data dir (no utt2spk)")
-        for name in (*UTT_TABLES, "spk2gender"):
+        for name in (*UTT_TABLES, *SPK_INFO):
             if not (src / name).is_file():
                 if name in merged and name in REQUIRED:
                     raise AsrkdError(f"{src / name}: missing, but present in other dirs")

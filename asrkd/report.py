@@ -21,10 +21,12 @@ from pathlib import Path
 
 from asrkd.checkpoint import read_environment
 from asrkd.config import load_config
+from asrkd.data import read_table
 from asrkd.environment import environment
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.expdir import NnetExpDir, decode_dir, frame_accuracy_file
 from asrkd.report_md import STUDENT_MIXUP, SUBSET_MIXUP, cell, md_table, plot, write_markdown
+from asrkd.significance import ADULT_AGE, age_groups, per_utt_frames, read_per_utt_errors, significance
 from asrkd.utils import AsrkdError, atomic_file, read_json, write_list
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,13 @@ def _scores(d: Path, sets, fa: dict | None = None) -> dict:
                 f"{s}_lmwt": (info["best_lmwt"], info["best_wip"]) if info else None,
                 f"{s}_tuned_on": info.get("tuned_on")}
     return row
+
+
+def _counts(d: Path, sets, fa: dict | None = None) -> dict:
+    """A system's per-utterance counts per set, for the bootstrap: {set: {"wer": {utt: (errors,
+    words)}, "frame_acc": {utt: (correct, frames)}}}, None where not recorded."""
+    return {s: {"wer": read_per_utt_errors(decode_dir(d, s)),
+                "frame_acc": per_utt_frames(fa[s] if fa else read_json(frame_accuracy_file(d, s)))} for s in sets}
 
 
 def _nnet_info(model_dir: Path) -> dict:
@@ -125,31 +134,37 @@ def _ensemble_frame_accuracy(exp: NnetExpDir, members: list[Path], sets) -> dict
     return ens_fa
 
 
-def _systems(gmm_dir: Path, exp: NnetExpDir, members: list[Path], ens_fa: dict, sets) -> tuple[dict, list]:
-    """Table 1's rows (GMM, baseline, mean of members, ensemble, the students that exist) and
-    what is missing."""
+def _systems(gmm_dir: Path, exp: NnetExpDir, members: list[Path], ens_fa: dict, sets) -> tuple[dict, list, dict]:
+    """Table 1's rows (GMM, baseline, mean of members, ensemble, the students that exist),
+    what is missing, and the per-utterance counts of each row that is one system."""
     rows = {"tri GMM": {**_gmm_info(gmm_dir), **_scores(gmm_dir, sets)}}
+    counts = {"tri GMM": _counts(gmm_dir, sets)}
     infos = [_nnet_info(m) for m in members]
-    rows["baseline (member 0)"] = {**infos[0], **_scores(members[0], sets, {s: ens_fa[s]["members"][0] for s in sets})}
+    base_fa = {s: ens_fa[s]["members"][0] for s in sets}
+    rows["baseline (member 0)"] = {**infos[0], **_scores(members[0], sets, base_fa)}
+    counts["baseline (member 0)"] = _counts(members[0], sets, base_fa)
     rows["mean of members"] = {**infos[0], "train_seconds": sum(i["train_seconds"] for i in infos) / len(members),
                                **{f"{s}_frame_acc": 100 * ens_fa[s]["member_mean"] for s in sets},
                                **{f"{s}_frame_acc_range": [100 * ens_fa[s]["member_min"], 100 * ens_fa[s]["member_max"]]
                                   for s in sets}}
-    rows[f"ensemble of {len(members)}"] = {
+    ensemble = f"ensemble of {len(members)}"
+    rows[ensemble] = {
         "params": sum(i["params"] for i in infos), "arch": f"{len(members)} x {infos[0]['arch']}",
         "mflops_per_frame": sum(i["mflops_per_frame"] for i in infos),
         "train_seconds": sum(i["train_seconds"] for i in infos), **_scores(exp.ensemble, sets, ens_fa)}
+    counts[ensemble] = _counts(exp.ensemble, sets, ens_fa)
     chosen, missing = exp.chosen_student(), []
     if chosen is not None and not (chosen / "final.pt").is_file():
         raise AsrkdError(f"{exp.distilled} -> {chosen.name}: no final.pt there; "
                          "rerun select-model or train that student")
+    students = [(f"distilled (T={exp.temperature(chosen):g})", chosen)] if chosen else []
     if chosen is None:
         missing.append(f"distilled student ({exp.distilled} missing: run select-model over the students)")
-    else:
-        rows[f"distilled (T={exp.temperature(chosen):g})"] = {**_nnet_info(chosen), **_scores(chosen, sets)}
     if ((mixed := exp.student_mixup) / "final.pt").is_file():
-        rows[f"{STUDENT_MIXUP} (T={exp.temperature(mixed):g})"] = {**_nnet_info(mixed), **_scores(mixed, sets)}
-    return rows, missing
+        students.append((f"{STUDENT_MIXUP} (T={exp.temperature(mixed):g})", mixed))
+    for name, d in students:
+        rows[name], counts[name] = {**_nnet_info(d), **_scores(d, sets)}, _counts(d, sets)
+    return rows, missing, counts
 
 
 def _student_keeps(rows: dict, ensemble: str, sets) -> dict:
@@ -164,21 +179,24 @@ def _student_keeps(rows: dict, ensemble: str, sets) -> dict:
     return kept
 
 
-def _section6(exp: NnetExpDir, baseline: Path, base: dict, sets) -> tuple[dict, dict]:
-    """Paper section 6's models (with the full baseline) and the share of the test gap each
-    soft-target model recovers; empty where no subset model was trained."""
-    section6 = {}
+def _section6(exp: NnetExpDir, baseline: Path, base: dict, sets) -> tuple[dict, dict, dict]:
+    """Paper section 6's models (with the full baseline), the share of the test gap each
+    soft-target model recovers, and the subset models' per-utterance counts; empty where no
+    subset model was trained."""
+    section6, counts = {}, {}
     for name, d in (("100% of train, hard targets (member 0)", baseline),
                     ("subset, hard targets", exp.section6("hard")), ("subset, soft targets", exp.section6("soft")),
                     (SUBSET_MIXUP, exp.section6("mixup"))):
         if (d / "final.pt").is_file():
             tr = read_json(frame_accuracy_file(d, "train"))
             row = base if d == baseline else {**_nnet_info(d), **_scores(d, sets)}
+            if d != baseline:
+                counts[name] = _counts(d, sets)
             section6[name] = {**row, "train_frames": tr and tr["frames"],
                               "train_frame_acc": tr and 100 * tr["frame_accuracy"],
                               "history": read_json(d / "log" / "train.json") or []}
     if len(section6) == 1:  # the baseline alone
-        return {}, {}
+        return {}, {}, {}
     test = sets[1]
     hard, full = (section6.get(k, {}).get(f"{test}_frame_acc") for k in
                   ("subset, hard targets", "100% of train, hard targets (member 0)"))
@@ -186,7 +204,7 @@ def _section6(exp: NnetExpDir, baseline: Path, base: dict, sets) -> tuple[dict, 
     for k in ("subset, soft targets", SUBSET_MIXUP):
         if None not in (hard, full, acc := section6.get(k, {}).get(f"{test}_frame_acc")) and full != hard:
             recovered[k] = (acc - hard) / (full - hard)
-    return section6, recovered
+    return section6, recovered, counts
 
 
 def _variants(exp: NnetExpDir, ens_fa: dict, sweep: dict, sets) -> dict:
@@ -214,28 +232,60 @@ def _seeds(ens_fa: dict, sets) -> dict:
     return seeds
 
 
+def _pairs(names) -> list[tuple[str, str, str]]:
+    """The comparisons the story rests on, (label, a, b) for b against a, among these systems."""
+    def named(prefix):
+        return next((n for n in names if n.startswith(prefix)), None)
+
+    gmm, base, ens, dist, mix = "tri GMM", "baseline (member 0)", named("ensemble of "), named("distilled (T="), \
+        named(f"{STUDENT_MIXUP} (T=")
+    hard, soft, smix = "subset, hard targets", "subset, soft targets", SUBSET_MIXUP
+    pairs = [("baseline vs GMM", gmm, base), ("ensemble vs baseline", base, ens),
+             ("distilled vs baseline", base, dist), ("distilled vs ensemble", ens, dist),
+             ("mixup student vs distilled", dist, mix), ("mixup student vs ensemble", ens, mix),
+             ("subset soft vs subset hard", hard, soft), ("subset mixup vs subset soft", soft, smix)]
+    return [p for p in pairs if p[1] in names and p[2] in names]
+
+
+def _speakers(data_root: Path | None, sets, adult_age: int) -> tuple[dict, dict]:
+    """Per set, utt2spk and the utterances' age groups from `<data_root>/<set>/{utt2spk,spk2age}`
+    (None where the data dir or its spk2age is missing)."""
+    utt2spk, groups = {}, {}
+    for s in sets:
+        d = data_root / s if data_root else None
+        utt2spk[s] = read_table(d / "utt2spk") if d and (d / "utt2spk").is_file() else None
+        groups[s] = age_groups(read_table(d / "spk2age"), utt2spk[s], adult_age) \
+            if utt2spk[s] and (d / "spk2age").is_file() else None
+    return utt2spk, groups
+
+
 def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("dev", "test"),
-           stage_times: str | Path | None = None) -> dict:
-    """Every system's numbers, the share of the ensemble's gain the student keeps, and each
-    experiment that was run (temperature sweep, section 6, ensemble variants, seeds)."""
+           stage_times: str | Path | None = None, data_root: str | Path | None = None,
+           adult_age: int = ADULT_AGE) -> dict:
+    """Every system's numbers, the share of the ensemble's gain the student keeps, each
+    experiment that was run (temperature sweep, section 6, ensemble variants, seeds), and the
+    bootstrap intervals, paired comparisons and age groups (speakers from data_root/<set>)."""
     gmm_dir, nnet_dir, exp = Path(gmm_dir), Path(nnet_dir), NnetExpDir(nnet_dir)
     members = exp.members()
     if not members:
         raise AsrkdError(f"{nnet_dir}: no finished member_<k> dirs (run train-ensemble first)")
     ens_fa = _ensemble_frame_accuracy(exp, members, sets)
-    rows, missing = _systems(gmm_dir, exp, members, ens_fa, sets)
+    rows, missing, counts = _systems(gmm_dir, exp, members, ens_fa, sets)
     base, chosen = rows["baseline (member 0)"], exp.chosen_student()
     sweep = {f"T={exp.temperature(d):g}": {**_nnet_info(d), **_scores(d, sets), "chosen": d.resolve() == chosen}
              for d in exp.students()}
     if sweep:
         sweep = {"hard targets only (member 0)": {**base, "chosen": False}, **sweep}
-    section6, recovered = _section6(exp, members[0], base, sets)
+    section6, recovered, counts6 = _section6(exp, members[0], base, sets)
     kept = _student_keeps(rows, f"ensemble of {len(members)}", sets)
+    utt2spk, groups = _speakers(Path(data_root) if data_root else None, sets, adult_age)
+    counts |= counts6
     return {"sets": list(sets), "systems": rows, "student_keeps": kept, "paper_table1": PAPER,
             "members": [str(m) for m in members], "temperature_sweep": sweep,
             "chosen_student": chosen.name if chosen else None,
             "section6": section6, "section6_recovered": recovered, "paper_section6": PAPER_SECTION6,
             "ensemble_variants": _variants(exp, ens_fa, sweep, sets), "seeds": _seeds(ens_fa, sets),
+            "significance": significance(counts, _pairs(counts), sets, utt2spk, groups),
             "stage_seconds": _stage_times(stage_times),
             "soft_targets": {p.name: read_json(p / "info.json") for p in exp.soft_target_dirs()},
             "per_member_soft_targets": len(exp.soft_target_dirs(members=True)), "missing": missing,
@@ -244,10 +294,11 @@ def gather(gmm_dir: str | Path, nnet_dir: str | Path, sets: tuple[str, str] = ("
 
 
 def compare(gmm_dir: str | Path, nnet_dir: str | Path, out_dir: str | Path,
-            sets: tuple[str, str] = ("dev", "test"), stage_times: str | Path | None = None) -> dict:
+            sets: tuple[str, str] = ("dev", "test"), stage_times: str | Path | None = None,
+            data_root: str | Path | None = None, adult_age: int = ADULT_AGE) -> dict:
     """Write out_dir/results.{json,md} and the plots; returns the results."""
     out_dir = Path(out_dir)
-    res = gather(gmm_dir, nnet_dir, sets, stage_times)
+    res = gather(gmm_dir, nnet_dir, sets, stage_times, data_root, adult_age)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_file(out_dir / "results.json") as f:
         json.dump(res, f, indent=2)

@@ -168,10 +168,49 @@ def _seeds_and_more(res: dict) -> list[str]:
     return lines
 
 
+def _ci(r: dict | None) -> str:
+    """`value [lo, hi]` of an interval record, a dash where there is none."""
+    return "–" if not r else f"{r['value']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]"
+
+
+def _significance(res: dict) -> list[str]:
+    """Bootstrap intervals and age groups per system, and the paired comparisons, on the test set."""
+    sig, test = res.get("significance"), res["sets"][1]
+    if not sig or not sig["intervals"]:
+        return []
+    metrics = (("wer", "WER"), ("frame_acc", "frame acc."))
+    groups = sorted({g for r in sig["groups"].values() for m in r.get(test, {}).values() for g in m})
+    rows = []
+    for name, per_set in sig["intervals"].items():
+        r, g = per_set.get(test, {}), sig["groups"].get(name, {}).get(test, {})
+        rows.append([name, *(_ci((r.get(m) or {}).get("speaker") or (r.get(m) or {}).get("utterance")) for m, _ in metrics),
+                     *(cell(g.get(m, {}).get(grp)) for m, _ in metrics for grp in groups)])
+    unit = next((iv.get("speaker") or iv["utterance"] for r in sig["intervals"].values() for iv in
+                 r.get(test, {}).values()), None)
+    lines = ["", "## Significance", "",
+             f"{sig['level']:g}% percentile bootstrap intervals over the {test} set's {unit['blocks']} "
+             f"{unit['unit']}s ({sig['resamples']} resamples), and the value per age group. The frame accuracy of "
+             "the GMM is against its own alignment.", ""] if unit else []
+    lines += md_table(["system", *(f"{test} {k} [{sig['level']:g}% CI]" for _, k in metrics),
+                       *(f"{k}, {grp}" for _, k in metrics for grp in groups)], rows)
+    paired = [p for p in sig["paired"] if p["set"] == test]
+    if paired:
+        lines += ["", f"Paired bootstrap (Bisani and Ney 2004) on the same resamples: the difference b − a, its "
+                  "interval, and the share of resamples in which b is better. **Not significant** unless b is better, "
+                  f"or worse, in at least {sig['level']:g}% of them.", ""]
+        lines += md_table(["comparison", "metric", "a", "b", f"b − a [{sig['level']:g}% CI]", "P(b better)",
+                           "P(b better), over utterances", ""],
+                          [[p["comparison"], dict(metrics)[p["metric"]], f"{p['value_a']:.2f}", f"{p['value_b']:.2f}",
+                            f"{p['delta']:+.2f} [{p['ci'][0]:+.2f}, {p['ci'][1]:+.2f}]", f"{p['p_improvement']:.3f}",
+                            f"{p['p_improvement_utterance']:.3f}",
+                            "significant" if p["significant"] else "**not significant**"] for p in paired])
+    return lines
+
+
 def write_markdown(res: dict, path: Path) -> None:
     """`exp/compare/results.md` from `gather`'s results."""
-    lines = [*_main_table(res), *_paper_and_sweep(res), *_section6(res), *_ensemble_variants(res),
-             *_seeds_and_more(res)]
+    lines = [*_main_table(res), *_significance(res), *_paper_and_sweep(res), *_section6(res),
+             *_ensemble_variants(res), *_seeds_and_more(res)]
     plots = ["`dev_frame_accuracy.png` (per epoch)", "`wer.png` (test WER)",
              *(["`section6.png`"] * bool(res["section6"])), "`ensemble_size.png`"]
     lines += ["", f"Plots: {', '.join(plots)}."]

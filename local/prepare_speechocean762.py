@@ -18,7 +18,7 @@ def prepare_split(corpus: Path, split: str, out: Path) -> None:
     wav = read_table(src / "wav.scp")
     text = read_table(src / "text", allow_empty_value=True)
     utt2spk = read_table(src / "utt2spk")
-    spk2gender = read_table(src / "spk2gender") if (src / "spk2gender").is_file() else None
+    spk2gender, spk2age = (read_table(src / n) if (src / n).is_file() else None for n in ("spk2gender", "spk2age"))
     wav_scp, texts, spks, skipped = {}, {}, {}, []
     for utt, rel in wav.items():
         path = (corpus / rel).resolve()
@@ -29,7 +29,7 @@ def prepare_split(corpus: Path, split: str, out: Path) -> None:
             skipped.append(f"{utt} {reason}")
             continue
         wav_scp[utt], texts[utt], spks[utt] = str(path), words, utt2spk[utt]
-    write_data_dir(out, wav_scp, texts, spks, spk2gender)
+    write_data_dir(out, wav_scp, texts, spks, spk2gender, spk2age)
     write_list(out / "log" / "prepare_skipped.txt", skipped)
     if skipped:
         log.warning("%s: skipped %d utterances (listed in %s)", split, len(skipped), out / "log/prepare_skipped.txt")

@@ -59,3 +59,24 @@ def test_stage_times_keep_the_latest_run(tmp_path):
     tsv.write_text("3\t100\tx\n10\t50\tx\n3\t90\tx\nbad line\n")
     assert _stage_times(tsv) == {3: 90, 10: 50}
     assert _stage_times(tmp_path / "missing.tsv") == {} and _stage_times(None) == {}
+
+
+def test_markdown_significance(tmp_path):
+    iv = {"value": 64.0, "ci": [60.5, 67.25], "level": 95.0, "unit": "speaker", "blocks": 20, "utts": 400}
+    pair = {"comparison": "distilled vs baseline", "a": "baseline (member 0)", "b": "distilled (T=2)", "set": "test",
+            "metric": "wer", "value_a": 64.0, "value_b": 63.5, "delta": -0.5, "ci": [-1.25, 0.5],
+            "p_improvement": 0.81, "p_worse": 0.17, "significant": False, "unit": "speaker", "blocks": 20,
+            "utts": 400, "p_improvement_utterance": 0.9}
+    groups = {"test": {"wer": {"adults (18 and over)": 60.0, "children (under 18)": 70.0}}}
+    sig = {"resamples": 1000, "level": 95.0, "paired": [pair, {**pair, "set": "dev"}],
+           "intervals": {"baseline (member 0)": {"test": {"wer": {"speaker": iv, "utterance": iv}}}},
+           "groups": {"baseline (member 0)": groups}}
+    write_markdown(results(significance=sig), tmp_path / "r.md")
+    md = (tmp_path / "r.md").read_text()
+    assert "95% percentile bootstrap intervals over the test set's 20 speakers (1000 resamples)" in md
+    assert "| baseline (member 0) | 64.00 [60.50, 67.25] | – | 60.00 | 70.00 | – | – |" in md
+    assert "| distilled vs baseline | WER | 64.00 | 63.50 | -0.50 [-1.25, +0.50] | 0.810 | 0.900 | " \
+           "**not significant** |" in md
+    assert md.count("| distilled vs baseline |") == 1  # the test set's only
+    write_markdown(results(), tmp_path / "old.md")  # results without significance
+    assert "## Significance" not in (tmp_path / "old.md").read_text()

@@ -89,9 +89,10 @@ def score(data_dir: str | Path, hyp_text: str | Path, out_dir: str | Path) -> di
 
 def frame_accuracy(predictions: dict[str, np.ndarray], ali: AlignmentDir) -> dict:
     """Fraction of frames whose predicted senone (argmax) equals the forced alignment's, and
-    (with the alignment's tree) whose predicted senone belongs to the aligned phone."""
+    (with the alignment's tree) whose predicted senone belongs to the aligned phone; `per_utt`
+    holds each utterance's (correct, frames), for confidence intervals."""
     correct = phone_correct = frames = utts = 0
-    mismatched = []
+    mismatched, per_utt = [], {}
     phones = ali.pdf_phones
     for utt, pred in predictions.items():
         if utt not in ali.ali:
@@ -100,13 +101,15 @@ def frame_accuracy(predictions: dict[str, np.ndarray], ali: AlignmentDir) -> dic
         if len(ref) != len(pred):
             mismatched.append(utt)
             continue
-        correct, frames, utts = correct + int((ref == pred).sum()), frames + len(ref), utts + 1
+        per_utt[utt] = [int((ref == pred).sum()), len(ref)]
+        correct, frames, utts = correct + per_utt[utt][0], frames + len(ref), utts + 1
         if phones is not None:
             phone_correct += int((phones[ref] == phones[pred]).sum())
     if not frames:
         raise AsrkdError(f"{ali.path}: no utterance shared with the model's outputs")
     result = {"frame_accuracy": correct / frames, "frames": frames, "utts": utts,
-              "not_aligned": len(predictions) - utts - len(mismatched), "length_mismatch": mismatched}
+              "not_aligned": len(predictions) - utts - len(mismatched), "length_mismatch": mismatched,
+              "per_utt": per_utt}
     if phones is not None:
         result["phone_frame_accuracy"] = phone_correct / frames
     if mismatched:

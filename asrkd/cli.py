@@ -260,6 +260,38 @@ def cmd_train_tri(a):
               cluster_leaves=a.cluster_leaves, force=a.force)
 
 
+def _mllt_iters(s: str) -> list[int]:
+    try:
+        iters = sorted({int(x) for x in s.split(",") if x})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated iteration numbers, got {s!r}") from None
+    if not iters or iters[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected iteration numbers from 1, got {s!r}")
+    return iters
+
+
+def _args_train_lda_mllt(s) -> None:
+    _args_train_tri(s)
+    s.add_argument("--context", type=int, default=3, choices=range(0, 11), metavar="N",
+                   help="frames spliced each side of the centre before LDA (default %(default)s)")
+    s.add_argument("--lda-dim", type=int, default=40, help="dimensions kept by LDA (default %(default)s)")
+    s.add_argument("--mllt-iters", type=_mllt_iters, default=[2, 4, 6, 12],
+                   help="EM iterations at which the MLLT is re-estimated (default 2,4,6,12)")
+
+
+@command("train-lda-mllt", args=_args_train_lda_mllt,
+         help="tied-state triphone GMM-HMM on LDA+MLLT features (tri2) from an alignment")
+def cmd_train_lda_mllt(a):
+    from asrkd.hmm.train import train_lda_mllt
+
+    if any(i > a.num_iters for i in a.mllt_iters):
+        raise AsrkdError(f"--mllt-iters {a.mllt_iters}: beyond --num-iters {a.num_iters}")
+    train_lda_mllt(a.data_dir, a.lang_dir, a.ali_dir, a.exp_dir, num_leaves=a.num_leaves, tot_gauss=a.tot_gauss,
+                   num_iters=a.num_iters, min_leaf_occ=a.min_leaf_occ, split_silence=not a.no_split_silence,
+                   cluster_leaves=a.cluster_leaves, context=a.context, lda_dim=a.lda_dim,
+                   mllt_iters=tuple(a.mllt_iters), force=a.force)
+
+
 def _args_align(s) -> None:
     s.add_argument("--beam", type=float, default=10.0, help="alignment beam (acoustic scale 0.1)")
     s.add_argument("--retry-beam", type=float, default=40.0, help="beam of the second try for an utterance that "
@@ -269,7 +301,8 @@ def _args_align(s) -> None:
                    "options and inputs exists")
     for name, text in (("data_dir", "data dir with features"),
                        ("lang_dir", "lang dir (prepare-lang)"),
-                       ("model_dir", "GMM-HMM dir (final.pt + tree: train-mono, train-tri)"),
+                       ("model_dir", "GMM-HMM dir (final.pt + tree, final.mat where LDA+MLLT: train-mono, "
+                                     "train-tri, train-lda-mllt)"),
                        ("ali_dir", "output alignment dir: ali.{ark,scp}, phones.ctm, pdf_counts, priors, "
                                    "align_report.json, the model's final.pt and tree")):
         s.add_argument(name, help=text)

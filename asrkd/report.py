@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 from asrkd.checkpoint import read_environment
@@ -137,8 +138,8 @@ def _ensemble_frame_accuracy(exp: NnetExpDir, members: list[Path], sets) -> dict
 def _systems(gmm_dir: Path, exp: NnetExpDir, members: list[Path], ens_fa: dict, sets) -> tuple[dict, list, dict]:
     """Table 1's rows (GMM, baseline, mean of members, ensemble, the students that exist),
     what is missing, and the per-utterance counts of each row that is one system."""
-    rows = {"tri GMM": {**_gmm_info(gmm_dir), **_scores(gmm_dir, sets)}}
-    counts = {"tri GMM": _counts(gmm_dir, sets)}
+    gmm = f"{gmm_dir.name} GMM"  # the GMM whose alignments the networks learned
+    rows, counts = {gmm: {**_gmm_info(gmm_dir), **_scores(gmm_dir, sets)}}, {gmm: _counts(gmm_dir, sets)}
     infos = [_nnet_info(m) for m in members]
     base_fa = {s: ens_fa[s]["members"][0] for s in sets}
     rows["baseline (member 0)"] = {**infos[0], **_scores(members[0], sets, base_fa)}
@@ -149,7 +150,8 @@ def _systems(gmm_dir: Path, exp: NnetExpDir, members: list[Path], ens_fa: dict, 
                                   for s in sets}}
     ensemble = f"ensemble of {len(members)}"
     rows[ensemble] = {
-        "params": sum(i["params"] for i in infos), "arch": f"{len(members)} x {infos[0]['arch']}",
+        "params": sum(i["params"] for i in infos),
+        "arch": " + ".join(f"{n} x {a}" for a, n in Counter(i["arch"] for i in infos).items()),
         "mflops_per_frame": sum(i["mflops_per_frame"] for i in infos),
         "train_seconds": sum(i["train_seconds"] for i in infos), **_scores(exp.ensemble, sets, ens_fa)}
     counts[ensemble] = _counts(exp.ensemble, sets, ens_fa)
@@ -211,7 +213,9 @@ def _variants(exp: NnetExpDir, ens_fa: dict, sweep: dict, sets) -> dict:
     """The geometric mean, the ensemble-size curve and teacher switching."""
     variants = {s: {"arithmetic": 100 * ens_fa[s]["frame_accuracy"],
                     "geometric": 100 * ens_fa[s]["geometric"]["frame_accuracy"] if "geometric" in ens_fa[s] else None,
-                    "size_curve": {int(k): 100 * v for k, v in ens_fa[s].get("size_curve", {}).items()}} for s in sets}
+                    "size_curve": {int(k): 100 * v for k, v in ens_fa[s].get("size_curve", {}).items()},
+                    "by_arch": {a: {"members": r["members"], "frame_acc": 100 * r["frame_accuracy"]}
+                                for a, r in ens_fa[s].get("by_arch", {}).items()}} for s in sets}
     switched, own = exp.switched, exp.soft_target_dirs(members=True)
     if (switched / "final.pt").is_file():
         t = exp.soft_temperature(own[0]) if own else None
@@ -222,10 +226,12 @@ def _variants(exp: NnetExpDir, ens_fa: dict, sweep: dict, sets) -> dict:
 
 
 def _seeds(ens_fa: dict, sets) -> dict:
-    """The members' frame accuracies per set: their mean, std (ddof 1) and range."""
+    """The frame accuracies per set of the members of member 0's architecture (they differ only
+    in seed): their mean, std (ddof 1) and range."""
     seeds = {}
     for s in sets:
-        accs = [100 * m["frame_accuracy"] for m in ens_fa[s]["members"]]
+        arch = ens_fa[s]["members"][0].get("arch")
+        accs = [100 * m["frame_accuracy"] for m in ens_fa[s]["members"] if m.get("arch") == arch]
         mean = sum(accs) / len(accs)
         seeds[s] = {"frame_acc": accs, "mean": mean, "min": min(accs), "max": max(accs),
                     "std": (sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1)) ** 0.5}
@@ -237,7 +243,8 @@ def _pairs(names) -> list[tuple[str, str, str]]:
     def named(prefix):
         return next((n for n in names if n.startswith(prefix)), None)
 
-    gmm, base, ens, dist, mix = "tri GMM", "baseline (member 0)", named("ensemble of "), named("distilled (T="), \
+    gmm = next((n for n in names if n.endswith(" GMM")), None)
+    base, ens, dist, mix = "baseline (member 0)", named("ensemble of "), named("distilled (T="), \
         named(f"{STUDENT_MIXUP} (T=")
     hard, soft, smix = "subset, hard targets", "subset, soft targets", SUBSET_MIXUP
     pairs = [("baseline vs GMM", gmm, base), ("ensemble vs baseline", base, ens),

@@ -36,7 +36,7 @@ def _main_table(res: dict) -> list[str]:
     rows, (tune, test) = res["systems"], res["sets"]
     lines = ["# Baseline, ensemble and distilled acoustic models", "",
              "Frame accuracy is the argmax senone against the tri forced alignment (phone level: the senone's "
-             "phone); for the tri GMM that alignment is its own Viterbi path, which favours it. WER uses the LM "
+             "phone); for the GMM that alignment is its own Viterbi path, which favours it. WER uses the LM "
              f"weight and insertion penalty chosen on {tune}. MFLOP/frame counts the "
              "forward pass (a GMM: 4 x dim per Gaussian); training time is wall-clock on the machine that ran "
              "the recipe; the decode RTF is per core and includes the acoustic model.", ""]
@@ -128,6 +128,13 @@ def _ensemble_variants(res: dict) -> list[str]:
     lines += md_table(["set", "arithmetic", "geometric", *(f"{k} member{'s' if k > 1 else ''}" for k in sizes)],
                     [[s, cell(v[s]["arithmetic"]), cell(v[s]["geometric"]), *(cell(v[s]["size_curve"].get(k)) for k in sizes)]
                      for s in (tune, test)])
+    if v[test].get("by_arch"):
+        lines += ["", "Members of several architectures: the ensemble of each architecture's members alone "
+                  "(arithmetic mean):", ""]
+        archs = list(v[test]["by_arch"])
+        lines += md_table(["set", *(f"{a} ({v[test]['by_arch'][a]['members']})" for a in archs), "all"],
+                          [[s, *(cell(v[s]["by_arch"][a]["frame_acc"]) for a in archs), cell(v[s]["arithmetic"])]
+                           for s in (tune, test)])
     ts = v.get("teacher_switching")
     if ts:
         lines += ["", f"Teacher switching (Fukuda et al. 2017) at T={ts['temperature']:g}: each minibatch is distilled "
@@ -136,8 +143,8 @@ def _ensemble_variants(res: dict) -> list[str]:
                         [[k, cell(r.get(f"{tune}_frame_acc")), cell(r.get(f"{test}_frame_acc")), cell(r.get(f"{tune}_wer")),
                           cell(r.get(f"{test}_wer")), r.get("epochs")]
                          for k, r in (("switched teachers", ts["switched"]), ("averaged teachers", ts["averaged"])) if r])
-    lines += ["", "## Seeds", "", "The members differ only in their seed; their spread is the noise level of a "
-              "single comparison:", ""]
+    lines += ["", "## Seeds", "", "The members of member 0's architecture differ only in their seed; their "
+              "spread is the noise level of a single comparison:", ""]
     lines += md_table(["set", "members' frame acc.", "mean", "std", "range"],
                     [[s, ", ".join(f"{a:.2f}" for a in r["frame_acc"]), cell(r["mean"]), cell(r["std"]),
                       f"{r['min']:.2f}–{r['max']:.2f}"] for s, r in res["seeds"].items()])

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """SHA-1 fingerprints of a recipe's GMM stages, to compare two runs bit for bit (on other
-CPUs, thread counts or package builds): each GMM's parameters and tree, each HCLG, each
+CPUs, thread counts or package builds): each GMM's parameters, tree and (LDA+MLLT) feature
+transform, each HCLG, each
 alignment (utterance ids and senones, whatever the ark's name) and each decode's
 hypotheses. Run from a recipe dir after stage 9; prints JSON.
 
@@ -22,10 +23,14 @@ def sha1(*blobs: bytes) -> str:
 
 
 def model_sha1s(model_dir: Path) -> dict:
-    """SHA-1 of a GMM-HMM's parameters (not the environment in its final.pt) and of its tree."""
+    """SHA-1 of a GMM-HMM's parameters (not the environment in its final.pt), of its tree and,
+    for an LDA+MLLT system, of its feature transform."""
     state = torch.load(model_dir / "final.pt", weights_only=True)
-    return {"params": sha1(*(state[k].numpy().tobytes() for k in ("means", "vars", "logw"))),
-            "tree": sha1((model_dir / "tree").read_bytes())}
+    out = {"params": sha1(*(state[k].numpy().tobytes() for k in ("means", "vars", "logw"))),
+           "tree": sha1((model_dir / "tree").read_bytes())}
+    if (model_dir / "final.mat").is_file():
+        out["transform"] = sha1(kaldiio.load_mat(str(model_dir / "final.mat")).tobytes())
+    return out
 
 
 def alignment_sha1(ali_dir: Path) -> str:

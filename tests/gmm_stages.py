@@ -17,7 +17,7 @@ from gmm_fingerprints import alignment_sha1, model_sha1s, sha1  # noqa: E402
 from asrkd.decode.decoder import GmmScorer, decode
 from asrkd.decode.graph import make_graph
 from asrkd.hmm.align import align
-from asrkd.hmm.train import train_mono, train_tri
+from asrkd.hmm.train import train_lda_mllt, train_mono, train_tri
 
 
 def model_print(model_dir: Path) -> dict:
@@ -49,12 +49,16 @@ def main(yesno: Path, so762: Path, out: Path) -> dict:
     train_tri(data, lang, exp / "mono_ali", exp / "tri", num_leaves=150, tot_gauss=400, num_iters=8,
               min_leaf_occ=20, split_silence=False, cluster_leaves=True)
     align(data, lang, exp / "tri", exp / "tri_ali")
-    make_graph(so762 / "lang_test", exp / "tri", exp / "tri/graph")
-    decode(exp / "tri/graph", GmmScorer(exp / "tri", data), data, exp / "tri/decode", lm_weights=[10])
-    for m in ("mono", "tri"):
+    train_lda_mllt(data, lang, exp / "tri_ali", exp / "tri2", num_leaves=150, tot_gauss=400, num_iters=8,
+                   min_leaf_occ=20, split_silence=False, cluster_leaves=True, mllt_iters=(2, 4))
+    align(data, lang, exp / "tri2", exp / "tri2_ali")
+    for m in ("tri", "tri2"):
+        make_graph(so762 / "lang_test", exp / m, exp / m / "graph")
+        decode(exp / m / "graph", GmmScorer(exp / m, data), data, exp / m / "decode", lm_weights=[10])
+        fp[f"so762 {m} decode"] = decode_print(exp / m / "decode")
+    for m in ("mono", "tri", "tri2"):
         fp[f"so762 {m}"] = model_print(exp / m)
         fp[f"so762 {m}_ali"] = alignment_sha1(exp / f"{m}_ali")
-    fp["so762 decode"] = decode_print(exp / "tri/decode")
     return fp
 
 

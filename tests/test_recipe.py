@@ -72,12 +72,13 @@ def test_yesno_recipe_stages(tmp_path):
     assert "skipping" in proc.stdout + proc.stderr
     # stages 4-9: mono, tri, alignments, graphs, decoding with the weight chosen on train
     for f in ("exp/mono/final.pt", "exp/tri/tree", "exp/tri_ali/ali.scp", "exp/tri_ali/phones.ctm",
-              "exp/tri_ali/priors", "exp/tri/graph/HCLG.fst", "exp/tri/decode_test_yesno/text"):
+              "exp/tri_ali/priors", "exp/tri/graph/HCLG.fst", "exp/tri/decode_test_yesno/text", "exp/tri2/final.mat",
+              "exp/tri2_ali/final.mat", "exp/tri2_ali_test_yesno/ali.scp", "exp/tri2/decode_test_yesno/text"):
         assert (recipe / f).is_file(), f
     # Kaldi's yesno: 0% with the monophones; here at most 1 of the 240 words (every weight pair
     # ties on train, where the weights are chosen, and one of them costs a word on test); the
-    # 20-leaf tri: at most 6
-    for m, max_wer in (("mono", 0.42), ("tri", 2.5)):
+    # 20-leaf tri (and tri2, on LDA+MLLT features): at most 6
+    for m, max_wer in (("mono", 0.42), ("tri", 2.5), ("tri2", 2.5)):
         wer = (recipe / f"exp/{m}/decode_test_yesno/wer").read_text().split()
         assert wer[0] == "%WER" and float(wer[1]) <= max_wer, (m, wer)
     # stages 10-17: ensemble, soft targets, temperature sweep, section 6, teacher switching,
@@ -112,8 +113,20 @@ def test_yesno_recipe_stages(tmp_path):
     assert variants["teacher_switching"]["switched"]["test_yesno_frame_acc"] > 50
     assert res["per_member_soft_targets"] == 2 and set(res["soft_targets"]) == {"soft_T1", "soft_T2"}
     assert set(res["stage_seconds"]) >= {str(k) for k in range(10, 17)}
+    sig = res["significance"]  # one speaker in yesno: the bootstrap resamples the 30 test files
+    for name in ("tri GMM", "baseline (member 0)", "ensemble of 2", student, mixed, "subset, soft targets"):
+        for metric, key in (("wer", "test_yesno_wer"), ("frame_acc", "test_yesno_frame_acc"))[name.startswith("sub"):]:
+            iv = sig["intervals"][name]["test_yesno"][metric]
+            value = (res["section6"] if name.startswith("subset") else systems)[name][key]
+            assert iv["speaker"] is None and iv["utterance"]["blocks"] == 30, name
+            assert iv["utterance"]["value"] == pytest.approx(value) and \
+                iv["utterance"]["ci"][0] <= value <= iv["utterance"]["ci"][1], (name, metric)
+    assert {p["comparison"] for p in sig["paired"]} == {
+        "baseline vs GMM", "ensemble vs baseline", "distilled vs baseline", "distilled vs ensemble",
+        "mixup student vs distilled", "mixup student vs ensemble", "subset soft vs subset hard",
+        "subset mixup vs subset soft"}
     md = (recipe / "exp/compare/results.md").read_text()
-    for heading in ("| distilled (T=", "## Temperature sweep", "## Soft targets as a regulariser", "## Ensemble variants",
+    for heading in ("| distilled (T=", "## Significance", "## Temperature sweep", "## Soft targets as a regulariser", "## Ensemble variants",
                     "Teacher switching", "## Seeds", "## Time per stage"):
         assert heading in md, heading
     for png in ("wer", "dev_frame_accuracy", "section6", "ensemble_size"):

@@ -1,5 +1,6 @@
 """The corpus template (recipes/template/run.sh) end to end on yesno, with its data preparation
-given as --prep and the beyond-the-paper stages switched off; and its default preparation
+given as --prep, the beyond-the-paper stages switched off and the networks on the LDA+MLLT
+system's senones; and its default preparation
 (local/prepare.sh) on a folder of audio with same-stem transcripts."""
 
 import json
@@ -47,21 +48,23 @@ def test_template_on_yesno(tmp_path):
         "--lang-opts", "--no-cmudict", "--lm-order", "1", "--fbank-config", str(ROOT / "recipes/yesno/conf/fbank.yaml"),
         "--mono-gauss", "150", "--num-leaves", "20", "--tri-gauss", "150", "--tree-opts", "--min-leaf-occ 20",
         "--lm-weights", "2,5,10", "--word-ins-penalties", "0,1", "--nnet-config", str(tmp_path / "nnet.yaml"),
-        "--beyond-paper", "false", "--nj", "2", "--threads", "1")  # 1 thread: a tiny net, a shared CPU
+        "--beyond-paper", "false", "--nnet-gmm", "tri2",  # the networks learn tri2's (LDA+MLLT) senones
+        "--nj", "2", "--threads", "1")  # 1 thread: a tiny net, a shared CPU
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "stage 13: skipped (beyond_paper=false)" in proc.stdout
     assert "stage 14: skipped (beyond_paper=false)" in proc.stdout
     assert (recipe / "exp/compare/results.md").is_file()
     res = json.loads((recipe / "exp/compare/results.json").read_text())
     systems = res["systems"]
-    assert list(systems) == ["tri GMM", "baseline (member 0)", "mean of members", "ensemble of 2", "distilled (T=2)"]
+    assert list(systems) == ["tri2 GMM", "baseline (member 0)", "mean of members", "ensemble of 2", "distilled (T=2)"]
+    assert "ensemble of senone DNNs on the tri2 alignment" in proc.stdout
     for name in ("baseline (member 0)", "distilled (T=2)"):
         assert systems[name]["test_yesno_frame_acc"] > 50, name  # 20 senones: chance is 5%
         assert systems[name]["test_yesno_wer"] <= 15, name  # 2 words; see tests/test_recipe.py
     nnet = recipe / "exp/nnet"
     assert not any((nnet / d).exists() for d in ("switched", "student_mixup", "subset_hard", "soft_T2_member_0"))
     # the tuning set is the training set: no separate alignment of it, test aligned on its own
-    assert (recipe / "exp/tri_ali_test_yesno/ali.scp").is_file() and not (recipe / "exp/tri_ali_train_yesno").exists()
+    assert (recipe / "exp/tri2_ali_test_yesno/ali.scp").is_file() and not (recipe / "exp/tri2_ali_train_yesno").exists()
 
 
 def test_template_default_prep(tmp_path):

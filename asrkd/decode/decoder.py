@@ -31,7 +31,7 @@ from asrkd.decode.score import compute_wer, format_wer, write_score
 from asrkd.environment import environment
 from asrkd.jobs import JobConfig, run_jobs
 from asrkd.features import FeatureReader
-from asrkd.hmm.align import best_path, gmm_features, load_model
+from asrkd.hmm.align import best_path, load_model, model_features
 from asrkd.hmm.graphs import map_arcs
 from asrkd.lang import read_symbols
 from asrkd.nnet.model import load_nnet
@@ -54,6 +54,7 @@ class GmmScorer:
         self.num_pdfs = tree.num_pdfs
         self.sources = {"model": model_dir}
         self.tree = fingerprint(Path(model_dir) / "tree")
+        self.features = model_features(model_dir)
         self.reader = FeatureReader(data_dir, cmvn=True)
         self.log_prior = np.zeros(self.num_pdfs, dtype=np.float32) if log_prior is None else log_prior
 
@@ -61,7 +62,7 @@ class GmmScorer:
         return self.reader.keys()
 
     def __call__(self, utt: str) -> np.ndarray:
-        return self.gmm.loglik(gmm_features(self.reader[utt]))
+        return self.gmm.loglik(self.features(self.reader[utt]))
 
     def log_posterior(self, utt: str) -> np.ndarray:
         """Unnormalised log p(s|x) = log p(x|s) + log p(s) (argmax is what frame accuracy needs)."""

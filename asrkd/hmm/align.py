@@ -2,7 +2,8 @@
 
 GMMs see MFCC-like features: the DCT of the CMVN-normalised log-mel frames (13 cepstra,
 liftered) with deltas and delta-deltas, because diagonal Gaussians need decorrelated
-dimensions. Senone targets are per frame of the original fbank features (same frames).
+dimensions; or, for a system with a `final.mat` (LDA+MLLT, `asrkd.hmm.transform`), the
+cepstra spliced and projected. Senone targets are per frame of the original fbank features (same frames).
 The alignment dir it writes is owned by `asrkd.hmm.alignment.AlignmentDir`.
 """
 
@@ -29,6 +30,7 @@ from asrkd.features import FeatureReader
 from asrkd.hmm.alignment import AlignmentDir
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
+from asrkd.hmm.transform import MATRIX, FeatureTransform
 from asrkd.hmm.tree import ContextTree
 from asrkd.jobs import JobConfig, run_jobs
 from asrkd.lang import UNK, read_symbols
@@ -48,14 +50,20 @@ def dct_lifter(n: int, num_ceps: int, lifter: float) -> tuple[np.ndarray, np.nda
     return dct, np.array([1.0 + 0.5 * lifter * math.sin(math.pi * k / lifter) for k in range(num_ceps)])
 
 
-def gmm_features(fbank: np.ndarray, num_ceps: int = 13, lifter: float = 22.0) -> np.ndarray:
-    """Cepstra (orthonormal DCT-II of log-mels, Kaldi's liftering) + deltas + delta-deltas."""
+def cepstra(fbank: np.ndarray, num_ceps: int = 13, lifter: float = 22.0) -> np.ndarray:
+    """Cepstra: the orthonormal DCT-II of log-mels, with Kaldi's liftering (float32)."""
     dct, lift = dct_lifter(fbank.shape[1], num_ceps, lifter)
     ceps = np.zeros((len(fbank), num_ceps))
     for j in range(fbank.shape[1]):  # the DCT summed in a fixed order, not a BLAS product (bit-reproducible)
         ceps += fbank[:, j, None].astype(np.float64) * dct[:, j]
-    ceps = (ceps * lift).astype(np.float32)
-    return knf.compute_deltas(knf.DeltaOptions(), np.ascontiguousarray(ceps))
+    return np.ascontiguousarray((ceps * lift).astype(np.float32))
+
+
+def gmm_features(fbank: np.ndarray, transform: FeatureTransform | None = None) -> np.ndarray:
+    """A GMM system's features: cepstra + deltas + delta-deltas, or the cepstra spliced and
+    projected by the system's `transform` (LDA+MLLT)."""
+    ceps = cepstra(fbank)
+    return transform(ceps) if transform else knf.compute_deltas(knf.DeltaOptions(), ceps)
 
 
 @dataclass
@@ -69,9 +77,10 @@ class Corpus:
     oov_words: int = 0
 
 
-def load_corpus(data_dir: str | Path, lang_dir: str | Path, utts: list[str] | None = None) -> Corpus:
-    """CMVN'd fbank -> GMM features; transcript words as ids (OOVs -> <UNK>, counted). Only
-    `utts` (one job's split), if given."""
+def load_corpus(data_dir: str | Path, lang_dir: str | Path, utts: list[str] | None = None,
+                features=gmm_features) -> Corpus:
+    """CMVN'd fbank -> GMM features (`features` of the fbank matrix); transcript words as ids
+    (OOVs -> <UNK>, counted). Only `utts` (one job's split), if given."""
     reader = FeatureReader(data_dir, cmvn=True)
     words = read_symbols(Path(lang_dir) / "words.txt")
     text = read_table(Path(data_dir) / "text", allow_empty_value=True)
@@ -83,7 +92,7 @@ def load_corpus(data_dir: str | Path, lang_dir: str | Path, utts: list[str] | No
             continue
         ids[utt] = [words.get(w, words[UNK]) for w in toks]
         oov += sum(w not in words for w in toks)
-        feats[utt] = gmm_features(reader[utt])
+        feats[utt] = features(reader[utt])
     if oov:
         log.warning("%s: %d transcript words are not in %s/words.txt: aligned as %s", data_dir, oov, lang_dir, UNK)
     return Corpus(sorted(feats, key=sort_key), feats, ids, skipped, oov)
@@ -162,8 +171,16 @@ def load_model(model_dir: str | Path) -> tuple[DiagGmmSet, ContextTree]:
     return DiagGmmSet(state["means"], state["vars"], state["logw"]), ContextTree.read(model_dir / "tree")
 
 
-def save_model(model_dir: Path, gmm: DiagGmmSet, tree: ContextTree) -> None:
+def model_features(model_dir: str | Path):
+    """The features function of a GMM model dir: with its `final.mat` (LDA+MLLT) where it has one."""
+    transform = FeatureTransform.read(model_dir)
+    return functools.partial(gmm_features, transform=transform) if transform else gmm_features
+
+
+def save_model(model_dir: Path, gmm: DiagGmmSet, tree: ContextTree, transform: FeatureTransform | None = None) -> None:
     tree.write(model_dir / "tree")
+    if transform is not None:
+        transform.write(model_dir)
     save_checkpoint(model_dir / "final.pt", gmm.state_dict(), {"kind": "gmm"})
 
 
@@ -171,7 +188,7 @@ def _align_job(data_dir, lang_dir: Path, model_dir: Path, utts: list[str], beam:
     """One job: align `utts` (a split of the data dir); the senones and acoustic
     log-likelihood of each aligned utterance, what was skipped and the OOV count."""
     gmm, tree = load_model(model_dir)
-    corpus = load_corpus(data_dir, lang_dir, utts)
+    corpus = load_corpus(data_dir, lang_dir, utts, model_features(model_dir))
     graphs = compile_training_graphs(corpus, lang_dir, tree, read_topo(lang_dir / "topo"))
     ali, loglik = {}, {}
     for utt in corpus.utts:
@@ -207,8 +224,9 @@ def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali
         log.warning("%s: %d utterances failed to align, listed in align_failed.txt", ali_dir, len(failed))
     _, tree = load_model(model_dir)
     topo = read_topo(lang_dir / "topo")
-    for f in ("final.pt", "tree"):
-        shutil.copy(model_dir / f, ali_dir / f)
+    for f in ("final.pt", "tree", MATRIX, "splice_opts"):
+        if (model_dir / f).is_file():
+            shutil.copy(model_dir / f, ali_dir / f)
     inv = {i: p for p, i in read_symbols(lang_dir / "phones.txt").items()}
     ctm = [f"{utt} 1 {s * 0.01:.2f} {(e - s) * 0.01:.2f} {inv[p]}"  # 10 ms frame shift
            for utt in sorted(ali, key=sort_key) for p, s, e in phone_segments(ali[utt], tree, topo)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import kaldifst
@@ -17,11 +18,14 @@ import numpy as np
 import torch
 
 from asrkd.checkpoint import fingerprint, load_checkpoint, save_checkpoint
-from asrkd.hmm.align import (Corpus, align_corpus, compile_training_graphs, load_corpus, load_model,
+from asrkd.features import splice
+from asrkd.hmm.align import (Corpus, align_corpus, cepstra, compile_training_graphs, load_corpus, load_model,
                              phone_segments, save_model)
 from asrkd.hmm.alignment import AlignmentDir
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
+from asrkd.hmm.transform import (FeatureTransform, estimate_lda, estimate_mllt, lda_stats, mllt_stats,
+                                  transform_means)
 from asrkd.hmm.tree import ContextTree, GaussStats, build_tree, cluster_phones
 from asrkd.outputs import Output
 from asrkd.topo import read_topo
@@ -82,13 +86,36 @@ def stack(corpus: Corpus, ali: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([corpus.feats[u] for u in utts]), np.concatenate([ali[u] for u in utts])
 
 
+@dataclass
+class Mllt:
+    """MLLT re-estimation during EM (Kaldi train_lda_mllt.sh): at each of `iters`, after any
+    re-alignment, the transform is followed by the MLLT estimated from the aligned frames of
+    speech pdfs, the means are rotated with it and the features recomputed from the cepstra."""
+
+    ceps: dict[str, np.ndarray]
+    transform: FeatureTransform
+    iters: set[int]
+    speech_pdfs: np.ndarray  # bool per pdf: silence frames do not count, as in Kaldi
+
+    def features(self, corpus: Corpus) -> None:
+        corpus.feats = {u: self.transform(self.ceps[u]) for u in corpus.utts}
+
+    def update(self, gmm: DiagGmmSet, corpus: Corpus, x: np.ndarray, a: np.ndarray) -> None:
+        g, beta = mllt_stats(gmm, x, a, self.speech_pdfs[a])
+        rotation = estimate_mllt(g, beta)
+        self.transform = self.transform.compose(rotation)
+        transform_means(gmm, rotation)
+        self.features(corpus)
+
+
 def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floor: torch.Tensor,
               exp_dir: Path, num_iters: int, realign_iters: set[int], tot_gauss: int, max_iter_inc: int,
               meta: dict, acoustic_scale: float = 0.1, beam: float = 10.0,
-              retry_beam: float = 40.0) -> tuple[DiagGmmSet, dict, list[dict]]:
-    """EM with Viterbi re-alignment and mixture splitting; returns (gmm, alignment, history).
-    Every iteration is checkpointed to exp_dir/checkpoint.pt; a killed run resumes there when
-    `meta` (options and data fingerprint) matches the checkpoint's."""
+              retry_beam: float = 40.0, mllt: Mllt | None = None) -> tuple[DiagGmmSet, dict, list[dict]]:
+    """EM with Viterbi re-alignment and mixture splitting (and with `mllt`, MLLT estimation);
+    returns (gmm, alignment, history). Every iteration is checkpointed to
+    exp_dir/checkpoint.pt; a killed run resumes there when `meta` (options and data
+    fingerprint) matches the checkpoint's."""
     history, failed, start = [], [], 1
     if tot_gauss < gmm.means.shape[0]:
         raise AsrkdError(f"--tot-gauss {tot_gauss} is below the number of pdfs ({gmm.means.shape[0]}), "
@@ -105,6 +132,9 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
             gmm = DiagGmmSet(state["means"], state["vars"], state["logw"])
             ali = {u: t.numpy() for u, t in state["ali"].items()}
             history, failed, start = state["history"], state["failed"], state["iter"] + 1
+            if mllt:
+                mllt.transform = FeatureTransform(state["transform"].numpy(), mllt.transform.context)
+                mllt.features(corpus)
             log.info("%s: resuming from the checkpoint of iteration %d", exp_dir, state["iter"])
     x, a = stack(corpus, ali)
     for it in range(start, num_iters + 1):
@@ -114,6 +144,9 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
             if not ali:
                 raise AsrkdError(f"{exp_dir}: no utterance could be aligned at iteration {it}")
             x, a = stack(corpus, ali)
+        if mllt and it in mllt.iters:
+            mllt.update(gmm, corpus, x, a)
+            x, a = stack(corpus, ali)
         occ, m1, m2, total = gmm.accumulate(x, a)
         gmm.update(occ, m1, m2, var_floor)
         if it <= max_iter_inc:
@@ -121,19 +154,22 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
             gmm.mix_up(target, occ)
         history.append({"iter": it, "loglik_per_frame": total / len(a), "frames": int(len(a)),
                         "aligned": len(ali), "failed": len(failed), "num_gauss": gmm.num_gauss(),
-                        "realigned": it in realign_iters, "seconds": round(time.time() - t0, 2)})
+                        "realigned": it in realign_iters, "mllt": bool(mllt) and it in mllt.iters,
+                        "seconds": round(time.time() - t0, 2)})
         log.info("iter %d: log-likelihood/frame %.3f, %d Gaussians, %d utts aligned, %d failed (%.1fs)",
                  it, history[-1]["loglik_per_frame"], gmm.num_gauss(), len(ali), len(failed), time.time() - t0)
         save_checkpoint(ckpt, {**gmm.state_dict(), "iter": it, "history": history, "failed": failed,
-                               "ali": {u: torch.from_numpy(v) for u, v in ali.items()}}, meta)
+                               "ali": {u: torch.from_numpy(v) for u, v in ali.items()},
+                               **({"transform": torch.from_numpy(mllt.transform.matrix)} if mllt else {})}, meta)
     return gmm, ali, history
 
 
-def _finish(out: Output, gmm: DiagGmmSet, tree: ContextTree, history: list[dict], t0: float) -> list[dict]:
+def _finish(out: Output, gmm: DiagGmmSet, tree: ContextTree, history: list[dict], t0: float,
+            transform: FeatureTransform | None = None) -> list[dict]:
     exp_dir = out.path
     with atomic_file(exp_dir / "log" / "train.json") as f:
         json.dump(history, f, indent=1)
-    save_model(exp_dir, gmm, tree)
+    save_model(exp_dir, gmm, tree, transform)
     (exp_dir / "checkpoint.pt").unlink(missing_ok=True)
     out.finish()
     log.info("%s: %d senones, %d Gaussians, trained in %.0f s", exp_dir, tree.num_pdfs, gmm.num_gauss(),
@@ -209,60 +245,116 @@ def tree_stats(corpus: Corpus, ali: dict, tree: ContextTree, topo) -> tuple[np.n
     return uniq[:, :3], uniq[:, 3], GaussStats(occ, s1, s2)
 
 
-def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, exp_dir: str | Path,
-              num_leaves: int = 1500, tot_gauss: int = 8000, num_iters: int = 35, min_leaf_occ: float = 100.0,
-              split_silence: bool = True, cluster_leaves: bool = False, force: bool = False) -> list[dict]:
-    """Tied-state triphones from a (monophone) alignment: questions by phone clustering, a
-    decision tree grown to `num_leaves` (silence phones split by context or not), its leaves
-    optionally clustered, one Gaussian per senone from the tree statistics, then EM with
-    re-alignment and mixing up to `tot_gauss`."""
-    exp_dir, lang_dir, ali_dir = Path(exp_dir), Path(lang_dir), Path(ali_dir)
-    out = Output(exp_dir, "train-tri", {"num_leaves": num_leaves, "tot_gauss": tot_gauss, "num_iters": num_iters,
-                                        "min_leaf_occ": min_leaf_occ, "split_silence": split_silence,
-                                        "cluster_leaves": cluster_leaves},
-                 {"data": data_dir, "lang": lang_dir, "ali": ali_dir})
-    if (done := _done(out, force)) is not None:
-        return done
-    t0 = time.time()
-    topo = read_topo(lang_dir / "topo")
-    _, src_tree = load_model(ali_dir)
-    corpus = load_corpus(data_dir, lang_dir)
+def _source_alignment(corpus: Corpus, data_dir, ali_dir: Path) -> dict[str, np.ndarray]:
     src = AlignmentDir(ali_dir)
     ali = {u: src.targets(u, len(corpus.feats[u])) for u in src.keys() if u in corpus.feats}
     if not ali:
         raise AsrkdError(f"{ali_dir}/ali.scp: no alignment for any utterance of {data_dir}")
+    return ali
+
+
+def _tied_states(corpus: Corpus, ali: dict, src_tree: ContextTree, topo, lang_dir: Path, opts: dict,
+                 exp_dir: Path) -> tuple[ContextTree, DiagGmmSet, dict, np.ndarray]:
+    """A decision tree from the statistics of the aligned frames, one Gaussian per senone
+    (Kaldi gmm-init-model) and the alignment mapped onto it (convert-ali): (tree, gmm,
+    alignment, variance floor)."""
+    t0 = time.time()
     contexts, states, stats = tree_stats(corpus, ali, src_tree, topo)
     total = stats.sum()
     var_floor = 0.01 * (total.s2 / total.occ - (total.s1 / total.occ) ** 2)
-    central = {}
-    for phone in np.unique(contexts[:, 1]):
-        m = contexts[:, 1] == phone
-        central[int(phone)] = stats.sum(m)
+    central = {int(p): stats.sum(contexts[:, 1] == p) for p in np.unique(contexts[:, 1])}
     questions = cluster_phones(central, var_floor)
     phone_states = {p: e.num_states for e in topo for p in e.phones}
     silence = frozenset(int(x) for x in (lang_dir / "phones" / "silence.int").read_text().split())
-    tree, leaf = build_tree(contexts, states, stats, questions, num_leaves, min_leaf_occ, var_floor, phone_states,
-                            not_split=frozenset() if split_silence else silence, cluster=cluster_leaves)
-    sil_pdfs = sum(phone in silence for phone, _ in tree.pdf_info)
+    tree, leaf = build_tree(contexts, states, stats, questions, opts["num_leaves"], opts["min_leaf_occ"], var_floor,
+                            phone_states, not_split=frozenset() if opts["split_silence"] else silence,
+                            cluster=opts["cluster_leaves"])
     log.info("%s: %d questions, tree with %d senones (%d of silence) from %d seen (context, state) keys (%.0f s)",
-             exp_dir, len(questions), tree.num_pdfs, sil_pdfs, len(contexts), time.time() - t0)
-    # one Gaussian per leaf (Kaldi gmm-init-model); leaves without frames keep the global Gaussian
+             exp_dir, len(questions), tree.num_pdfs, sum(p in silence for p, _ in tree.pdf_info), len(contexts),
+             time.time() - t0)
+    # one Gaussian per leaf; leaves without frames keep the global Gaussian
     occ = np.maximum(leaf.occ, 1e-10)[:, None]
     mean = np.where(leaf.occ[:, None] > 0, leaf.s1 / occ, total.s1 / total.occ)
     var = np.where(leaf.occ[:, None] > 0, np.maximum(leaf.s2 / occ - mean**2, var_floor),
                    total.s2 / total.occ - (total.s1 / total.occ) ** 2)
     gmm = DiagGmmSet(torch.tensor(mean[:, None]), torch.tensor(var[:, None]), torch.zeros(tree.num_pdfs, 1))
-    # the source alignment mapped through the new tree (Kaldi convert-ali)
     senone = {tuple(k): tree.senone(tuple(k[:3]), k[3]) for k in np.c_[contexts, states].tolist()}
     tri_ali = {u: np.array([senone[k] for k in map(tuple, frame_contexts(a, src_tree, topo).tolist())],
                            dtype=np.int32) for u, a in ali.items()}
+    return tree, gmm, tri_ali, var_floor
+
+
+def _train_tied(out: Output, data_dir, lang_dir: Path, ali_dir: Path, corpus: Corpus, ali: dict, src_tree, topo,
+                opts: dict, t0: float, mllt: Mllt | None = None) -> list[dict]:
+    """Tree, initial model and EM (re-aligned every 10 iterations) of a triphone system."""
+    tree, gmm, tri_ali, var_floor = _tied_states(corpus, ali, src_tree, topo, lang_dir, opts, out.path)
+    if mllt:
+        mllt.speech_pdfs = _speech_pdfs(tree, lang_dir)
     graphs = compile_training_graphs(corpus, lang_dir, tree, topo)
-    realign = set(range(10, num_iters, 10))
-    gmm, _, history = train_gmm(corpus, graphs, gmm, tri_ali, torch.as_tensor(var_floor), exp_dir, num_iters,
-                                realign, tot_gauss, max_iter_inc=max(1, num_iters * 5 // 7),
-                                meta=_data_meta(data_dir, ali=fingerprint(ali_dir / "ali.scp"),
-                                                num_leaves=num_leaves, min_leaf_occ=min_leaf_occ,
-                                                split_silence=split_silence, cluster_leaves=cluster_leaves))
+    num_iters = opts["num_iters"]
+    gmm, _, history = train_gmm(corpus, graphs, gmm, tri_ali, torch.as_tensor(var_floor), out.path, num_iters,
+                                set(range(10, num_iters, 10)), opts["tot_gauss"],
+                                max_iter_inc=max(1, num_iters * 5 // 7),
+                                meta=_data_meta(data_dir, ali=fingerprint(ali_dir / "ali.scp"), **opts), mllt=mllt)
     history[0]["tree_leaves"] = tree.num_pdfs
-    history[0]["silence_senones"] = sil_pdfs
-    return _finish(out, gmm, tree, history, t0)
+    history[0]["silence_senones"] = int((~_speech_pdfs(tree, lang_dir)).sum())
+    return _finish(out, gmm, tree, history, t0, mllt.transform if mllt else None)
+
+
+def _speech_pdfs(tree: ContextTree, lang_dir: Path) -> np.ndarray:
+    """Whether each pdf belongs to a non-silence phone."""
+    silence = {int(x) for x in (Path(lang_dir) / "phones" / "silence.int").read_text().split()}
+    return np.array([phone not in silence for phone, _ in tree.pdf_info])
+
+
+def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, exp_dir: str | Path,
+              num_leaves: int = 1500, tot_gauss: int = 8000, num_iters: int = 35, min_leaf_occ: float = 100.0,
+              split_silence: bool = True, cluster_leaves: bool = False, force: bool = False) -> list[dict]:
+    """Tied-state triphones on cepstra with deltas (Kaldi train_deltas.sh) from a (monophone)
+    alignment: questions by phone clustering, a decision tree grown to `num_leaves` (silence
+    phones split by context or not), its leaves optionally clustered, one Gaussian per senone
+    from the tree statistics, then EM with re-alignment and mixing up to `tot_gauss`."""
+    exp_dir, lang_dir, ali_dir = Path(exp_dir), Path(lang_dir), Path(ali_dir)
+    opts = {"num_leaves": num_leaves, "tot_gauss": tot_gauss, "num_iters": num_iters, "min_leaf_occ": min_leaf_occ,
+            "split_silence": split_silence, "cluster_leaves": cluster_leaves}
+    out = Output(exp_dir, "train-tri", opts, {"data": data_dir, "lang": lang_dir, "ali": ali_dir})
+    if (done := _done(out, force)) is not None:
+        return done
+    t0 = time.time()
+    _, src_tree = load_model(ali_dir)
+    corpus = load_corpus(data_dir, lang_dir)
+    ali = _source_alignment(corpus, data_dir, ali_dir)
+    return _train_tied(out, data_dir, lang_dir, ali_dir, corpus, ali, src_tree, read_topo(lang_dir / "topo"), opts, t0)
+
+
+def train_lda_mllt(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, exp_dir: str | Path,
+                   num_leaves: int = 1500, tot_gauss: int = 8000, num_iters: int = 35, min_leaf_occ: float = 100.0,
+                   split_silence: bool = True, cluster_leaves: bool = False, context: int = 3, lda_dim: int = 40,
+                   mllt_iters: tuple[int, ...] = (2, 4, 6, 12), force: bool = False) -> list[dict]:
+    """Tied-state triphones on LDA+MLLT features (Kaldi train_lda_mllt.sh): the cepstra of
+    2 x `context` + 1 frames spliced and projected by LDA to `lda_dim` dimensions, with the
+    aligned (non-silence) senones of `ali_dir` as classes; then, as `train_tri`, a new tree and
+    EM, with an MLLT estimated at `mllt_iters`. Writes `final.mat` beside the model."""
+    exp_dir, lang_dir, ali_dir = Path(exp_dir), Path(lang_dir), Path(ali_dir)
+    opts = {"num_leaves": num_leaves, "tot_gauss": tot_gauss, "num_iters": num_iters, "min_leaf_occ": min_leaf_occ,
+            "split_silence": split_silence, "cluster_leaves": cluster_leaves, "context": context, "lda_dim": lda_dim,
+            "mllt_iters": sorted(mllt_iters)}
+    out = Output(exp_dir, "train-lda-mllt", opts, {"data": data_dir, "lang": lang_dir, "ali": ali_dir})
+    if (done := _done(out, force)) is not None:
+        return done
+    t0 = time.time()
+    _, src_tree = load_model(ali_dir)
+    corpus = load_corpus(data_dir, lang_dir, features=cepstra)
+    ali = _source_alignment(corpus, data_dir, ali_dir)
+    ceps, speech = corpus.feats, _speech_pdfs(src_tree, lang_dir)
+    utts = [u for u in corpus.utts if u in ali]
+    x = np.concatenate([splice(ceps[u], context, context) for u in utts])
+    a = np.concatenate([ali[u] for u in utts])
+    lda = estimate_lda(*lda_stats(x, a, speech[a], src_tree.num_pdfs), lda_dim)
+    del x
+    mllt = Mllt(ceps, FeatureTransform(lda, context), set(mllt_iters), speech)
+    mllt.features(corpus)
+    log.info("%s: LDA [%d x %d] from %d frames of %d speech senones", exp_dir, *lda.shape, int(speech[a].sum()),
+             int(speech.sum()))
+    return _train_tied(out, data_dir, lang_dir, ali_dir, corpus, ali, src_tree, read_topo(lang_dir / "topo"), opts, t0,
+                       mllt)

@@ -18,6 +18,8 @@ mono_gauss=1000   # Gaussians of the monophone system
 num_leaves=1500   # tree size and Gaussians of the triphone system, suited to 2 h of speech
 tri_gauss=8000
 tree_opts="--no-split-silence --cluster-leaves"   # about 1230 senones, 10 of them silence (local/senone_inventory.sh)
+lda_mllt=true     # also tri2: LDA+MLLT features (Kaldi's tri2b), trained from tri's alignment, sized as tri
+nnet_gmm=tri      # the GMM whose tree, alignments and HCLG the neural stages use (tri, or tri2)
 lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT), rescored from
 word_ins_penalties=0,1,2   # one lattice pass per model and set
 nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU
@@ -67,6 +69,6 @@ train_set=train tune_set=dev test_set=test
 
 # stages 10-17: ensemble, soft targets, temperature sweep, section 6, teacher switching, frame
 # accuracy, decoding, comparison
-train_ali=exp/tri_ali tune_ali=exp/tri_ali_dev test_ali=exp/tri_ali_test
+train_ali=exp/${nnet_gmm}_ali tune_ali=exp/${nnet_gmm}_ali_dev test_ali=exp/${nnet_gmm}_ali_test
 grid="--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties"
 . ../utils/nnet_stages.sh

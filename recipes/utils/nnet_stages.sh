@@ -1,5 +1,6 @@
-# The neural stages 10-17 of a recipe, sourced by its run.sh after stages 0-9 (the tri GMM, its
-# alignments and HCLG). The recipe sets: stage, stop_stage, nj, device, nnet_config,
+# The neural stages 10-17 of a recipe, sourced by its run.sh after stages 0-9 (the GMM systems,
+# their alignments and HCLGs). nnet_gmm (default tri) names the GMM whose tree, alignments
+# (the senone targets and priors) and HCLG the neural stages use. The recipe sets: stage, stop_stage, nj, device, nnet_config,
 # subset_config (section 6's models), subset_percent, grid (decode's LM-weight / penalty
 # options), the data sets train_set, tune_set (LR schedule, decoding weights, model choice),
 # test_set, and their alignment dirs train_ali, tune_ali, test_ali. It may set beyond_paper=false
@@ -7,6 +8,10 @@
 # students of the members run on mixed-up windows (and the per-member soft targets of stage 11).
 # Models of those stages left by an earlier run are still measured and decoded.
 beyond_paper=${beyond_paper:-true}
+gmm=${nnet_gmm:-tri}
+if [ $stop_stage -ge 10 ] && [ ! -f exp/$gmm/tree ]; then
+  echo "$0: --nnet-gmm $gmm: exp/$gmm/tree missing (train it in stages 4-7)" >&2; exit 1
+fi
 case $beyond_paper in
   true|false) ;;
   *) echo "$0: --beyond-paper must be true or false, got '$beyond_paper'" >&2; exit 1 ;;
@@ -21,7 +26,7 @@ subset=data/${train_set}_${subset_percent}pct
 nnet_opts="--config $nnet_config --device $device"
 ali_sets="data/$train_set $train_ali data/$tune_set $tune_ali"
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
-  begin_stage 10 "ensemble of senone DNNs on the tri alignment (member 0 is the baseline)"
+  begin_stage 10 "ensemble of senone DNNs on the $gmm alignment (member 0 is the baseline)"
   run_log exp/nnet/log/train_ensemble.log asrkd train-ensemble $nnet_opts $cmd_opts $ali_sets exp/nnet
 fi
 members=$(for m in exp/nnet/member_*; do if [ -d $m ]; then echo -n "--nnet $m "; fi; done)
@@ -80,8 +85,8 @@ if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
   for s in $tune_set:$tune_ali $test_set:$test_ali; do
     fa_args="data/${s%%:*} ${s#*:}"
     s=${s%%:*}
-    jobs+=(--job exp/tri/log/frame_accuracy_$s.log "asrkd frame-accuracy --model-dir exp/tri --priors $train_ali \
-      $fa_args exp/tri/frame_accuracy_$s.json")
+    jobs+=(--job exp/$gmm/log/frame_accuracy_$s.log "asrkd frame-accuracy --model-dir exp/$gmm --priors $train_ali \
+      $fa_args exp/$gmm/frame_accuracy_$s.json")
     jobs+=(--job exp/nnet/ensemble/log/frame_accuracy_$s.log "asrkd frame-accuracy $members --per-member \
       --priors $train_ali $fa_args exp/nnet/ensemble/frame_accuracy_$s.json")
     for d in $students; do
@@ -100,12 +105,12 @@ if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
 fi
 
 if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
-  begin_stage 16 "hybrid decoding with the tri HCLG: baseline, ensemble, chosen student, mixed-up teachers' student (weights chosen on $tune_set), other students"
-  decode_tuned exp/nnet/member_0 exp/tri/graph $tune_set $test_set $nj --nnet exp/nnet/member_0 --priors $train_ali $grid
-  decode_tuned exp/nnet/ensemble exp/tri/graph $tune_set $test_set $nj $members --priors $train_ali $grid
-  decode_tuned exp/nnet/distilled exp/tri/graph $tune_set $test_set $nj --nnet exp/nnet/distilled --priors $train_ali $grid
+  begin_stage 16 "hybrid decoding with the $gmm HCLG: baseline, ensemble, chosen student, mixed-up teachers' student (weights chosen on $tune_set), other students"
+  decode_tuned exp/nnet/member_0 exp/$gmm/graph $tune_set $test_set $nj --nnet exp/nnet/member_0 --priors $train_ali $grid
+  decode_tuned exp/nnet/ensemble exp/$gmm/graph $tune_set $test_set $nj $members --priors $train_ali $grid
+  decode_tuned exp/nnet/distilled exp/$gmm/graph $tune_set $test_set $nj --nnet exp/nnet/distilled --priors $train_ali $grid
   if [ -d exp/nnet/student_mixup ]; then
-    decode_tuned exp/nnet/student_mixup exp/tri/graph $tune_set $test_set $nj --nnet exp/nnet/student_mixup \
+    decode_tuned exp/nnet/student_mixup exp/$gmm/graph $tune_set $test_set $nj --nnet exp/nnet/student_mixup \
       --priors $train_ali $grid
   fi
   # the other students of the sweep and teacher switching: one pass per set at the chosen student's
@@ -116,15 +121,15 @@ if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
     [ "$beyond_paper" = true ] || [ -d $d ] || continue
     for s in $tune_set $test_set; do
       jobs+=(--job $d/decode_$s/log/run.log "asrkd decode --tuned-on exp/nnet/distilled/decode_$tune_set \
-        --nnet $d --priors $train_ali exp/tri/graph data/$s $d/decode_$s")
+        --nnet $d --priors $train_ali exp/$gmm/graph data/$s $d/decode_$s")
     done
   done
   [ ${#jobs[@]} -eq 0 ] || asrkd run-jobs --nj $nj $cmd_opts "${jobs[@]}" exp/nnet/log/decode_students
-  grep -H WER exp/tri/decode_*/wer exp/nnet/*/decode_*/wer
+  grep -H WER exp/$gmm/decode_*/wer exp/nnet/*/decode_*/wer
 fi
 
 if [ $stage -le 17 ] && [ $stop_stage -ge 17 ]; then
   begin_stage 17 "comparison tables and plots -> exp/compare/results.md"
-  run_log exp/compare/log/compare.log asrkd compare --gmm exp/tri --nnet exp/nnet --sets $tune_set,$test_set \
+  run_log exp/compare/log/compare.log asrkd compare --gmm exp/$gmm --nnet exp/nnet --sets $tune_set,$test_set --data data \
     --stage-times exp/log/stage_times.tsv exp/compare
 fi

@@ -17,6 +17,8 @@ nnet_config=conf/nnet.yaml
 subset_config=conf/nnet.yaml
 subset_percent=30   # of 30 files: 9 or 10
 threads=0        # CPU threads of training stages (0: nj, at most the cores)
+lda_mllt=true    # also tri2: LDA+MLLT features (Kaldi's tri2b), trained from tri's alignment
+nnet_gmm=tri     # the GMM whose tree, alignments and HCLG the neural stages use (tri, or tri2)
 beyond_paper=true   # false: leave out stages 13-14 (section 6's subset models, teacher switching, mixed-up teachers)
 force=false      # true: redo every stage that runs (the old outputs are replaced once the new ones are done)
 . ../utils/parse_options.sh
@@ -63,6 +65,6 @@ lm_weights=2,5,10,15,20 word_ins_penalties=0,1
 # stages 10-17 (recipes/utils/nnet_stages.sh): ensemble, soft targets, temperature sweep, the
 # section-6 subset, teacher switching, frame accuracy, decoding, comparison. yesno has no dev
 # set: the training set drives the LR schedule, the model choice and the LM weight, as above.
-train_ali=exp/tri_ali tune_ali=exp/tri_ali test_ali=exp/tri_ali_test_yesno
+train_ali=exp/${nnet_gmm}_ali tune_ali=exp/${nnet_gmm}_ali test_ali=exp/${nnet_gmm}_ali_test_yesno
 grid="--lm-weights 2,5,10 --word-ins-penalties 0,1"
 . ../utils/nnet_stages.sh

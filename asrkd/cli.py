@@ -486,7 +486,7 @@ def _args_train_ensemble(s) -> None:
 
 
 @command("train-ensemble", args=_args_train_ensemble,
-         help="num_members DNNs differing in seed -> EXP/member_<k>")
+         help="num_members DNNs differing in seed (and architecture, with member_archs) -> EXP/member_<k>")
 def cmd_train_ensemble(a):
     from asrkd.nnet.ensemble import train_ensemble
 

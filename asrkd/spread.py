@@ -154,6 +154,9 @@ def baseline_runs(nnet_dir: Path, spread_dir: Path, sets) -> dict[str, dict]:
         if fa is None or len(fa.get("members", [])) != len(members):
             raise AsrkdError(f"{frame_accuracy_file(exp.ensemble, s)}: missing or without all "
                              f"{len(members)} members (run the recipe's stage 15)")
+        if len({r.get("arch") for r in fa["members"]}) > 1:
+            raise AsrkdError(f"{nnet_dir}: members of several architectures (member_archs) are not seeds of "
+                             "one baseline; the seed spread needs members that differ only in seed")
         for m, r in zip(members, fa["members"]):
             runs.setdefault(str(m), {})[f"{s}_frame_acc"] = 100 * r["frame_accuracy"]
     for m in members:

@@ -1,5 +1,6 @@
-"""The model registry: a second architecture (a TDNN) trains through `train-dnn`, makes soft
-targets, and teaches a DNN student from stored soft targets and online."""
+"""The model registry: a second architecture (a TDNN) trains as an ensemble member beside a
+DNN (`member_archs`), makes soft targets with it, and teaches a DNN student from stored soft
+targets and online."""
 
 import json
 
@@ -8,7 +9,10 @@ import torch
 import yaml
 
 from asrkd.cli import main
+from asrkd.decode.decoder import NnetScorer
+from asrkd.decode.score import ensemble_frame_accuracy
 from asrkd.features import FeatureReader
+from asrkd.hmm.alignment import AlignmentDir
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.model import MODELS, build_model, load_nnet
 from asrkd.nnet.soft_targets import make_soft_targets
@@ -33,27 +37,38 @@ def test_tdnn_shapes_and_cost():
     assert set(MODELS) >= {"dnn", "tdnn"}
 
 
-def test_tdnn_trains_teaches_and_is_distilled(yesno, yesno_mono, tmp_path):
+def test_mixed_ensemble_teaches_a_dnn(yesno, yesno_mono, tmp_path):
+    """Members of two architectures (member_archs: dnn, tdnn) through train-ensemble: each kind
+    trains, both make the soft targets, the ensemble's frame accuracy is split by kind, and a
+    DNN student learns from the stored soft targets and from the TDNN online."""
     data, ali = yesno / "train_yesno", yesno_mono / "mono_ali"
-    (tmp_path / "tdnn.yaml").write_text(yaml.safe_dump({**SMALL, "arch": "tdnn"}))
-    main(["train-dnn", "--config", str(tmp_path / "tdnn.yaml"), "--device", "cpu", str(data), str(ali), str(data),
-          str(ali), str(tmp_path / "tdnn")])
-    teacher = load_nnet(tmp_path / "tdnn")
-    assert isinstance(teacher, Tdnn) and teacher.arch["type"] == "tdnn"
-    hist = json.loads((tmp_path / "tdnn/log/train.json").read_text())
+    (tmp_path / "mixed.yaml").write_text(yaml.safe_dump({**SMALL, "num_members": 2, "member_archs": ["dnn", "tdnn"]}))
+    main(["train-ensemble", "--config", str(tmp_path / "mixed.yaml"), "--device", "cpu", str(data), str(ali),
+          str(data), str(ali), str(tmp_path / "nnet")])
+    members = [load_nnet(tmp_path / f"nnet/member_{k}") for k in (0, 1)]
+    assert [m.arch["type"] for m in members] == ["dnn", "tdnn"] and isinstance(members[1], Tdnn)
+    hist = json.loads((tmp_path / "nnet/member_1/log/train.json").read_text())
     assert hist[-1]["dev_frame_accuracy"] > 0.5  # 16 senones: chance is about 6%
     reader = FeatureReader(data)
     feats = reader[reader.keys()[0]]
-    assert teacher.log_posteriors(feats).shape == (len(feats), 16)
-    make_soft_targets([teacher], data, {2.0: tmp_path / "soft_T2"}, k=4, sources={"nnet_0": tmp_path / "tdnn"})
+    assert members[1].log_posteriors(feats).shape == (len(feats), 16)
+    fa = ensemble_frame_accuracy(NnetScorer([tmp_path / f"nnet/member_{k}" for k in (0, 1)], data),
+                                 AlignmentDir(ali), [tmp_path / f"nnet/member_{k}" for k in (0, 1)])
+    assert [m["arch"] for m in fa["members"]] == ["dnn", "tdnn"]
+    for k, arch in enumerate(("dnn", "tdnn")):  # an architecture's ensemble of one is that member
+        assert fa["by_arch"][arch]["frame_accuracy"] == fa["members"][k]["frame_accuracy"]
+    make_soft_targets(members, data, {2.0: tmp_path / "soft_T2"}, k=4,
+                      sources={f"nnet_{k}": tmp_path / f"nnet/member_{k}" for k in (0, 1)})
     assert json.loads((tmp_path / "soft_T2/info.json").read_text())["environment"]["cpu_capability"]
     dnn = NnetConfig(**SMALL)
     stored = train_model(dnn, data, ali, data, ali, tmp_path / "student", soft_dirs=[tmp_path / "soft_T2"],
                          device="cpu")
-    online = train_model(dnn, data, ali, data, ali, tmp_path / "online", teacher_dirs=[tmp_path / "tdnn"],
+    online = train_model(dnn, data, ali, data, ali, tmp_path / "online", teacher_dirs=[tmp_path / "nnet/member_1"],
                          device="cpu")
     for name, h in (("student", stored), ("online", online)):
         assert h[-1]["dev_frame_accuracy"] > 0.5 and load_nnet(tmp_path / name).arch["type"] == "dnn"
+    with pytest.raises(AsrkdError, match="member_archs: 'lstm' is not registered"):
+        NnetConfig(member_archs=["dnn", "lstm"])
 
 
 def test_loss_must_fit_the_targets(yesno, yesno_mono, tmp_path):

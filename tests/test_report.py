@@ -80,3 +80,12 @@ def test_markdown_significance(tmp_path):
     assert md.count("| distilled vs baseline |") == 1  # the test set's only
     write_markdown(results(), tmp_path / "old.md")  # results without significance
     assert "## Significance" not in (tmp_path / "old.md").read_text()
+
+
+def test_markdown_members_of_two_architectures(tmp_path):
+    variants = results()["ensemble_variants"]
+    for v in variants.values():
+        v["by_arch"] = {"dnn": {"members": 3, "frame_acc": 17.25}, "tdnn": {"members": 2, "frame_acc": 17.5}}
+    write_markdown(results(ensemble_variants=variants), tmp_path / "r.md")
+    md = (tmp_path / "r.md").read_text()
+    assert "| set | dnn (3) | tdnn (2) | all |" in md and "| test | 17.25 | 17.50 | 18.00 |" in md

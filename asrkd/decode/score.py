@@ -128,19 +128,28 @@ def check_alignment(ali: AlignmentDir, scorer) -> None:
 def ensemble_frame_accuracy(scorer, ali: AlignmentDir, model_dirs: list) -> dict:
     """From one forward pass per member (an `NnetScorer` of several models): the ensemble's
     frame accuracy, each member's, the ensemble of the first k members for every k
-    (arithmetic mean: the size curve) and the geometric mean of all."""
+    (arithmetic mean: the size curve), the geometric mean of all and, for members of several
+    architectures, the ensemble of each architecture's members (`by_arch`)."""
     n = len(model_dirs)
-    combos = {k: (k, "arithmetic") for k in range(1, n + 1)} | {"geometric": (n, "geometric")}
-    preds = {name: {} for name in [*range(-n, 0), *combos]}  # -n..-1: the members
+    kinds = [m.arch.get("type", "dnn") for m in scorer.models]
+    by_arch = {a: [i for i, k in enumerate(kinds) if k == a] for a in dict.fromkeys(kinds)} if len(set(kinds)) > 1 \
+        else {}
+    preds = {name: {} for name in [*range(-n, 0), *range(1, n + 1), "geometric", *by_arch]}  # -n..-1: the members
     for u in scorer.keys():
         logits = scorer.member_logits(u)
         for m, z in enumerate(logits):
             preds[m - n][u] = z.argmax(1).numpy()
-        for name, (k, mean) in combos.items():
-            preds[name][u] = average_posteriors(logits[:k], mean=mean).argmax(1).numpy()
-    members = [frame_accuracy(preds[m - n], ali) | {"model": str(d)} for m, d in enumerate(model_dirs)]
+        for k in range(1, n + 1):
+            preds[k][u] = average_posteriors(logits[:k]).argmax(1).numpy()
+        preds["geometric"][u] = average_posteriors(logits, mean="geometric").argmax(1).numpy()
+        for a, idx in by_arch.items():
+            preds[a][u] = average_posteriors([logits[i] for i in idx]).argmax(1).numpy()
+    members = [frame_accuracy(preds[m - n], ali) | {"model": str(d), "arch": kinds[m]}
+               for m, d in enumerate(model_dirs)]
     accs = [m["frame_accuracy"] for m in members]
     return frame_accuracy(preds[n], ali) | {
         "members": members, "member_mean": sum(accs) / len(accs), "member_min": min(accs), "member_max": max(accs),
         "geometric": frame_accuracy(preds["geometric"], ali),
-        "size_curve": {k: frame_accuracy(preds[k], ali)["frame_accuracy"] for k in range(1, n + 1)}}
+        "size_curve": {k: frame_accuracy(preds[k], ali)["frame_accuracy"] for k in range(1, n + 1)},
+        **({"by_arch": {a: frame_accuracy(preds[a], ali) | {"members": len(idx)} for a, idx in by_arch.items()}}
+           if by_arch else {})}

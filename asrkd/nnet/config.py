@@ -3,12 +3,12 @@ targets and distillation. The paper's values are noted; the CPU defaults are siz
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from asrkd.nnet.model import MODELS
 from asrkd.utils import AsrkdError
 
-LATER_KEYS = ("train_data", "shuffle_buffer")  # see NnetConfig.record_options
+LATER_KEYS = ("train_data", "shuffle_buffer", "member_archs")  # see NnetConfig.record_options
 
 
 @dataclass
@@ -28,8 +28,11 @@ class NnetConfig:
     min_improvement: float = 0.002
     max_halvings: int = 2  # stop at the halving after this many
     precision: str = "auto"  # bf16 autocast, fp32, or auto: bf16 where the hardware has it (AMX, AVX512-BF16, GPU)
-    # ensemble: members differ only in seed (paper: 10); member 0 is the baseline
+    # ensemble: members differ in seed (paper: 10); member 0 is the baseline. member_archs:
+    # the members' architectures in turn (member k: member_archs[k % len]), e.g. [dnn, tdnn]
+    # for teachers of two kinds; empty: every member is `arch`, as the students always are
     num_members: int = 4
+    member_archs: list[str] = field(default_factory=list)
     # soft targets: mean over members of softmax(z/T), top-k stored (paper: T in 1, 2, 5, 10)
     temperatures: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0])
     top_k: int = 20
@@ -69,9 +72,16 @@ class NnetConfig:
             check_range(key, getattr(self, key), low, high, low_in, high_in)
         for t in self.temperatures:
             check_range("temperatures", t, 0, None, False, None)
+        for a in self.member_archs:
+            if a not in MODELS:
+                raise AsrkdError(f"member_archs: {a!r} is not registered (known: {', '.join(MODELS)})")
         if self.temperature not in self.temperatures:
             raise AsrkdError(f"the distillation temperature {self.temperature} is not among the soft-target "
                              f"temperatures {self.temperatures}")
+
+    def member_config(self, k: int) -> "NnetConfig":
+        """The config of ensemble member k: its architecture from `member_archs`."""
+        return replace(self, arch=self.member_archs[k % len(self.member_archs)]) if self.member_archs else self
 
     def record_options(self) -> dict:
         """The keys as a model's record and checkpoint keep them: keys added since models were

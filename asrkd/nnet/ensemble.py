@@ -1,5 +1,6 @@
-"""The ensemble (members that differ only in seed) and the choice of one model among
-several (the students of a temperature sweep) by dev frame accuracy."""
+"""The ensemble (members that differ in seed, and with `member_archs` in architecture) and
+the choice of one model among several (the students of a temperature sweep) by dev frame
+accuracy."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def _member_job(cfg: NnetConfig, sets: tuple, exp_dir: Path, out, seed: int, dev
 
 def train_ensemble(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_dir, device: str = "auto",
                    force: bool = False, jobs: JobConfig | None = None) -> list[Path]:
-    """`cfg.num_members` hard-target models differing only in seed (member k: seed k), in
+    """`cfg.num_members` hard-target models differing in seed (member k: seed k, architecture
+    `cfg.member_config(k).arch`), in
     exp_dir/member_<k>, a job each (one after another here, or a Slurm array with `jobs`);
     finished members are skipped, a killed one resumes."""
     exp_dir = Path(exp_dir)
@@ -42,11 +44,12 @@ def train_ensemble(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp
     pick_device(device)  # an unusable device is an error before anything is written
     sets = (data_dir, ali_dir, dev_dir, dev_ali_dir)
     inputs = model_inputs(*sets)
-    members = [model_output(NnetExpDir(exp_dir).member(k), cfg, k, False, inputs) for k in range(cfg.num_members)]
+    cfgs = [cfg.member_config(k) for k in range(cfg.num_members)]
+    members = [model_output(NnetExpDir(exp_dir).member(k), cfgs[k], k, False, inputs) for k in range(cfg.num_members)]
     todo = [k for k, m in enumerate(members) if not m.done(force)]
     if todo:
         key = members[todo[0]].key()
-        run_jobs(_member_job, [(cfg, sets, exp_dir, members[k], k, device) for k in todo], "members",
+        run_jobs(_member_job, [(cfgs[k], sets, exp_dir, members[k], k, device) for k in todo], "members",
                  exp_dir / "log", jobs, key=key)
     _SETS.clear()
     log.info("%s: %d members trained", exp_dir, len(members))

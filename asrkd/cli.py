@@ -569,6 +569,29 @@ def _add_adult_age(s) -> None:
                    help="speakers of this age and over count as adults in the age groups (default %(default)s)")
 
 
+def _speed_factors(s: str) -> list[float]:
+    try:
+        return [float(x) for x in s.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated speed factors, got {s!r}") from None
+
+
+def _args_perturb_speed(s) -> None:
+    s.add_argument("--factors", type=_speed_factors, default=[0.9, 1.0, 1.1],
+                   help="speed factors, one copy each; 1.0 is the unperturbed copy (default 0.9,1.0,1.1)")
+    s.add_argument("--force", action="store_true", help="redo even when a finished copy with the same factors exists")
+    s.add_argument("src_dir", help="data dir with wav.scp, text, utt2spk")
+    s.add_argument("dest_dir", help="new data dir: utterances and speakers prefixed sp<factor>-, audio in wav/")
+
+
+@command("perturb-speed", args=_args_perturb_speed,
+         help="speed-perturbed copies of a data dir (perturb_data_dir_speed_3way.sh)")
+def cmd_perturb_speed(a):
+    from asrkd.augment import perturb_data_dir_speed
+
+    perturb_data_dir_speed(a.src_dir, a.dest_dir, a.factors, force=a.force)
+
+
 def _args_wer_bootci(s) -> None:
     _add_adult_age(s)
     s.add_argument("--json", help="also write the results to this JSON file")

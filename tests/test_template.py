@@ -1,6 +1,6 @@
 """The corpus template (recipes/template/run.sh) end to end on yesno, with its data preparation
-given as --prep, the beyond-the-paper stages switched off and the networks on the LDA+MLLT
-system's senones; and its default preparation
+given as --prep, the beyond-the-paper stages switched off, and the networks on the LDA+MLLT
+system's senones of the training set and its speed-perturbed copies; and its default preparation
 (local/prepare.sh) on a folder of audio with same-stem transcripts."""
 
 import json
@@ -49,6 +49,7 @@ def test_template_on_yesno(tmp_path):
         "--mono-gauss", "150", "--num-leaves", "20", "--tri-gauss", "150", "--tree-opts", "--min-leaf-occ 20",
         "--lm-weights", "2,5,10", "--word-ins-penalties", "0,1", "--nnet-config", str(tmp_path / "nnet.yaml"),
         "--beyond-paper", "false", "--nnet-gmm", "tri2",  # the networks learn tri2's (LDA+MLLT) senones
+        "--speed-perturb", "true",  # of train_yesno and its copies at speeds 0.9 and 1.1
         "--nj", "2", "--threads", "1")  # 1 thread: a tiny net, a shared CPU
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "stage 13: skipped (beyond_paper=false)" in proc.stdout
@@ -57,7 +58,12 @@ def test_template_on_yesno(tmp_path):
     res = json.loads((recipe / "exp/compare/results.json").read_text())
     systems = res["systems"]
     assert list(systems) == ["tri2 GMM", "baseline (member 0)", "mean of members", "ensemble of 2", "distilled (T=2)"]
-    assert "ensemble of senone DNNs on the tri2 alignment" in proc.stdout
+    assert "on the tri2 alignment of train_yesno_sp (train_yesno at speeds 0.9, 1.0, 1.1)" in proc.stdout
+    assert len(read_table(recipe / "data/train_yesno_sp/feats.scp")) == 90
+    assert len(read_table(recipe / "exp/tri2_ali_sp/ali.scp")) == 90
+    frames = sum(int(n) for n in read_table(recipe / "data/train_yesno/utt2num_frames").values())
+    sp_frames = json.loads((recipe / "exp/nnet/member_0/frame_accuracy_train.json").read_text())["frames"]
+    assert abs(sp_frames / frames - (1 + 1 / 0.9 + 1 / 1.1)) < 0.005  # durations / speed
     for name in ("baseline (member 0)", "distilled (T=2)"):
         assert systems[name]["test_yesno_frame_acc"] > 50, name  # 20 senones: chance is 5%
         assert systems[name]["test_yesno_wer"] <= 15, name  # 2 words; see tests/test_recipe.py

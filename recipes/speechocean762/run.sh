@@ -20,6 +20,7 @@ tri_gauss=8000
 tree_opts="--no-split-silence --cluster-leaves"   # about 1230 senones, 10 of them silence (local/senone_inventory.sh)
 lda_mllt=true     # also tri2: LDA+MLLT features (Kaldi's tri2b), trained from tri's alignment, sized as tri
 nnet_gmm=tri      # the GMM whose tree, alignments and HCLG the neural stages use (tri, or tri2)
+speed_perturb=false   # true: the networks train on train and its copies at speeds 0.9 and 1.1 (3x the frames)
 lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT), rescored from
 word_ins_penalties=0,1,2   # one lattice pass per model and set
 nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU

@@ -34,6 +34,7 @@ tri_gauss=3000   # Gaussians of the triphone GMM-HMM (about one per 100 training
 tree_opts=       # train-tri options, e.g. --min-leaf-occ 20 for a tiny corpus, --no-split-silence --cluster-leaves
 lda_mllt=true    # also tri2: LDA+MLLT features (Kaldi's tri2b), trained from tri's alignment, sized as tri
 nnet_gmm=tri     # the GMM whose tree, alignments and HCLG the neural stages use (tri, or tri2)
+speed_perturb=false   # true: the networks train on train and its copies at speeds 0.9 and 1.1 (3x the frames)
 lm_weights=7,10,13,16,19   # decoding grid searched on the tuning set (acoustic scale 1/LMWT)
 word_ins_penalties=0,1
 nnet_config=conf/nnet.yaml     # network, training, ensemble and distillation options

@@ -5,10 +5,19 @@
 # options), the data sets train_set, tune_set (LR schedule, decoding weights, model choice),
 # test_set, and their alignment dirs train_ali, tune_ali, test_ali. It may set beyond_paper=false
 # (default true) to leave out stages 13-14: section 6's subset models, teacher switching and the
-# students of the members run on mixed-up windows (and the per-member soft targets of stage 11).
+# students of the members run on mixed-up windows (and the per-member soft targets of stage 11),
+# and speed_perturb=true (default false) to train the networks on train_set and its copies at
+# speeds 0.9 and 1.1 (<train_set>_sp, aligned by the GMM in stage 10; section 6's subset is
+# drawn from it too).
 # Models of those stages left by an earlier run are still measured and decoded.
 beyond_paper=${beyond_paper:-true}
 gmm=${nnet_gmm:-tri}
+case ${speed_perturb:=false} in
+  true) sp_src=$train_set train_set=${train_set}_sp train_ali=exp/${gmm}_ali_sp  # the networks' training set
+        sp_text=" ($sp_src at speeds 0.9, 1.0, 1.1)" ;;
+  false) sp_text= ;;
+  *) echo "$0: --speed-perturb must be true or false, got '$speed_perturb'" >&2; exit 1 ;;
+esac
 if [ $stop_stage -ge 10 ] && [ ! -f exp/$gmm/tree ]; then
   echo "$0: --nnet-gmm $gmm: exp/$gmm/tree missing (train it in stages 4-7)" >&2; exit 1
 fi
@@ -26,7 +35,14 @@ subset=data/${train_set}_${subset_percent}pct
 nnet_opts="--config $nnet_config --device $device"
 ali_sets="data/$train_set $train_ali data/$tune_set $tune_ali"
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
-  begin_stage 10 "ensemble of senone DNNs on the $gmm alignment (member 0 is the baseline)"
+  begin_stage 10 "ensemble of senone DNNs on the $gmm alignment of $train_set$sp_text (member 0 is the baseline)"
+  if [ "$speed_perturb" = true ]; then
+    run_log exp/log/perturb_speed.log asrkd perturb-speed data/$sp_src data/$train_set
+    run_log exp/log/make_fbank_$train_set.log asrkd compute-fbank --config ${fbank_config:-conf/fbank.yaml} \
+      --nj $nj $cmd_opts data/$train_set
+    run_log exp/log/compute_cmvn_$train_set.log asrkd compute-cmvn-stats --nj $nj $cmd_opts data/$train_set
+    run_log $train_ali/log/align.log asrkd align --nj $nj $cmd_opts data/$train_set data/lang exp/$gmm $train_ali
+  fi
   run_log exp/nnet/log/train_ensemble.log asrkd train-ensemble $nnet_opts $cmd_opts $ali_sets exp/nnet
 fi
 members=$(for m in exp/nnet/member_*; do if [ -d $m ]; then echo -n "--nnet $m "; fi; done)

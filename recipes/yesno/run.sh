@@ -19,6 +19,7 @@ subset_percent=30   # of 30 files: 9 or 10
 threads=0        # CPU threads of training stages (0: nj, at most the cores)
 lda_mllt=true    # also tri2: LDA+MLLT features (Kaldi's tri2b), trained from tri's alignment
 nnet_gmm=tri     # the GMM whose tree, alignments and HCLG the neural stages use (tri, or tri2)
+speed_perturb=false   # true: the networks train on train and its copies at speeds 0.9 and 1.1 (3x the frames)
 beyond_paper=true   # false: leave out stages 13-14 (section 6's subset models, teacher switching, mixed-up teachers)
 force=false      # true: redo every stage that runs (the old outputs are replaced once the new ones are done)
 . ../utils/parse_options.sh

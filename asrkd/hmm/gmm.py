@@ -92,6 +92,22 @@ def _loglik_kernel(x, a, b, c, chunks, pdfs, out):
 
 
 @numba.njit(nogil=True, cache=True)
+def component_loglik(x, t, a, b, c, p, ll):
+    """ll[k] = log w_k + log N(x[t]) of each component k of pdf p (-inf where unused), from
+    `_gauss_terms`; returns the largest."""
+    top = -np.inf
+    for k in range(ll.shape[0]):
+        s = c[p, k]
+        if s > -np.inf:
+            for d in range(x.shape[1]):
+                xd = np.float64(x[t, d])
+                s += xd * xd * a[p, k, d] + xd * b[p, k, d]
+        ll[k] = s
+        top = max(top, s)
+    return top
+
+
+@numba.njit(nogil=True, cache=True)
 def _accumulate_kernel(x, order, bounds, a, b, c, p0, p1, occ, m1, m2, frame_ll):
     """Posterior-weighted statistics of the frames aligned to each pdf p0..p1-1, frame by
     frame in time order; frame_ll[t] gets the frame's log-likelihood under its pdf."""
@@ -100,16 +116,7 @@ def _accumulate_kernel(x, order, bounds, a, b, c, p0, p1, occ, m1, m2, frame_ll)
     for p in range(p0, p1):
         for i in range(bounds[p], bounds[p + 1]):
             t = order[i]
-            for k in range(K):
-                s = c[p, k]
-                if s > -np.inf:
-                    for d in range(D):
-                        xd = np.float64(x[t, d])
-                        s += xd * xd * a[p, k, d] + xd * b[p, k, d]
-                ll[k] = s
-            top, tot = -np.inf, 0.0
-            for k in range(K):
-                top = max(top, ll[k])
+            top, tot = component_loglik(x, t, a, b, c, p, ll), 0.0
             for k in range(K):
                 if c[p, k] > -np.inf:
                     tot += fpmath.exp(ll[k] - top)

@@ -20,6 +20,7 @@ import numpy as np
 
 from asrkd.features import splice
 from asrkd.hmm import fpmath
+from asrkd.hmm.gmm import _gauss_terms, component_loglik
 from asrkd.utils import AsrkdError
 
 log = logging.getLogger(__name__)
@@ -193,16 +194,7 @@ def _mllt_kernel(x, order, bounds, means, variances, a, b, c, weight, g, beta):
             t = order[i]
             if weight[t] == 0:
                 continue
-            top = -np.inf
-            for k in range(K):
-                s = c[p, k]
-                if s > -np.inf:
-                    for d in range(D):
-                        xd = np.float64(x[t, d])
-                        s += xd * xd * a[p, k, d] + xd * b[p, k, d]
-                ll[k] = s
-                top = max(top, s)
-            tot = 0.0
+            top, tot = component_loglik(x, t, a, b, c, p, ll), 0.0
             for k in range(K):
                 if c[p, k] > -np.inf:
                     tot += fpmath.exp(ll[k] - top)
@@ -228,8 +220,6 @@ def _mllt_kernel(x, order, bounds, means, variances, a, b, c, weight, g, beta):
 def mllt_stats(gmm, x: np.ndarray, ali: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, float]:
     """MLLT statistics G [D, D, D] (symmetric per i) and the frame count beta, from frames x
     aligned to pdfs `ali`, with the component posteriors of the current model."""
-    from asrkd.hmm.gmm import _gauss_terms
-
     P, K, D = gmm.means.shape
     order = np.argsort(ali, kind="stable")
     bounds = np.searchsorted(ali[order], np.arange(P + 1))

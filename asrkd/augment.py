@@ -43,12 +43,13 @@ def check_factors(factors: list[float]) -> None:
 
 
 def perturb_data_dir_speed(src: str | Path, dest: str | Path, factors: list[float] = (0.9, 1.0, 1.1),
-                           force: bool = False) -> int:
+                           allow_pipes: bool = False, max_skipped: float = 0.05, force: bool = False) -> int:
     """`dest`: a data dir with a copy of `src` per speed factor; returns its utterance count.
-    Utterances whose audio cannot be read are skipped, counted and listed in log/skipped.txt."""
+    Utterances whose audio cannot be read are skipped, counted and listed in log/skipped.txt;
+    more than `max_skipped` of them is an error."""
     src, dest, factors = Path(src), Path(dest), [float(f) for f in factors]
     check_factors(factors)
-    out = Output(dest, "perturb-speed", {"factors": factors}, {"src": src})
+    out = Output(dest, "perturb-speed", {"factors": factors, "allow_pipes": allow_pipes}, {"src": src})
     if out.done(force):
         return len(read_table(dest / "utt2spk"))
     wav, text, utt2spk = (read_table(src / n, allow_empty_value=(n == "text")) for n in ("wav.scp", "text", "utt2spk"))
@@ -58,7 +59,7 @@ def perturb_data_dir_speed(src: str | Path, dest: str | Path, factors: list[floa
     with out.writing() as tmp:
         for utt in sorted(utt2spk, key=sort_key):
             try:
-                x, sr = read_audio(wav[utt]) if utt in wav else (None, None)
+                x, sr = read_audio(wav[utt], allow_pipes=allow_pipes) if utt in wav else (None, None)
             except AudioError as e:
                 x, sr = None, str(e)
             if x is None:
@@ -72,6 +73,9 @@ def perturb_data_dir_speed(src: str | Path, dest: str | Path, factors: list[floa
                 final = (dest / path.relative_to(tmp)).resolve()
                 tables["wav.scp"][p + utt], tables["text"][p + utt] = str(final), text.get(utt, "")
                 tables["utt2spk"][p + utt] = p + utt2spk[utt]
+        if len(skipped) > max_skipped * len(utt2spk):
+            raise AsrkdError(f"{src}: {len(skipped)} of {len(utt2spk)} utterances unreadable (more than "
+                             f"{max_skipped:.0%}), first: {skipped[0]}")
         for f in factors:
             for name, table in spk_info.items():
                 tables[name] |= {prefix(f) + s: v for s, v in table.items()}

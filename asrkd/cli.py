@@ -579,6 +579,9 @@ def _speed_factors(s: str) -> list[float]:
 def _args_perturb_speed(s) -> None:
     s.add_argument("--factors", type=_speed_factors, default=[0.9, 1.0, 1.1],
                    help="speed factors, one copy each; 1.0 is the unperturbed copy (default 0.9,1.0,1.1)")
+    s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
+    s.add_argument("--max-skipped", type=float, default=0.05,
+                   help="fail when more than this share of the utterances has unreadable audio (default 0.05)")
     s.add_argument("--force", action="store_true", help="redo even when a finished copy with the same factors exists")
     s.add_argument("src_dir", help="data dir with wav.scp, text, utt2spk")
     s.add_argument("dest_dir", help="new data dir: utterances and speakers prefixed sp<factor>-, audio in wav/")
@@ -589,7 +592,7 @@ def _args_perturb_speed(s) -> None:
 def cmd_perturb_speed(a):
     from asrkd.augment import perturb_data_dir_speed
 
-    perturb_data_dir_speed(a.src_dir, a.dest_dir, a.factors, force=a.force)
+    perturb_data_dir_speed(a.src_dir, a.dest_dir, a.factors, a.allow_pipes, a.max_skipped, force=a.force)
 
 
 def _args_wer_bootci(s) -> None:

@@ -144,14 +144,15 @@ def _systems(gmm_dir: Path, exp: NnetExpDir, members: list[Path], ens_fa: dict, 
     base_fa = {s: ens_fa[s]["members"][0] for s in sets}
     rows["baseline (member 0)"] = {**infos[0], **_scores(members[0], sets, base_fa)}
     counts["baseline (member 0)"] = _counts(members[0], sets, base_fa)
+    kinds = " + ".join(f"{n} x {a}" for a, n in Counter(i["arch"] for i in infos).items())
     rows["mean of members"] = {**infos[0], "train_seconds": sum(i["train_seconds"] for i in infos) / len(members),
+                               **({"arch": f"mean of {kinds}"} if len({i['arch'] for i in infos}) > 1 else {}),
                                **{f"{s}_frame_acc": 100 * ens_fa[s]["member_mean"] for s in sets},
                                **{f"{s}_frame_acc_range": [100 * ens_fa[s]["member_min"], 100 * ens_fa[s]["member_max"]]
                                   for s in sets}}
     ensemble = f"ensemble of {len(members)}"
     rows[ensemble] = {
-        "params": sum(i["params"] for i in infos),
-        "arch": " + ".join(f"{n} x {a}" for a, n in Counter(i["arch"] for i in infos).items()),
+        "params": sum(i["params"] for i in infos), "arch": kinds,
         "mflops_per_frame": sum(i["mflops_per_frame"] for i in infos),
         "train_seconds": sum(i["train_seconds"] for i in infos), **_scores(exp.ensemble, sets, ens_fa)}
     counts[ensemble] = _counts(exp.ensemble, sets, ens_fa)
@@ -238,8 +239,9 @@ def _seeds(ens_fa: dict, sets) -> dict:
     return seeds
 
 
-def _pairs(names) -> list[tuple[str, str, str]]:
-    """The comparisons the story rests on, (label, a, b) for b against a, among these systems."""
+def _pairs(names) -> list[tuple[str, str, str, tuple]]:
+    """The comparisons the story rests on, (label, a, b, metrics) for b against a, among these
+    systems."""
     def named(prefix):
         return next((n for n in names if n.startswith(prefix)), None)
 
@@ -247,10 +249,11 @@ def _pairs(names) -> list[tuple[str, str, str]]:
     base, ens, dist, mix = "baseline (member 0)", named("ensemble of "), named("distilled (T="), \
         named(f"{STUDENT_MIXUP} (T=")
     hard, soft, smix = "subset, hard targets", "subset, soft targets", SUBSET_MIXUP
-    pairs = [("baseline vs GMM", gmm, base), ("ensemble vs baseline", base, ens),
-             ("distilled vs baseline", base, dist), ("distilled vs ensemble", ens, dist),
-             ("mixup student vs distilled", dist, mix), ("mixup student vs ensemble", ens, mix),
-             ("subset soft vs subset hard", hard, soft), ("subset mixup vs subset soft", soft, smix)]
+    both = ("wer", "frame_acc")  # not the GMM's frame accuracy: it is against its own alignment
+    pairs = [("baseline vs GMM", gmm, base, ("wer",)), ("ensemble vs baseline", base, ens, both),
+             ("distilled vs baseline", base, dist, both), ("distilled vs ensemble", ens, dist, both),
+             ("mixup student vs distilled", dist, mix, both), ("mixup student vs ensemble", ens, mix, both),
+             ("subset soft vs subset hard", hard, soft, both), ("subset mixup vs subset soft", soft, smix, both)]
     return [p for p in pairs if p[1] in names and p[2] in names]
 
 

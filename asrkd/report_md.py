@@ -35,7 +35,7 @@ def _main_table(res: dict) -> list[str]:
     """The systems' table, what is missing, and the students' shares of the ensemble's gain."""
     rows, (tune, test) = res["systems"], res["sets"]
     lines = ["# Baseline, ensemble and distilled acoustic models", "",
-             "Frame accuracy is the argmax senone against the tri forced alignment (phone level: the senone's "
+             "Frame accuracy is the argmax senone against the GMM's forced alignment (phone level: the senone's "
              "phone); for the GMM that alignment is its own Viterbi path, which favours it. WER uses the LM "
              f"weight and insertion penalty chosen on {tune}. MFLOP/frame counts the "
              "forward pass (a GMM: 4 x dim per Gaussian); training time is wall-clock on the machine that ran "
@@ -204,7 +204,8 @@ def _significance(res: dict) -> list[str]:
     if paired:
         lines += ["", f"Paired bootstrap (Bisani and Ney 2004) on the same resamples: the difference b − a, its "
                   "interval, and the share of resamples in which b is better. **Not significant** unless b is better, "
-                  f"or worse, in at least {sig['level']:g}% of them.", ""]
+                  f"or worse, in at least {100 - (100 - sig['level']) / 2:g}% of them (then the "
+                  f"{sig['level']:g}% interval excludes 0).", ""]
         lines += md_table(["comparison", "metric", "a", "b", f"b − a [{sig['level']:g}% CI]", "P(b better)",
                            "P(b better), over utterances", ""],
                           [[p["comparison"], dict(metrics)[p["metric"]], f"{p['value_a']:.2f}", f"{p['value_b']:.2f}",

@@ -6,8 +6,9 @@ A system's numbers per utterance are (errors, words) from its decode's
 `per_utt`. A rate over a resample is the ratio of the summed counts (100 x), so long
 utterances weigh as in the corpus figure. Two systems are compared on the same resamples:
 the probability of improvement is the share of resamples in which the second system is
-better, and a difference counts as significant when the share in which it is better, or the
-share in which it is worse, is at least 95%.
+better, and a difference counts as significant (two-sided, at 1 - LEVEL) when the share in
+which it is better, or the share in which it is worse, is at least 97.5%: then the 95%
+percentile interval of the difference excludes 0.
 """
 
 from __future__ import annotations
@@ -77,9 +78,11 @@ def _resampled_rates(systems: list[dict], utt2spk: dict | None, resamples: int, 
     block = _blocks(utts, utt2spk)
     num, den = _block_sums(systems, utts, block)
     idx = np.random.default_rng(seed).integers(0, num.shape[1], size=(resamples, num.shape[1]))
+    chunk = max(1, 10_000_000 // (len(systems) * num.shape[1]))  # resamples at a time: bounded memory
     with np.errstate(invalid="ignore", divide="ignore"):
         full = 100 * num.sum(1) / den.sum(1)
-        boot = 100 * num[:, idx].sum(2) / den[:, idx].sum(2)  # [systems, resamples]
+        boot = np.concatenate([100 * num[:, idx[i:i + chunk]].sum(2) / den[:, idx[i:i + chunk]].sum(2)
+                               for i in range(0, resamples, chunk)], axis=1)  # [systems, resamples]
     return full, boot, len(utts), num.shape[1]
 
 
@@ -103,7 +106,7 @@ def paired_bootstrap(a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]
     lo, hi = np.nanpercentile(boot[1] - boot[0], [(100 - level) / 2, (100 + level) / 2])
     return {"value_a": float(full[0]), "value_b": float(full[1]), "delta": float(full[1] - full[0]),
             "ci": [float(lo), float(hi)], "p_improvement": p, "p_worse": p_worse,
-            "significant": max(p, p_worse) >= level / 100,
+            "significant": max(p, p_worse) >= 1 - (1 - level / 100) / 2,
             "unit": "speaker" if utt2spk else "utterance", "blocks": n_blocks, "utts": n_utts}
 
 
@@ -124,12 +127,13 @@ def _intervals(counts: dict[str, tuple[int, int]], utt2spk: dict | None) -> dict
             "utterance": confidence_interval(counts)}
 
 
-def significance(counts: dict[str, dict], pairs: list[tuple[str, str, str]], sets, utt2spk: dict,
+def significance(counts: dict[str, dict], pairs: list[tuple[str, str, str, tuple]], sets, utt2spk: dict,
                  utt2group: dict) -> dict:
     """For systems' per-utterance counts ({system: {set: {metric: counts or None}}}, metrics
     `wer` and `frame_acc`): each rate's intervals and its value per group, and for each pair
-    (label, a, b) the paired bootstrap of b against a, over speakers where there are two or
-    more, else over utterances, and over utterances. utt2spk and utt2group are per set (or None)."""
+    (label, a, b, metrics) the paired bootstrap of b against a on those metrics, over speakers
+    where there are two or more, else over utterances, and over utterances. utt2spk and
+    utt2group are per set (or None)."""
     intervals: dict = {}
     groups: dict = {}
     for name, per_set in counts.items():
@@ -140,12 +144,13 @@ def significance(counts: dict[str, dict], pairs: list[tuple[str, str, str]], set
                     if utt2group.get(s):
                         groups.setdefault(name, {}).setdefault(s, {})[metric] = group_rates(c, utt2group[s])
     paired = []
-    for label, a, b in pairs:
+    for label, a, b, metrics in pairs:
         for s in sets:
             by_spk = utt2spk.get(s) is not None and len(set(utt2spk[s].values())) > 1
-            for metric, lower in (("wer", True), ("frame_acc", False)):
+            for metric in metrics:
                 ca, cb = (counts.get(x, {}).get(s, {}).get(metric) for x in (a, b))
                 if ca and cb:
+                    lower = metric == "wer"  # a lower WER, a higher frame accuracy is better
                     by_utt = paired_bootstrap(ca, cb, lower)
                     main = paired_bootstrap(ca, cb, lower, utt2spk[s]) if by_spk else by_utt
                     paired.append({"comparison": label, "a": a, "b": b, "set": s, "metric": metric, **main,
@@ -181,7 +186,7 @@ def wer_bootci(data_dir: str | Path, decode_dirs: list[str | Path], adult_age: i
             raise AsrkdError(f"{d}: {len(extra)} scored utterances are not in {data_dir} (e.g. '{extra[0]}')")
         counts[d] = {"set": {"wer": c}}
     names = list(counts)
-    pairs = [(f"{names[1]} vs {names[0]}", names[0], names[1])] if len(names) == 2 else []
+    pairs = [(f"{names[1]} vs {names[0]}", names[0], names[1], ("wer",))] if len(names) == 2 else []
     return significance(counts, pairs, ["set"], {"set": utt2spk}, {"set": groups})
 
 
@@ -194,7 +199,7 @@ def format_bootci(res: dict) -> list[str]:
                 lines.append(f"{name}: %WER {iv['value']:.2f} {iv['level']:g}% Conf Interval [ {iv['ci'][0]:.2f}, "
                              f"{iv['ci'][1]:.2f} ] over {iv['blocks']} {unit}s")
         for group, wer in res["groups"].get(name, {}).get("set", {}).get("wer", {}).items():
-            lines.append(f"{name}: %WER {wer:.2f} for {group}")
+            lines.append(f"{name}: %WER {wer:.2f} for {group}" if wer is not None else f"{name}: no words for {group}")
     for p in res["paired"]:
         lines.append(f"Probability of {p['b']} improving {p['a']}: {100 * p['p_improvement']:.1f}% over "
                      f"{p['unit']}s ({100 * p['p_improvement_utterance']:.1f}% over utterances); difference "

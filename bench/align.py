@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asrkd.hmm.align import align, gmm_features, load_model
+from asrkd.hmm.align import align, load_model, model_features
 from asrkd.features import FeatureReader
 from asrkd.hmm.train import train_mono, train_tri
 from asrkd.utils import setup_logging
@@ -36,10 +36,11 @@ def peak_rss_mb() -> float:
 def loglik_speed(model_dir: Path, data_dir: Path, frames: int = 50000) -> dict:
     """Frames per second of [T, num_pdfs] GMM log-likelihoods, with 1 thread and all threads."""
     gmm, tree = load_model(model_dir)
+    features = model_features(model_dir)
     reader = FeatureReader(data_dir, cmvn=True)
     x, n = [], 0
     for utt in reader.keys():
-        x.append(gmm_features(reader[utt]))
+        x.append(features(reader[utt]))
         n += len(x[-1])
         if n >= frames:
             break

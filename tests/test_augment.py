@@ -59,5 +59,7 @@ def test_perturbed_data_dir(tmp_path):
             perturb_data_dir_speed(src, tmp_path / "bad", bad)
     # unreadable audio is skipped and listed, not a crash
     write_table(src / "wav.scp", {**read_table(src / "wav.scp"), keep[1]: str(tmp_path / "missing.wav")})
-    assert perturb_data_dir_speed(src, tmp_path / "sp2", [1.1]) == 2
+    assert perturb_data_dir_speed(src, tmp_path / "sp2", [1.1], max_skipped=0.5) == 2
     assert keep[1] in (tmp_path / "sp2/log/skipped.txt").read_text()
+    with pytest.raises(AsrkdError, match="1 of 3 utterances unreadable"):  # over the default 5%
+        perturb_data_dir_speed(src, tmp_path / "sp3", [1.1])

@@ -39,6 +39,24 @@ def check_compare_reports_what_exists(recipe, tmp):
         main(list(map(str, ["compare", *args])))
 
 
+def check_significance(res, students):
+    """The bootstrap intervals hold each reported value (one speaker in yesno: utterances are
+    resampled), and the paired comparisons are there."""
+    systems, sig = res["systems"], res["significance"]
+    for name in ("tri GMM", "baseline (member 0)", "ensemble of 2", *students, "subset, soft targets"):
+        for metric, key in (("wer", "test_yesno_wer"), ("frame_acc", "test_yesno_frame_acc"))[name.startswith("sub"):]:
+            iv = sig["intervals"][name]["test_yesno"][metric]
+            value = (res["section6"] if name.startswith("subset") else systems)[name][key]
+            assert iv["speaker"] is None and iv["utterance"]["blocks"] == 30, name
+            assert iv["utterance"]["value"] == pytest.approx(value) and \
+                iv["utterance"]["ci"][0] <= value <= iv["utterance"]["ci"][1], (name, metric)
+    assert {p["comparison"] for p in sig["paired"]} == {
+        "baseline vs GMM", "ensemble vs baseline", "distilled vs baseline", "distilled vs ensemble",
+        "mixup student vs distilled", "mixup student vs ensemble", "subset soft vs subset hard",
+        "subset mixup vs subset soft"}
+    assert {p["metric"] for p in sig["paired"] if p["comparison"] == "baseline vs GMM"} == {"wer"}
+
+
 FINISHED = {}  # the recipe run by test_yesno_recipe_stages, for tests/test_slurm_recipe.py to reuse
 
 
@@ -113,18 +131,7 @@ def test_yesno_recipe_stages(tmp_path):
     assert variants["teacher_switching"]["switched"]["test_yesno_frame_acc"] > 50
     assert res["per_member_soft_targets"] == 2 and set(res["soft_targets"]) == {"soft_T1", "soft_T2"}
     assert set(res["stage_seconds"]) >= {str(k) for k in range(10, 17)}
-    sig = res["significance"]  # one speaker in yesno: the bootstrap resamples the 30 test files
-    for name in ("tri GMM", "baseline (member 0)", "ensemble of 2", student, mixed, "subset, soft targets"):
-        for metric, key in (("wer", "test_yesno_wer"), ("frame_acc", "test_yesno_frame_acc"))[name.startswith("sub"):]:
-            iv = sig["intervals"][name]["test_yesno"][metric]
-            value = (res["section6"] if name.startswith("subset") else systems)[name][key]
-            assert iv["speaker"] is None and iv["utterance"]["blocks"] == 30, name
-            assert iv["utterance"]["value"] == pytest.approx(value) and \
-                iv["utterance"]["ci"][0] <= value <= iv["utterance"]["ci"][1], (name, metric)
-    assert {p["comparison"] for p in sig["paired"]} == {
-        "baseline vs GMM", "ensemble vs baseline", "distilled vs baseline", "distilled vs ensemble",
-        "mixup student vs distilled", "mixup student vs ensemble", "subset soft vs subset hard",
-        "subset mixup vs subset soft"}
+    check_significance(res, [student, mixed])
     md = (recipe / "exp/compare/results.md").read_text()
     for heading in ("| distilled (T=", "## Significance", "## Temperature sweep", "## Soft targets as a regulariser", "## Ensemble variants",
                     "Teacher switching", "## Seeds", "## Time per stage"):

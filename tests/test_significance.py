@@ -63,6 +63,13 @@ def test_paired_bootstrap_finds_a_real_gain_and_not_a_tie():
     u0 = next(u for u, (e, _) in a.items() if e)
     small = paired_bootstrap(a, {**a, u0: (a[u0][0] - 1, a[u0][1])}, lower_is_better=True, utt2spk=utt2spk)
     assert 0 < small["p_improvement"] < 0.95 and not small["significant"]
+    # two-sided: better in 96% of the resamples is not enough, and the 95% interval holds 0 then
+    fixed = [u for u, (e, w) in a.items() if e and w > 5][:4]
+    some = {**a, **{u: (a[u][0] - 1, a[u][1]) for u in fixed}}
+    runs = [paired_bootstrap(a, some, True, utt2spk=utt2spk, seed=s) for s in range(5)]
+    assert any(0.95 <= r["p_improvement"] < 0.975 for r in runs)
+    for r in runs:
+        assert r["significant"] == (r["p_improvement"] >= 0.975) and (r["significant"] or r["ci"][1] >= 0)
     acc = paired_bootstrap({u: (w - e, w) for u, (e, w) in a.items()},
                            {u: (w - e, w) for u, (e, w) in better.items()}, lower_is_better=False)
     assert acc["p_improvement"] == 1.0 and acc["unit"] == "utterance"
@@ -76,7 +83,8 @@ def test_significance_over_systems_groups_and_pairs():
     assert set(groups.values()) == {"children (under 18)", "adults (18 and over)"}
     assert groups["spk11-000"] == "children (under 18)" and groups["spk12-000"] == "adults (18 and over)"
     counts = {"A": {"test": {"wer": a, "frame_acc": None}}, "B": {"test": {"wer": b, "frame_acc": None}}}
-    sig = significance(counts, [("B vs A", "A", "B"), ("A vs missing", "missing", "A")], ["test"],
+    sig = significance(counts, [("B vs A", "A", "B", ("wer", "frame_acc")), ("A vs missing", "missing", "A", ("wer",))],
+                       ["test"],
                        {"test": utt2spk}, {"test": groups})
     assert set(sig["intervals"]) == {"A", "B"} and "frame_acc" not in sig["intervals"]["A"]["test"]
     assert sig["intervals"]["A"]["test"]["wer"]["speaker"]["blocks"] == 20

@@ -44,6 +44,12 @@ def test_lda_finds_the_separating_direction_and_whitens():
     assert spread[0] > 10 * spread[1]
     with pytest.raises(AsrkdError, match="LDA dimension 7"):
         estimate_lda(count, sums, scatter, 7)
+    with pytest.raises(AsrkdError, match="no aligned speech frame"):
+        estimate_lda(*lda_stats(x, ali, np.zeros(len(x), dtype=bool), 4), 2)
+    nan = x.copy()
+    nan[20, 0] = np.nan  # a weighted frame
+    with pytest.raises(AsrkdError, match="singular"):
+        estimate_lda(*lda_stats(nan, ali, weight, 4), 2)
 
 
 def test_mllt_rotates_to_diagonal_covariances():
@@ -95,6 +101,18 @@ def test_transform_round_trip_and_checks(tmp_path):
         t(rng.normal(size=(20, 12)).astype(np.float32))
     with pytest.raises(AsrkdError, match="spliced frames"):
         FeatureTransform(np.eye(10), 3)
+    for opts, msg in (("--left-context 3", "expected '--left-context=N"), ("--left-context=3 --right-context=2",
+                                                                           "as many frames on each side")):
+        (tmp_path / "splice_opts").write_text(opts)
+        with pytest.raises(AsrkdError, match=msg):
+            FeatureTransform.read(tmp_path)
+    t.write(tmp_path)
+    (tmp_path / "final.mat").write_bytes(b"not a matrix")
+    with pytest.raises(AsrkdError, match="final.mat: not a Kaldi matrix"):
+        FeatureTransform.read(tmp_path)
     (tmp_path / "splice_opts").unlink()
     with pytest.raises(AsrkdError, match="splice_opts: missing"):
         FeatureTransform.read(tmp_path)
+    gmm = DiagGmmSet(np.zeros((2, 1, 4)), np.ones((2, 1, 4)), np.zeros((2, 1)))
+    with pytest.raises(AsrkdError, match="features of 39 dimensions for GMMs of 4"):
+        gmm.loglik(np.zeros((5, 39), dtype=np.float32))

@@ -20,6 +20,7 @@ import torch
 
 from asrkd.hmm import fpmath
 from asrkd.hmm.fpmath import LN2, LOG_2PI
+from asrkd.utils import AsrkdError
 
 CHUNK = 256  # Gaussians scored together (whole pdfs), so that their sums stay in the L1 cache
 
@@ -231,6 +232,9 @@ class DiagGmmSet:
     def loglik(self, x) -> np.ndarray:
         """[T, num_pdfs] float32 log-likelihoods of frames x [T, dim] (float32 or float64)."""
         x = np.ascontiguousarray(x.numpy() if isinstance(x, torch.Tensor) else x)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise AsrkdError(f"features of {x.shape[-1]} dimensions for GMMs of {self.dim} (another system's "
+                             "features? an LDA+MLLT model needs its final.mat)")
         out = np.full((x.shape[0], self.means.shape[0]), -np.inf, dtype=np.float32)
         terms = self._scoring_terms()
         cuts = _split(np.ones(len(x)), max(1, min(torch.get_num_threads(), len(x) // 64)))

@@ -25,7 +25,7 @@ from asrkd.hmm.alignment import AlignmentDir
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
 from asrkd.hmm.transform import (FeatureTransform, estimate_lda, estimate_mllt, lda_stats, mllt_stats,
-                                  transform_means)
+                                  transform_means, variance_floor)
 from asrkd.hmm.tree import ContextTree, GaussStats, build_tree, cluster_phones
 from asrkd.outputs import Output
 from asrkd.topo import read_topo
@@ -95,17 +95,20 @@ class Mllt:
     ceps: dict[str, np.ndarray]
     transform: FeatureTransform
     iters: set[int]
-    speech_pdfs: np.ndarray  # bool per pdf: silence frames do not count, as in Kaldi
+    speech_pdfs: np.ndarray | None = None  # bool per pdf of the tree trained: silence frames do not count
 
-    def features(self, corpus: Corpus) -> None:
+    def features(self, corpus: Corpus) -> torch.Tensor:
+        """Recompute the corpus' features with the transform; returns their variance floor."""
         corpus.feats = {u: self.transform(self.ceps[u]) for u in corpus.utts}
+        return torch.as_tensor(variance_floor(list(corpus.feats.values())))
 
-    def update(self, gmm: DiagGmmSet, corpus: Corpus, x: np.ndarray, a: np.ndarray) -> None:
+    def update(self, gmm: DiagGmmSet, corpus: Corpus, x: np.ndarray, a: np.ndarray) -> torch.Tensor:
+        """Estimate and apply an MLLT; returns the new features' variance floor."""
         g, beta = mllt_stats(gmm, x, a, self.speech_pdfs[a])
         rotation = estimate_mllt(g, beta)
         self.transform = self.transform.compose(rotation)
         transform_means(gmm, rotation)
-        self.features(corpus)
+        return self.features(corpus)
 
 
 def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floor: torch.Tensor,
@@ -134,7 +137,9 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
             history, failed, start = state["history"], state["failed"], state["iter"] + 1
             if mllt:
                 mllt.transform = FeatureTransform(state["transform"].numpy(), mllt.transform.context)
-                mllt.features(corpus)
+                floor = mllt.features(corpus)
+                if any(i < start for i in mllt.iters):  # the floor of the features since the last MLLT
+                    var_floor = floor
             log.info("%s: resuming from the checkpoint of iteration %d", exp_dir, state["iter"])
     x, a = stack(corpus, ali)
     for it in range(start, num_iters + 1):
@@ -144,8 +149,8 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
             if not ali:
                 raise AsrkdError(f"{exp_dir}: no utterance could be aligned at iteration {it}")
             x, a = stack(corpus, ali)
-        if mllt and it in mllt.iters:
-            mllt.update(gmm, corpus, x, a)
+        if mllt and it in mllt.iters:  # the features change: so do the variance floor and the stacked frames
+            var_floor = mllt.update(gmm, corpus, x, a)
             x, a = stack(corpus, ali)
         occ, m1, m2, total = gmm.accumulate(x, a)
         gmm.update(occ, m1, m2, var_floor)
@@ -288,8 +293,9 @@ def _train_tied(out: Output, data_dir, lang_dir: Path, ali_dir: Path, corpus: Co
                 opts: dict, t0: float, mllt: Mllt | None = None) -> list[dict]:
     """Tree, initial model and EM (re-aligned every 10 iterations) of a triphone system."""
     tree, gmm, tri_ali, var_floor = _tied_states(corpus, ali, src_tree, topo, lang_dir, opts, out.path)
+    speech = _speech_pdfs(tree, lang_dir)
     if mllt:
-        mllt.speech_pdfs = _speech_pdfs(tree, lang_dir)
+        mllt.speech_pdfs = speech
     graphs = compile_training_graphs(corpus, lang_dir, tree, topo)
     num_iters = opts["num_iters"]
     gmm, _, history = train_gmm(corpus, graphs, gmm, tri_ali, torch.as_tensor(var_floor), out.path, num_iters,
@@ -297,7 +303,7 @@ def _train_tied(out: Output, data_dir, lang_dir: Path, ali_dir: Path, corpus: Co
                                 max_iter_inc=max(1, num_iters * 5 // 7),
                                 meta=_data_meta(data_dir, ali=fingerprint(ali_dir / "ali.scp"), **opts), mllt=mllt)
     history[0]["tree_leaves"] = tree.num_pdfs
-    history[0]["silence_senones"] = int((~_speech_pdfs(tree, lang_dir)).sum())
+    history[0]["silence_senones"] = int((~speech).sum())
     return _finish(out, gmm, tree, history, t0, mllt.transform if mllt else None)
 
 
@@ -352,7 +358,7 @@ def train_lda_mllt(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Pa
     a = np.concatenate([ali[u] for u in utts])
     lda = estimate_lda(*lda_stats(x, a, speech[a], src_tree.num_pdfs), lda_dim)
     del x
-    mllt = Mllt(ceps, FeatureTransform(lda, context), set(mllt_iters), speech)
+    mllt = Mllt(ceps, FeatureTransform(lda, context), set(mllt_iters))
     mllt.features(corpus)
     log.info("%s: LDA [%d x %d] from %d frames of %d speech senones", exp_dir, *lda.shape, int(speech[a].sum()),
              int(speech.sum()))

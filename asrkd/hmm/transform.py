@@ -59,7 +59,7 @@ def _cholesky(a):
         s = a[j, j]
         for k in range(j):
             s -= low[j, k] * low[j, k]
-        if s <= 0.0:
+        if not s > 0.0:  # also NaN
             low[0, 0] = -1.0
             return low
         low[j, j] = math.sqrt(s)
@@ -137,6 +137,30 @@ def _jacobi_eigh(a, sweeps=100):
 
 
 @numba.njit(cache=True)
+def _column_variance(x):
+    """Each column's variance (float64), summed in row order."""
+    T, D = x.shape
+    mean, var = np.zeros(D), np.zeros(D)
+    for t in range(T):
+        for d in range(D):
+            mean[d] += np.float64(x[t, d])
+    for d in range(D):
+        mean[d] /= T
+    for t in range(T):
+        for d in range(D):
+            dev = np.float64(x[t, d]) - mean[d]
+            var[d] += dev * dev
+    for d in range(D):
+        var[d] /= T
+    return var
+
+
+def variance_floor(feats: list[np.ndarray]) -> np.ndarray:
+    """1% of the features' global variance per dimension: the GMM's variance floor."""
+    return 0.01 * _column_variance(np.concatenate(feats))
+
+
+@numba.njit(cache=True)
 def _lda_kernel(x, ali, weight, count, sums, scatter):
     """Per class (pdf) frame count and sum, and the total scatter sum x x^T, of the frames
     with weight 1 (weight 0: left out), in time order."""
@@ -166,6 +190,8 @@ def estimate_lda(count: np.ndarray, sums: np.ndarray, scatter: np.ndarray, dim: 
     scaled so that the within-class covariance becomes the identity: [dim, D]."""
     used = count > 0
     n, D = count.sum(), sums.shape[1]  # counts are whole numbers: their sum is exact
+    if n == 0:
+        raise AsrkdError("LDA: no aligned speech frame to estimate it from")
     if not 0 < dim <= D:
         raise AsrkdError(f"LDA dimension {dim}: must be 1 to the {D} dimensions of the spliced features")
     mean = _matmul(np.ones((1, len(sums))), sums)[0] / n
@@ -174,7 +200,8 @@ def estimate_lda(count: np.ndarray, sums: np.ndarray, scatter: np.ndarray, dim: 
     within = scatter / n - _matmul(mean[:, None], mean[None, :]) - between
     low = _cholesky(within)
     if low[0, 0] < 0:
-        raise AsrkdError("LDA: the within-class covariance is singular (too few frames for the spliced dimension)")
+        raise AsrkdError("LDA: the within-class covariance is singular or not finite (too few frames for the spliced "
+                         "dimension, or NaN features)")
     linv = _inverse(low)
     w, v = _jacobi_eigh(_matmul(_matmul(linv, between), linv.T))
     order = np.argsort(-w, kind="stable")[:dim]
@@ -259,7 +286,7 @@ def mllt_objective(a: np.ndarray, g: np.ndarray, beta: float) -> float:
     return float(beta * np.linalg.slogdet(a)[1] - 0.5 * sum(a[i] @ g[i] @ a[i] for i in range(len(a))))
 
 
-def estimate_mllt(g: np.ndarray, beta: float, iters: int = 10) -> np.ndarray:
+def estimate_mllt(g: np.ndarray, beta: float, iters: int = 200) -> np.ndarray:
     """Kaldi est-mllt: the square transform A [D, D] from the statistics of `mllt_stats`."""
     g_inv = np.stack([_inverse(gi) for gi in g])
     if not np.isfinite(g_inv).all() or beta <= 0:
@@ -307,14 +334,21 @@ class FeatureTransform:
         path = Path(model_dir) / MATRIX
         if not path.is_file():
             return None
-        opts = (Path(model_dir) / "splice_opts")
+        opts = Path(model_dir) / "splice_opts"
         if not opts.is_file():
             raise AsrkdError(f"{opts}: missing beside {MATRIX}")
-        context = dict(o.lstrip("-").split("=") for o in opts.read_text().split())
         try:
-            return cls(kaldiio.load_mat(str(path)), int(context["left-context"]))
-        except (KeyError, ValueError) as e:
-            raise AsrkdError(f"{path}: not a Kaldi matrix with its splice_opts ({e})") from None
+            context = dict(o.lstrip("-").split("=", 1) for o in opts.read_text().split())
+            left, right = int(context["left-context"]), int(context["right-context"])
+        except (KeyError, ValueError):
+            raise AsrkdError(f"{opts}: expected '--left-context=N --right-context=N'") from None
+        if left != right:
+            raise AsrkdError(f"{opts}: asrkd splices as many frames on each side, got {left} and {right}")
+        try:
+            matrix = kaldiio.load_mat(str(path))
+        except Exception as e:  # kaldiio raises ValueError, RuntimeError or struct errors
+            raise AsrkdError(f"{path}: not a Kaldi matrix ({type(e).__name__}: {e})") from None
+        return cls(matrix, left)
 
 
 def transform_means(gmm, a: np.ndarray) -> None:

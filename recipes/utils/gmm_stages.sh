@@ -4,7 +4,8 @@
 # sets (its data sets), train_set, tune_set (chooses the LM weight and penalty), test_set,
 # mono_gauss, num_leaves, tri_gauss, tree_opts, lm_weights and word_ins_penalties (the grid),
 # and lda_mllt (true: also tri2, Kaldi's tri2b: LDA+MLLT features, its tree and GMM sized as tri's).
-# Alignments: exp/tri_ali (exp/tri2_ali) for train_set, exp/tri_ali_<set> for every other set.
+# Alignments: exp/tri_ali (exp/tri2_ali) for train_set, exp/tri_ali_<set> (exp/tri2_ali_<set>)
+# for every other set.
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   begin_stage 4 "monophone GMM-HMM (flat start)"
   run_log exp/mono/log/train.log asrkd train-mono --tot-gauss $mono_gauss data/$train_set data/lang exp/mono

@@ -38,7 +38,7 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
   begin_stage 10 "ensemble of senone DNNs on the $gmm alignment of $train_set$sp_text (member 0 is the baseline)"
   if [ "$speed_perturb" = true ]; then
     run_log exp/log/perturb_speed.log asrkd perturb-speed data/$sp_src data/$train_set
-    run_log exp/log/make_fbank_$train_set.log asrkd compute-fbank --config ${fbank_config:-conf/fbank.yaml} \
+    run_log exp/log/make_fbank_$train_set.log asrkd compute-fbank --config "${fbank_config:-conf/fbank.yaml}" \
       --nj $nj $cmd_opts data/$train_set
     run_log exp/log/compute_cmvn_$train_set.log asrkd compute-cmvn-stats --nj $nj $cmd_opts data/$train_set
     run_log $train_ali/log/align.log asrkd align --nj $nj $cmd_opts data/$train_set data/lang exp/$gmm $train_ali

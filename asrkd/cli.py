@@ -569,15 +569,8 @@ def _add_adult_age(s) -> None:
                    help="speakers of this age and over count as adults in the age groups (default %(default)s)")
 
 
-def _speed_factors(s: str) -> list[float]:
-    try:
-        return [float(x) for x in s.split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated speed factors, got {s!r}") from None
-
-
 def _args_perturb_speed(s) -> None:
-    s.add_argument("--factors", type=_speed_factors, default=[0.9, 1.0, 1.1],
+    s.add_argument("--factors", type=_floats, default=[0.9, 1.0, 1.1],
                    help="speed factors, one copy each; 1.0 is the unperturbed copy (default 0.9,1.0,1.1)")
     s.add_argument("--allow-pipes", action="store_true", help="allow 'cmd |' entries in wav.scp")
     s.add_argument("--max-skipped", type=float, default=0.05,

@@ -55,11 +55,16 @@ def _scores(d: Path, sets, fa: dict | None = None) -> dict:
     return row
 
 
-def _counts(d: Path, sets, fa: dict | None = None) -> dict:
+def _counts(d: Path, sets, fa: dict) -> dict:
     """A system's per-utterance counts per set, for the bootstrap: {set: {"wer": {utt: (errors,
     words)}, "frame_acc": {utt: (correct, frames)}}}, None where not recorded."""
-    return {s: {"wer": read_per_utt_errors(decode_dir(d, s)),
-                "frame_acc": per_utt_frames(fa[s] if fa else read_json(frame_accuracy_file(d, s)))} for s in sets}
+    return {s: {"wer": read_per_utt_errors(decode_dir(d, s)), "frame_acc": per_utt_frames(fa[s])} for s in sets}
+
+
+def _system(d: Path, sets, fa: dict | None = None) -> tuple[dict, dict]:
+    """A system's `_scores` and `_counts`, its frame-accuracy records read once (or given as `fa`)."""
+    fa = fa or {s: read_json(frame_accuracy_file(d, s)) for s in sets}
+    return _scores(d, sets, fa), _counts(d, sets, fa)
 
 
 def _nnet_info(model_dir: Path) -> dict:
@@ -138,12 +143,13 @@ def _ensemble_frame_accuracy(exp: NnetExpDir, members: list[Path], sets) -> dict
 def _systems(gmm_dir: Path, exp: NnetExpDir, members: list[Path], ens_fa: dict, sets) -> tuple[dict, list, dict]:
     """Table 1's rows (GMM, baseline, mean of members, ensemble, the students that exist),
     what is missing, and the per-utterance counts of each row that is one system."""
-    gmm = f"{gmm_dir.name} GMM"  # the GMM whose alignments the networks learned
-    rows, counts = {gmm: {**_gmm_info(gmm_dir), **_scores(gmm_dir, sets)}}, {gmm: _counts(gmm_dir, sets)}
+    gmm, counts = f"{gmm_dir.name} GMM", {}  # the GMM whose alignments the networks learned
+    scores, counts[gmm] = _system(gmm_dir, sets)
+    rows = {gmm: {**_gmm_info(gmm_dir), **scores}}
     infos = [_nnet_info(m) for m in members]
     base_fa = {s: ens_fa[s]["members"][0] for s in sets}
-    rows["baseline (member 0)"] = {**infos[0], **_scores(members[0], sets, base_fa)}
-    counts["baseline (member 0)"] = _counts(members[0], sets, base_fa)
+    scores, counts["baseline (member 0)"] = _system(members[0], sets, base_fa)
+    rows["baseline (member 0)"] = {**infos[0], **scores}
     kinds = " + ".join(f"{n} x {a}" for a, n in Counter(i["arch"] for i in infos).items())
     rows["mean of members"] = {**infos[0], "train_seconds": sum(i["train_seconds"] for i in infos) / len(members),
                                **({"arch": f"mean of {kinds}"} if len({i['arch'] for i in infos}) > 1 else {}),
@@ -151,11 +157,11 @@ def _systems(gmm_dir: Path, exp: NnetExpDir, members: list[Path], ens_fa: dict, 
                                **{f"{s}_frame_acc_range": [100 * ens_fa[s]["member_min"], 100 * ens_fa[s]["member_max"]]
                                   for s in sets}}
     ensemble = f"ensemble of {len(members)}"
+    scores, counts[ensemble] = _system(exp.ensemble, sets, ens_fa)
     rows[ensemble] = {
         "params": sum(i["params"] for i in infos), "arch": kinds,
         "mflops_per_frame": sum(i["mflops_per_frame"] for i in infos),
-        "train_seconds": sum(i["train_seconds"] for i in infos), **_scores(exp.ensemble, sets, ens_fa)}
-    counts[ensemble] = _counts(exp.ensemble, sets, ens_fa)
+        "train_seconds": sum(i["train_seconds"] for i in infos), **scores}
     chosen, missing = exp.chosen_student(), []
     if chosen is not None and not (chosen / "final.pt").is_file():
         raise AsrkdError(f"{exp.distilled} -> {chosen.name}: no final.pt there; "
@@ -166,7 +172,8 @@ def _systems(gmm_dir: Path, exp: NnetExpDir, members: list[Path], ens_fa: dict, 
     if ((mixed := exp.student_mixup) / "final.pt").is_file():
         students.append((f"{STUDENT_MIXUP} (T={exp.temperature(mixed):g})", mixed))
     for name, d in students:
-        rows[name], counts[name] = {**_nnet_info(d), **_scores(d, sets)}, _counts(d, sets)
+        scores, counts[name] = _system(d, sets)
+        rows[name] = {**_nnet_info(d), **scores}
     return rows, missing, counts
 
 
@@ -192,9 +199,10 @@ def _section6(exp: NnetExpDir, baseline: Path, base: dict, sets) -> tuple[dict, 
                     (SUBSET_MIXUP, exp.section6("mixup"))):
         if (d / "final.pt").is_file():
             tr = read_json(frame_accuracy_file(d, "train"))
-            row = base if d == baseline else {**_nnet_info(d), **_scores(d, sets)}
+            row = base
             if d != baseline:
-                counts[name] = _counts(d, sets)
+                scores, counts[name] = _system(d, sets)
+                row = {**_nnet_info(d), **scores}
             section6[name] = {**row, "train_frames": tr and tr["frames"],
                               "train_frame_acc": tr and 100 * tr["frame_accuracy"],
                               "history": read_json(d / "log" / "train.json") or []}

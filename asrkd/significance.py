@@ -120,10 +120,14 @@ def group_rates(counts: dict[str, tuple[int, int]], utt2group: dict[str, str]) -
     return {g: 100 * n / d if d else None for g, (n, d) in sorted(sums.items())}
 
 
+def _speaker_blocks(utt2spk: dict | None) -> dict | None:
+    """utt2spk where it names two or more speakers (a bootstrap over one speaker says nothing), else None."""
+    return utt2spk if utt2spk is not None and len(set(utt2spk.values())) > 1 else None
+
+
 def _intervals(counts: dict[str, tuple[int, int]], utt2spk: dict | None) -> dict:
     """A rate's interval over speakers (where there are two or more) and over utterances."""
-    by_spk = utt2spk is not None and len(set(utt2spk.values())) > 1
-    return {"speaker": confidence_interval(counts, utt2spk) if by_spk else None,
+    return {"speaker": confidence_interval(counts, utt2spk) if _speaker_blocks(utt2spk) else None,
             "utterance": confidence_interval(counts)}
 
 
@@ -146,13 +150,13 @@ def significance(counts: dict[str, dict], pairs: list[tuple[str, str, str, tuple
     paired = []
     for label, a, b, metrics in pairs:
         for s in sets:
-            by_spk = utt2spk.get(s) is not None and len(set(utt2spk[s].values())) > 1
+            speakers = _speaker_blocks(utt2spk.get(s))
             for metric in metrics:
                 ca, cb = (counts.get(x, {}).get(s, {}).get(metric) for x in (a, b))
                 if ca and cb:
                     lower = metric == "wer"  # a lower WER, a higher frame accuracy is better
                     by_utt = paired_bootstrap(ca, cb, lower)
-                    main = paired_bootstrap(ca, cb, lower, utt2spk[s]) if by_spk else by_utt
+                    main = paired_bootstrap(ca, cb, lower, speakers) if speakers else by_utt
                     paired.append({"comparison": label, "a": a, "b": b, "set": s, "metric": metric, **main,
                                    "p_improvement_utterance": by_utt["p_improvement"]})
     return {"resamples": RESAMPLES, "level": LEVEL, "intervals": intervals, "paired": paired, "groups": groups}

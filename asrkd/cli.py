@@ -292,6 +292,24 @@ def cmd_train_lda_mllt(a):
                    mllt_iters=tuple(a.mllt_iters), force=a.force)
 
 
+def _args_train_sat(s) -> None:
+    _args_train_tri(s)
+    s.add_argument("--fmllr-iters", type=_mllt_iters, default=[2, 4, 6, 12],
+                   help="EM iterations at which the speakers' fMLLR transforms are re-estimated (default 2,4,6,12)")
+
+
+@command("train-sat", args=_args_train_sat,
+         help="speaker-adaptive (fMLLR) tied-state triphone GMM-HMM (tri3) from an LDA+MLLT alignment")
+def cmd_train_sat(a):
+    from asrkd.hmm.sat import train_sat
+
+    if any(i > a.num_iters for i in a.fmllr_iters):
+        raise AsrkdError(f"--fmllr-iters {a.fmllr_iters}: beyond --num-iters {a.num_iters}")
+    train_sat(a.data_dir, a.lang_dir, a.ali_dir, a.exp_dir, num_leaves=a.num_leaves, tot_gauss=a.tot_gauss,
+              num_iters=a.num_iters, min_leaf_occ=a.min_leaf_occ, split_silence=not a.no_split_silence,
+              cluster_leaves=a.cluster_leaves, fmllr_iters=tuple(a.fmllr_iters), force=a.force)
+
+
 def _args_align(s) -> None:
     s.add_argument("--beam", type=float, default=10.0, help="alignment beam (acoustic scale 0.1)")
     s.add_argument("--retry-beam", type=float, default=40.0, help="beam of the second try for an utterance that "
@@ -301,10 +319,10 @@ def _args_align(s) -> None:
                    "options and inputs exists")
     for name, text in (("data_dir", "data dir with features"),
                        ("lang_dir", "lang dir (prepare-lang)"),
-                       ("model_dir", "GMM-HMM dir (final.pt + tree, final.mat where LDA+MLLT: train-mono, "
-                                     "train-tri, train-lda-mllt)"),
+                       ("model_dir", "GMM-HMM dir (final.pt + tree, final.mat where LDA+MLLT, final.alimdl where "
+                                     "SAT: train-mono, train-tri, train-lda-mllt, train-sat)"),
                        ("ali_dir", "output alignment dir: ali.{ark,scp}, phones.ctm, pdf_counts, priors, "
-                                   "align_report.json, the model's final.pt and tree")):
+                                   "align_report.json, the model's files; trans.ark (fMLLR) for a SAT model")):
         s.add_argument(name, help=text)
 
 
@@ -363,8 +381,8 @@ def _floats(s: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
 
 
-def _args_decode(s) -> None:
-    _add_model_args(s)
+def _args_search(s) -> None:
+    """The options of a decode: the LM weight / penalty grid, the search, the jobs, the dirs."""
     s.add_argument("--lm-weights", type=_floats, default=[10.0], help="LM weights to try, e.g. 8,10,12 (acoustic "
                    "scale 1/LMWT)")
     s.add_argument("--word-ins-penalties", type=_floats, default=[0.0], help="word insertion penalties to try, "
@@ -389,15 +407,42 @@ def _args_decode(s) -> None:
         s.add_argument(name, help=text)
 
 
+def _search_options(a) -> dict:
+    return {"lm_weights": a.lm_weights, "word_ins_penalties": a.word_ins_penalties, "beam": a.beam,
+            "grid_beam": a.grid_beam, "max_active": a.max_active, "max_widen": a.max_widen,
+            "max_skipped": a.max_skipped}
+
+
+def _args_decode(s) -> None:
+    _add_model_args(s)
+    _args_search(s)
+
+
 @command("decode", args=_args_decode,
          help="Viterbi decoding with HCLG, WER per LM weight / insertion penalty")
 def cmd_decode(a):
     from asrkd.decode.decoder import decode
 
-    decode(a.graph_dir, _scorer(a, a.data_dir), a.data_dir, a.decode_dir, lm_weights=a.lm_weights,
-           word_ins_penalties=a.word_ins_penalties, tuned_on=a.tuned_on, beam=a.beam, grid_beam=a.grid_beam,
-           max_active=a.max_active, nj=a.nj, force=a.force, max_widen=a.max_widen, max_skipped=a.max_skipped,
-           jobs=_jobs(a))
+    decode(a.graph_dir, _scorer(a, a.data_dir), a.data_dir, a.decode_dir, tuned_on=a.tuned_on, nj=a.nj,
+           force=a.force, jobs=_jobs(a), **_search_options(a))
+
+
+def _args_decode_fmllr(s) -> None:
+    s.add_argument("--model-dir", required=True, help="SAT GMM-HMM dir (train-sat): final.pt, final.alimdl, tree, "
+                   "final.mat")
+    s.add_argument("--silence-weight", type=float, default=0.01,
+                   help="weight of silence frames in the fMLLR statistics (default %(default)s)")
+    _args_search(s)
+
+
+@command("decode-fmllr", args=_args_decode_fmllr,
+         help="two-pass decoding of a SAT model: speaker-independent pass into DECODE_DIR.si, fMLLR transforms "
+              "into DECODE_DIR.fmllr, adapted pass into DECODE_DIR")
+def cmd_decode_fmllr(a):
+    from asrkd.decode.fmllr import decode_fmllr
+
+    decode_fmllr(a.graph_dir, a.model_dir, a.data_dir, a.decode_dir, tuned_on=a.tuned_on,
+                 silence_weight=a.silence_weight, nj=a.nj, jobs=_jobs(a), force=a.force, **_search_options(a))
 
 
 def _args_score(s) -> None:

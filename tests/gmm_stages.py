@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "local"))
-from gmm_fingerprints import alignment_sha1, model_sha1s, sha1  # noqa: E402
+from gmm_fingerprints import alignment_sha1, model_sha1s, sha1, transforms_sha1  # noqa: E402
 
 from asrkd.decode.decoder import GmmScorer, decode
+from asrkd.decode.fmllr import decode_fmllr
 from asrkd.decode.graph import make_graph
 from asrkd.hmm.align import align
+from asrkd.hmm.sat import train_sat
 from asrkd.hmm.train import train_lda_mllt, train_mono, train_tri
 
 
@@ -30,6 +32,19 @@ def model_print(model_dir: Path) -> dict:
 def decode_print(decode_dir: Path) -> str:
     files = sorted(decode_dir.glob("hyp/*.txt")) + [decode_dir / "text", decode_dir / "log/decode.log"]
     return sha1(*(f.read_bytes() for f in files))
+
+
+def sat_prints(data: Path, lang: Path, lang_test: Path, exp: Path) -> dict:
+    """The SAT system (tri3) from tri2's alignment: model, fMLLR alignment, two-pass decode."""
+    train_sat(data, lang, exp / "tri2_ali", exp / "tri3", num_leaves=150, tot_gauss=400, num_iters=8,
+              min_leaf_occ=20, split_silence=False, cluster_leaves=True, fmllr_iters=(2, 4))
+    align(data, lang, exp / "tri3", exp / "tri3_ali", nj=2)
+    make_graph(lang_test, exp / "tri3", exp / "tri3/graph")
+    decode_fmllr(exp / "tri3/graph", exp / "tri3", data, exp / "tri3/decode", lm_weights=[10])
+    return {"so762 tri3": model_print(exp / "tri3"), "so762 tri3_ali": alignment_sha1(exp / "tri3_ali"),
+            "so762 tri3_ali fmllr": transforms_sha1(exp / "tri3_ali/trans.ark"),
+            "so762 tri3 decode": decode_print(exp / "tri3/decode"),
+            "so762 tri3 decode fmllr": transforms_sha1(exp / "tri3/decode.fmllr/trans.ark")}
 
 
 def main(yesno: Path, so762: Path, out: Path) -> dict:
@@ -59,7 +74,7 @@ def main(yesno: Path, so762: Path, out: Path) -> dict:
     for m in ("mono", "tri", "tri2"):
         fp[f"so762 {m}"] = model_print(exp / m)
         fp[f"so762 {m}_ali"] = alignment_sha1(exp / f"{m}_ali")
-    return fp
+    return fp | sat_prints(data, lang, so762 / "lang_test", exp)
 
 
 if __name__ == "__main__":

@@ -167,3 +167,23 @@ def test_yesno_recipe_stages(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_choose_gmm_takes_the_lowest_tuning_wer(tmp_path):
+    """--nnet-gmm auto: the triphone system with the lowest tuning-set WER, the first of those
+    tied, reported in exp/nnet_gmm.txt; a system not decoded yet is an error."""
+    for m, wer in (("tri", "66.97"), ("tri2", "63.38"), ("tri3", "63.38")):
+        (tmp_path / f"exp/{m}/decode_dev").mkdir(parents=True)
+        (tmp_path / f"exp/{m}/decode_dev/wer").write_text(f"%WER {wer} [ 1 / 2, 0 ins, 0 del, 1 sub ]\n")
+
+    def choose(*systems):
+        script = f'ASRKD_SKIP_SETUP=1; . {ROOT}/recipes/utils/path.sh; cd {tmp_path}; choose_gmm dev {" ".join(systems)}'
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+
+    proc = choose("tri", "tri2", "tri3")
+    assert proc.returncode == 0 and proc.stdout == "tri2\n", proc.stderr
+    assert (tmp_path / "exp/nnet_gmm.txt").read_text().splitlines() == [
+        "tri dev WER 66.97", "tri2 dev WER 63.38", "tri3 dev WER 63.38", "chosen: tri2 (lowest dev WER)"]
+    assert choose("tri3", "tri").stdout == "tri3\n"
+    proc = choose("tri", "tri4")
+    assert proc.returncode != 0 and "exp/tri4/decode_dev/wer missing" in proc.stderr

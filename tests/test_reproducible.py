@@ -1,7 +1,7 @@
 """The GMM stages give the same bits with 1 or 2 threads and with every numeric library held
 to AVX2 kernels, as a stand-in for another x86-64 CPU: models, trees, training histories,
-alignments and decodes of mono, tri and the LDA+MLLT tri2, on yesno and on a speechocean762
-slice."""
+alignments and decodes of mono, tri, the LDA+MLLT tri2 and the SAT tri3 (with its fMLLR
+transforms), on yesno and on a speechocean762 slice."""
 
 import json
 import os
@@ -47,7 +47,8 @@ def test_gmm_stages_are_bit_reproducible(yesno, so762_small, tmp_path):
     prints = {name: run_stages(yesno, so762_small, tmp_path / name.replace(" ", "_"), setting)
               for name, setting in SETTINGS.items()}
     first = prints["2 threads, this CPU's kernels"]
-    assert len(first) == 11 and len(first['so762 tri2']) == 4  # params, tree, transform, history
+    assert len(first) == 16 and len(first['so762 tri2']) == 4  # params, tree, transform, history
+    assert len(first['so762 tri3']) == 6  # and the alignment model and the training speakers' transforms
     for name, fp in prints.items():
         differ = [k for k in first if fp[k] != first[k]]
         assert not differ, f"{name}: differs from 2 threads with this CPU's kernels in {differ}"

@@ -1,5 +1,5 @@
 """The corpus template (recipes/template/run.sh) end to end on yesno, with its data preparation
-given as --prep, the beyond-the-paper stages switched off, and the networks on the LDA+MLLT
+given as --prep, the beyond-the-paper stages switched off, and the networks on the SAT
 system's senones of the training set and its speed-perturbed copies; and its default preparation
 (local/prepare.sh) on a folder of audio with same-stem transcripts."""
 
@@ -8,6 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
+
+import kaldiio
 
 from asrkd.data import read_table, validate_data_dir
 from conftest import ROOT, YESNO
@@ -39,6 +41,11 @@ def run_recipe(recipe, *args):
     return subprocess.run(["bash", str(recipe / "run.sh"), *args], capture_output=True, text=True, env=env)
 
 
+def run_asrkd(recipe, *args):
+    return subprocess.run([os.path.join(sys.prefix, "bin", "asrkd"), *args], capture_output=True, text=True,
+                          cwd=recipe)
+
+
 def test_template_on_yesno(tmp_path):
     recipe = copy_template(tmp_path)
     (tmp_path / "nnet.yaml").write_text(TINY_NNET)
@@ -48,7 +55,8 @@ def test_template_on_yesno(tmp_path):
         "--lang-opts", "--no-cmudict", "--lm-order", "1", "--fbank-config", str(ROOT / "recipes/yesno/conf/fbank.yaml"),
         "--mono-gauss", "150", "--num-leaves", "20", "--tri-gauss", "150", "--tree-opts", "--min-leaf-occ 20",
         "--lm-weights", "2,5,10", "--word-ins-penalties", "0,1", "--nnet-config", str(tmp_path / "nnet.yaml"),
-        "--beyond-paper", "false", "--nnet-gmm", "tri2",  # the networks learn tri2's (LDA+MLLT) senones
+        "--beyond-paper", "false", "--sat", "true",  # tri2 (LDA+MLLT), then tri3 (SAT) from it
+        "--nnet-gmm", "tri3",  # the networks learn the SAT system's senones
         "--speed-perturb", "true",  # of train_yesno and its copies at speeds 0.9 and 1.1
         "--nj", "2", "--threads", "1")  # 1 thread: a tiny net, a shared CPU
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -57,10 +65,18 @@ def test_template_on_yesno(tmp_path):
     assert (recipe / "exp/compare/results.md").is_file()
     res = json.loads((recipe / "exp/compare/results.json").read_text())
     systems = res["systems"]
-    assert list(systems) == ["tri2 GMM", "baseline (member 0)", "mean of members", "ensemble of 2", "distilled (T=2)"]
-    assert "on the tri2 alignment of train_yesno_sp (train_yesno at speeds 0.9, 1.0, 1.1)" in proc.stdout
+    assert list(systems) == ["tri3 GMM", "baseline (member 0)", "mean of members", "ensemble of 2", "distilled (T=2)"]
+    assert "on the tri3 alignment of train_yesno_sp (train_yesno at speeds 0.9, 1.0, 1.1)" in proc.stdout
     assert len(read_table(recipe / "data/train_yesno_sp/feats.scp")) == 90
-    assert len(read_table(recipe / "exp/tri2_ali_sp/ali.scp")) == 90
+    assert len(read_table(recipe / "exp/tri3_ali_sp/ali.scp")) == 90
+    # SAT: each speed a speaker of its own (sp0.9-, sp1.1- prefixes), fMLLR-aligned; decoded in two passes
+    assert sorted(k for k, _ in kaldiio.load_ark(str(recipe / "exp/tri3_ali_sp/trans.ark"))) == [
+        "global", "sp0.9-global", "sp1.1-global"]
+    for s in ("train_yesno", "test_yesno"):
+        for d in (f"decode_{s}.si/wer", f"decode_{s}.fmllr/trans.ark", f"decode_{s}/wer"):
+            assert (recipe / "exp/tri3" / d).is_file(), d
+    proc = run_asrkd(recipe, "decode", "--model-dir", "exp/tri3", "exp/tri3/graph", "data/test_yesno", "exp/x")
+    assert proc.returncode != 0 and "a speaker-adapted (SAT) model; decode it with `asrkd decode-fmllr`" in proc.stderr
     frames = sum(int(n) for n in read_table(recipe / "data/train_yesno/utt2num_frames").values())
     sp_frames = json.loads((recipe / "exp/nnet/member_0/frame_accuracy_train.json").read_text())["frames"]
     assert abs(sp_frames / frames - (1 + 1 / 0.9 + 1 / 1.1)) < 0.005  # durations / speed
@@ -70,7 +86,7 @@ def test_template_on_yesno(tmp_path):
     nnet = recipe / "exp/nnet"
     assert not any((nnet / d).exists() for d in ("switched", "student_mixup", "subset_hard", "soft_T2_member_0"))
     # the tuning set is the training set: no separate alignment of it, test aligned on its own
-    assert (recipe / "exp/tri2_ali_test_yesno/ali.scp").is_file() and not (recipe / "exp/tri2_ali_train_yesno").exists()
+    assert (recipe / "exp/tri3_ali_test_yesno/ali.scp").is_file() and not (recipe / "exp/tri3_ali_train_yesno").exists()
 
 
 def test_template_default_prep(tmp_path):

@@ -31,7 +31,8 @@ from asrkd.decode.score import compute_wer, format_wer, write_score
 from asrkd.environment import environment
 from asrkd.jobs import JobConfig, run_jobs
 from asrkd.features import FeatureReader
-from asrkd.hmm.align import best_path, load_model, model_features
+from asrkd.hmm.align import ALIMDL, best_path, is_sat, load_model, model_features
+from asrkd.hmm.fmllr import SpeakerTransforms
 from asrkd.hmm.graphs import map_arcs
 from asrkd.lang import read_symbols
 from asrkd.nnet.model import load_nnet
@@ -47,22 +48,38 @@ MAX_WIDEN = 3  # widenings of each side of a grid whose chosen pair lies on that
 
 
 class GmmScorer:
-    """Log-likelihoods of a GMM-HMM model dir (final.pt + tree) on a data dir's features."""
+    """Log-likelihoods of a GMM-HMM model dir (final.pt + tree) on a data dir's features. A
+    SAT model scores features adapted by the speakers' fMLLR `transforms` (a dir with
+    trans.ark), or with `si` its speaker-independent final.alimdl the unadapted ones."""
 
-    def __init__(self, model_dir: str | Path, data_dir: str | Path, log_prior: np.ndarray | None = None):
-        self.gmm, tree = load_model(model_dir)
+    def __init__(self, model_dir: str | Path, data_dir: str | Path, log_prior: np.ndarray | None = None,
+                 transforms: str | Path | None = None, si: bool = False):
+        if is_sat(model_dir) and not si and transforms is None:
+            raise AsrkdError(f"{model_dir}: a speaker-adapted (SAT) model; decode it with `asrkd decode-fmllr` "
+                             "(or give its fMLLR transforms)")
+        if si and not is_sat(model_dir):
+            raise AsrkdError(f"{model_dir}: not a SAT model, it has no speaker-independent final.alimdl")
+        self.gmm, tree = load_model(model_dir, ALIMDL if si else "final.pt")
         self.num_pdfs = tree.num_pdfs
-        self.sources = {"model": model_dir}
+        self.sources = {"model": model_dir, **({"fmllr": transforms} if transforms else {})}
         self.tree = fingerprint(Path(model_dir) / "tree")
         self.features = model_features(model_dir)
         self.reader = FeatureReader(data_dir, cmvn=True)
+        self.adapt = None
+        if transforms is not None:
+            self.adapt = SpeakerTransforms.read(transforms, read_table(Path(data_dir) / "utt2spk"))
         self.log_prior = np.zeros(self.num_pdfs, dtype=np.float32) if log_prior is None else log_prior
 
     def keys(self) -> list[str]:
         return self.reader.keys()
 
+    def feats(self, utt: str) -> np.ndarray:
+        """The model's features of an utterance (adapted to its speaker where there are transforms)."""
+        x = self.features(self.reader[utt])
+        return self.adapt(utt, x) if self.adapt else x
+
     def __call__(self, utt: str) -> np.ndarray:
-        return self.gmm.loglik(self.features(self.reader[utt]))
+        return self.gmm.loglik(self.feats(utt))
 
     def log_posterior(self, utt: str) -> np.ndarray:
         """Unnormalised log p(s|x) = log p(x|s) + log p(s) (argmax is what frame accuracy needs)."""

@@ -98,6 +98,8 @@ def make_graph(lang_dir: str | Path, model_dir: str | Path, graph_dir: str | Pat
         for f in ("words.txt", "phones.txt"):
             shutil.copy(lang_dir / f, tmp / f)
         shutil.copy(model_dir / "tree", tmp / "tree")
+        (tmp / "phones").mkdir()
+        shutil.copy(lang_dir / "phones" / "silence.int", tmp / "phones" / "silence.int")  # for fMLLR's silence weight
         (tmp / "graph_info.json").write_text(json.dumps(info, indent=2) + "\n")
     log.info("%s: HCLG %d states, %d arcs, %.1f MB (LG %d states) built in %.1f s", graph_dir, info["hclg_states"],
              info["hclg_arcs"], info["hclg_bytes"] / 1e6, info["lg_states"], info["build_seconds"])

@@ -28,6 +28,7 @@ from asrkd.data import read_table, sort_key
 from asrkd.environment import environment
 from asrkd.features import FeatureReader
 from asrkd.hmm.alignment import AlignmentDir
+from asrkd.hmm.fmllr import SpeakerTransforms, speaker_fmllr
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
 from asrkd.hmm.transform import MATRIX, FeatureTransform
@@ -39,6 +40,7 @@ from asrkd.topo import TopologyEntry, read_topo
 from asrkd.utils import AsrkdError
 
 log = logging.getLogger(__name__)
+ALIMDL = "final.alimdl"  # a SAT system's speaker-independent GMMs, for its first pass (Kaldi's final.alimdl)
 
 
 @functools.lru_cache(maxsize=8)
@@ -162,13 +164,20 @@ def phone_segments(ali: np.ndarray, tree: ContextTree, topo: list[TopologyEntry]
     return [tuple(s) for s in segs]
 
 
-def load_model(model_dir: str | Path) -> tuple[DiagGmmSet, ContextTree]:
+def load_model(model_dir: str | Path, name: str = "final.pt") -> tuple[DiagGmmSet, ContextTree]:
+    """The GMMs `name` (final.pt, or a SAT system's speaker-independent ALIMDL) and the tree."""
     model_dir = Path(model_dir)
-    for f in ("final.pt", "tree"):
+    for f in (name, "tree"):
         if not (model_dir / f).is_file():
             raise AsrkdError(f"{model_dir}/{f}: missing (train the model first)")
-    state = load_checkpoint(model_dir / "final.pt")
+    state = load_checkpoint(model_dir / name)
     return DiagGmmSet(state["means"], state["vars"], state["logw"]), ContextTree.read(model_dir / "tree")
+
+
+def speech_pdfs(tree: ContextTree, lang_dir: str | Path) -> np.ndarray:
+    """Whether each pdf belongs to a non-silence phone."""
+    silence = {int(x) for x in (Path(lang_dir) / "phones" / "silence.int").read_text().split()}
+    return np.array([phone not in silence for phone, _ in tree.pdf_info])
 
 
 def model_features(model_dir: str | Path):
@@ -184,25 +193,68 @@ def save_model(model_dir: Path, gmm: DiagGmmSet, tree: ContextTree, transform: F
     save_checkpoint(model_dir / "final.pt", gmm.state_dict(), {"kind": "gmm"})
 
 
+def is_sat(model_dir: str | Path) -> bool:
+    """Whether a GMM model dir is a speaker-adapted (SAT) system, aligned and decoded with fMLLR."""
+    return (Path(model_dir) / ALIMDL).is_file()
+
+
+def fmllr_align(gmm_si: DiagGmmSet, gmm: DiagGmmSet, corpus: Corpus, graphs: dict, utt2spk: dict, speech: np.ndarray,
+                beam: float, retry_beam: float) -> tuple[dict, dict, dict]:
+    """Kaldi align_fmllr.sh: align with the speaker-independent GMMs, estimate each speaker's
+    fMLLR transform of `gmm` from that alignment (silence frames out), align again with `gmm`
+    on the adapted features: (alignment, log-likelihood per utterance, {speaker: transform})."""
+    first = {}
+    for utt in corpus.utts:
+        res = viterbi_align(gmm_si, corpus.feats[utt], graphs[utt], 0.1, beam, retry_beam)
+        if res is not None:
+            first[utt] = res[0]
+    transforms, _ = speaker_fmllr(gmm, corpus.feats, first, lambda a: speech[a].astype(np.float64), utt2spk)
+    adapt = SpeakerTransforms(transforms, utt2spk)
+    ali, loglik = {}, {}
+    for utt in corpus.utts:
+        if utt2spk[utt] not in transforms:  # none of the speaker's utterances aligned in the first pass
+            continue
+        res = viterbi_align(gmm, adapt(utt, corpus.feats[utt]), graphs[utt], 0.1, beam, retry_beam)
+        if res is not None:
+            ali[utt], loglik[utt] = res
+    return ali, loglik, transforms
+
+
 def _align_job(data_dir, lang_dir: Path, model_dir: Path, utts: list[str], beam: float, retry_beam: float) -> dict:
-    """One job: align `utts` (a split of the data dir); the senones and acoustic
-    log-likelihood of each aligned utterance, what was skipped and the OOV count."""
+    """One job: align `utts` (a split of the data dir; for a SAT system whole speakers); the
+    senones and acoustic log-likelihood of each aligned utterance, the fMLLR transforms (SAT),
+    what was skipped and the OOV count."""
     gmm, tree = load_model(model_dir)
     corpus = load_corpus(data_dir, lang_dir, utts, model_features(model_dir))
     graphs = compile_training_graphs(corpus, lang_dir, tree, read_topo(lang_dir / "topo"))
-    ali, loglik = {}, {}
-    for utt in corpus.utts:
-        res = viterbi_align(gmm, corpus.feats[utt], graphs[utt], 0.1, beam, retry_beam)
-        if res is not None:
-            ali[utt], loglik[utt] = res
-    return {"utts": corpus.utts, "ali": ali, "loglik": loglik, "skipped": corpus.skipped, "oov": corpus.oov_words}
+    ali, loglik, trans = {}, {}, {}
+    if is_sat(model_dir):
+        gmm_si, _ = load_model(model_dir, ALIMDL)
+        ali, loglik, trans = fmllr_align(gmm_si, gmm, corpus, graphs, read_table(Path(data_dir) / "utt2spk"),
+                                         speech_pdfs(tree, lang_dir), beam, retry_beam)
+    else:
+        for utt in corpus.utts:
+            res = viterbi_align(gmm, corpus.feats[utt], graphs[utt], 0.1, beam, retry_beam)
+            if res is not None:
+                ali[utt], loglik[utt] = res
+    return {"utts": corpus.utts, "ali": ali, "loglik": loglik, "trans": trans, "skipped": corpus.skipped,
+            "oov": corpus.oov_words}
+
+
+def split_by_speaker(keys: list[str], utt2spk: dict[str, str], nj: int) -> list[list[str]]:
+    """`keys` in `nj` parts that keep each speaker's utterances together (Kaldi split_data.sh)."""
+    speakers = sorted({utt2spk[u] for u in keys}, key=sort_key)
+    part = {s: i % nj for i, s in enumerate(speakers)}
+    parts = [[u for u in keys if part[utt2spk[u]] == j] for j in range(min(nj, len(speakers)))]
+    return [p for p in parts if p]
 
 
 def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali_dir: str | Path,
           beam: float = 10.0, retry_beam: float = 40.0, force: bool = False, nj: int = 1,
           jobs: JobConfig | None = None) -> dict:
-    """Force-align a data dir with a trained GMM-HMM (mono or tri) into `ali_dir`, in `nj`
-    jobs (a split of the utterances each; local, or on Slurm with `jobs`)."""
+    """Force-align a data dir with a trained GMM-HMM into `ali_dir`, in `nj` jobs (a split of
+    the utterances each; local, or on Slurm with `jobs`). A SAT system aligns in two passes
+    with fMLLR (`fmllr_align`) and leaves the speakers' transforms in `ali_dir/trans.ark`."""
     ali_dir, model_dir, lang_dir = Path(ali_dir), Path(model_dir), Path(lang_dir)
     out = Output(ali_dir, "align", {"beam": beam, "retry_beam": retry_beam},
                  {"data": data_dir, "lang": lang_dir, "model": model_dir})
@@ -211,9 +263,11 @@ def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali
     t0 = time.time()
     keys = sorted(read_table(Path(data_dir) / "feats.scp"), key=sort_key)
     nj = max(1, min(nj, len(keys)))
+    parts = split_by_speaker(keys, read_table(Path(data_dir) / "utt2spk"), nj) if is_sat(model_dir) else \
+        [keys[j::nj] for j in range(nj)]
     out.start()
-    res = run_jobs(_align_job, [(data_dir, lang_dir, model_dir, keys[j::nj], beam, retry_beam) for j in range(nj)],
-                   "align", ali_dir / "log", jobs, parallel=nj, key=out.key())
+    res = run_jobs(_align_job, [(data_dir, lang_dir, model_dir, p, beam, retry_beam) for p in parts],
+                   "align", ali_dir / "log", jobs, parallel=len(parts), key=out.key())
     ali, loglik = {u: a for r in res for u, a in r["ali"].items()}, {u: v for r in res for u, v in r["loglik"].items()}
     utts = sorted((u for r in res for u in r["utts"]), key=sort_key)
     skipped = sorted((s for r in res for s in r["skipped"]), key=lambda s: sort_key(s.split()[0]))
@@ -224,9 +278,11 @@ def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali
         log.warning("%s: %d utterances failed to align, listed in align_failed.txt", ali_dir, len(failed))
     _, tree = load_model(model_dir)
     topo = read_topo(lang_dir / "topo")
-    for f in ("final.pt", "tree", MATRIX, "splice_opts"):
+    for f in ("final.pt", "tree", MATRIX, "splice_opts", ALIMDL):
         if (model_dir / f).is_file():
             shutil.copy(model_dir / f, ali_dir / f)
+    if is_sat(model_dir):
+        SpeakerTransforms({s: w for r in res for s, w in r["trans"].items()}, {}).write(ali_dir)
     inv = {i: p for p, i in read_symbols(lang_dir / "phones.txt").items()}
     ctm = [f"{utt} 1 {s * 0.01:.2f} {(e - s) * 0.01:.2f} {inv[p]}"  # 10 ms frame shift
            for utt in sorted(ali, key=sort_key) for p, s, e in phone_segments(ali[utt], tree, topo)]

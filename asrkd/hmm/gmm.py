@@ -109,9 +109,10 @@ def component_loglik(x, t, a, b, c, p, ll):
 
 
 @numba.njit(nogil=True, cache=True)
-def _accumulate_kernel(x, order, bounds, a, b, c, p0, p1, occ, m1, m2, frame_ll):
-    """Posterior-weighted statistics of the frames aligned to each pdf p0..p1-1, frame by
-    frame in time order; frame_ll[t] gets the frame's log-likelihood under its pdf."""
+def _accumulate_kernel(x, y, order, bounds, a, b, c, p0, p1, occ, m1, m2, frame_ll):
+    """Statistics of the frames y aligned to each pdf p0..p1-1, weighted by the component
+    posteriors of the frames x (the same frames, or their adapted version), frame by frame in
+    time order; frame_ll[t] gets the log-likelihood of x[t] under its pdf."""
     K, D = a.shape[1:]
     ll = np.empty(K)
     for p in range(p0, p1):
@@ -128,9 +129,9 @@ def _accumulate_kernel(x, order, bounds, a, b, c, p0, p1, occ, m1, m2, frame_ll)
                     post = fpmath.exp(ll[k] - tot)
                     occ[p, k] += post
                     for d in range(D):
-                        xd = np.float64(x[t, d])
-                        m1[p, k, d] += post * xd
-                        m2[p, k, d] += post * xd * xd
+                        yd = np.float64(y[t, d])
+                        m1[p, k, d] += post * yd
+                        m2[p, k, d] += post * yd * yd
 
 
 @numba.njit(cache=True)
@@ -241,17 +242,22 @@ class DiagGmmSet:
         _in_threads(_loglik_kernel, [(x[lo:hi], *terms, out[lo:hi]) for lo, hi in zip(cuts, cuts[1:])])
         return out
 
-    def accumulate(self, x: np.ndarray, pdf_ali: np.ndarray):
-        """Sufficient statistics (occupancy, first and second order) given a frame->pdf alignment.
+    def accumulate(self, x: np.ndarray, pdf_ali: np.ndarray, stats_x: np.ndarray | None = None):
+        """Sufficient statistics (occupancy, first and second order) given a frame->pdf alignment:
+        of the frames x, or of `stats_x` with the posteriors of x (Kaldi gmm-acc-stats-twofeats).
 
-        Returns (occ [P, K], m1 [P, K, D], m2 [P, K, D], total log-likelihood), float64.
+        Returns (occ [P, K], m1 [P, K, D], m2 [P, K, D], total log-likelihood of x), float64.
         """
         P, K, D = self.means.shape
+        x = np.ascontiguousarray(x)
+        y = x if stats_x is None else np.ascontiguousarray(stats_x)
+        if y.shape != x.shape:
+            raise AsrkdError(f"statistics of frames {y.shape} with the posteriors of frames {x.shape}")
         occ, m1, m2 = np.zeros((P, K)), np.zeros((P, K, D)), np.zeros((P, K, D))
         order = np.argsort(pdf_ali, kind="stable")
         bounds = np.searchsorted(pdf_ali[order], np.arange(P + 1))
         frame_ll = np.zeros(len(pdf_ali))
-        args = (np.ascontiguousarray(x), order, bounds, *_gauss_terms(self.means, self.vars, self.logw))
+        args = (x, y, order, bounds, *_gauss_terms(self.means, self.vars, self.logw))
         cuts = _split(np.diff(bounds), 4 * torch.get_num_threads())  # pdfs, by their frames
         _in_threads(_accumulate_kernel, [(*args, lo, hi, occ, m1, m2, frame_ll) for lo, hi in zip(cuts, cuts[1:])])
         return occ, m1, m2, math.fsum(frame_ll)

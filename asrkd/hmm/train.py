@@ -20,7 +20,7 @@ import torch
 from asrkd.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from asrkd.features import splice
 from asrkd.hmm.align import (Corpus, align_corpus, cepstra, compile_training_graphs, load_corpus, load_model,
-                             phone_segments, save_model)
+                             phone_segments, save_model, speech_pdfs)
 from asrkd.hmm.alignment import AlignmentDir
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
@@ -90,32 +90,43 @@ def stack(corpus: Corpus, ali: dict) -> tuple[np.ndarray, np.ndarray]:
 class Mllt:
     """MLLT re-estimation during EM (Kaldi train_lda_mllt.sh): at each of `iters`, after any
     re-alignment, the transform is followed by the MLLT estimated from the aligned frames of
-    speech pdfs, the means are rotated with it and the features recomputed from the cepstra."""
+    speech pdfs, the means are rotated with it and the features recomputed from the cepstra.
+    `train_gmm` calls such a feature update (this, or `asrkd.hmm.sat.Sat`) through `features`,
+    `update`, `state` and `restore`."""
 
     ceps: dict[str, np.ndarray]
     transform: FeatureTransform
     iters: set[int]
     speech_pdfs: np.ndarray | None = None  # bool per pdf of the tree trained: silence frames do not count
+    name = "mllt"
 
     def features(self, corpus: Corpus) -> torch.Tensor:
         """Recompute the corpus' features with the transform; returns their variance floor."""
         corpus.feats = {u: self.transform(self.ceps[u]) for u in corpus.utts}
         return torch.as_tensor(variance_floor(list(corpus.feats.values())))
 
-    def update(self, gmm: DiagGmmSet, corpus: Corpus, x: np.ndarray, a: np.ndarray) -> torch.Tensor:
+    def update(self, gmm: DiagGmmSet, corpus: Corpus, ali: dict) -> torch.Tensor:
         """Estimate and apply an MLLT; returns the new features' variance floor."""
+        x, a = stack(corpus, ali)
         g, beta = mllt_stats(gmm, x, a, self.speech_pdfs[a])
         rotation = estimate_mllt(g, beta)
         self.transform = self.transform.compose(rotation)
         transform_means(gmm, rotation)
         return self.features(corpus)
 
+    def state(self) -> dict:
+        return {"transform": torch.from_numpy(self.transform.matrix)}
+
+    def restore(self, state: dict) -> None:
+        self.transform = FeatureTransform(state["transform"].numpy(), self.transform.context)
+
 
 def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floor: torch.Tensor,
               exp_dir: Path, num_iters: int, realign_iters: set[int], tot_gauss: int, max_iter_inc: int,
               meta: dict, acoustic_scale: float = 0.1, beam: float = 10.0,
-              retry_beam: float = 40.0, mllt: Mllt | None = None) -> tuple[DiagGmmSet, dict, list[dict]]:
-    """EM with Viterbi re-alignment and mixture splitting (and with `mllt`, MLLT estimation);
+              retry_beam: float = 40.0, hook=None) -> tuple[DiagGmmSet, dict, list[dict]]:
+    """EM with Viterbi re-alignment and mixture splitting (and with `hook`, a feature update
+    such as `Mllt` at its iterations);
     returns (gmm, alignment, history). Every iteration is checkpointed to
     exp_dir/checkpoint.pt; a killed run resumes there when `meta` (options and data
     fingerprint) matches the checkpoint's."""
@@ -135,10 +146,10 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
             gmm = DiagGmmSet(state["means"], state["vars"], state["logw"])
             ali = {u: t.numpy() for u, t in state["ali"].items()}
             history, failed, start = state["history"], state["failed"], state["iter"] + 1
-            if mllt:
-                mllt.transform = FeatureTransform(state["transform"].numpy(), mllt.transform.context)
-                floor = mllt.features(corpus)
-                if any(i < start for i in mllt.iters):  # the floor of the features since the last MLLT
+            if hook:
+                hook.restore(state)
+                floor = hook.features(corpus)
+                if any(i < start for i in hook.iters):  # the floor of the features since the last update
                     var_floor = floor
             log.info("%s: resuming from the checkpoint of iteration %d", exp_dir, state["iter"])
     x, a = stack(corpus, ali)
@@ -149,8 +160,8 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
             if not ali:
                 raise AsrkdError(f"{exp_dir}: no utterance could be aligned at iteration {it}")
             x, a = stack(corpus, ali)
-        if mllt and it in mllt.iters:  # the features change: so do the variance floor and the stacked frames
-            var_floor = mllt.update(gmm, corpus, x, a)
+        if hook and it in hook.iters:  # the features change: so do the variance floor and the stacked frames
+            var_floor = hook.update(gmm, corpus, ali)
             x, a = stack(corpus, ali)
         occ, m1, m2, total = gmm.accumulate(x, a)
         gmm.update(occ, m1, m2, var_floor)
@@ -159,13 +170,13 @@ def train_gmm(corpus: Corpus, graphs: dict, gmm: DiagGmmSet, ali: dict, var_floo
             gmm.mix_up(target, occ)
         history.append({"iter": it, "loglik_per_frame": total / len(a), "frames": int(len(a)),
                         "aligned": len(ali), "failed": len(failed), "num_gauss": gmm.num_gauss(),
-                        "realigned": it in realign_iters, "mllt": bool(mllt) and it in mllt.iters,
+                        "realigned": it in realign_iters, **({hook.name: it in hook.iters} if hook else {}),
                         "seconds": round(time.time() - t0, 2)})
         log.info("iter %d: log-likelihood/frame %.3f, %d Gaussians, %d utts aligned, %d failed (%.1fs)",
                  it, history[-1]["loglik_per_frame"], gmm.num_gauss(), len(ali), len(failed), time.time() - t0)
         save_checkpoint(ckpt, {**gmm.state_dict(), "iter": it, "history": history, "failed": failed,
                                "ali": {u: torch.from_numpy(v) for u, v in ali.items()},
-                               **({"transform": torch.from_numpy(mllt.transform.matrix)} if mllt else {})}, meta)
+                               **(hook.state() if hook else {})}, meta)
     return gmm, ali, history
 
 
@@ -290,27 +301,22 @@ def _tied_states(corpus: Corpus, ali: dict, src_tree: ContextTree, topo, lang_di
 
 
 def _train_tied(out: Output, data_dir, lang_dir: Path, ali_dir: Path, corpus: Corpus, ali: dict, src_tree, topo,
-                opts: dict, t0: float, mllt: Mllt | None = None) -> list[dict]:
-    """Tree, initial model and EM (re-aligned every 10 iterations) of a triphone system."""
+                opts: dict, hook=None) -> tuple[DiagGmmSet, ContextTree, dict, list[dict]]:
+    """Tree, initial model and EM (re-aligned every 10 iterations, with the feature update
+    `hook`) of a triphone system: (gmm, tree, final alignment, history)."""
     tree, gmm, tri_ali, var_floor = _tied_states(corpus, ali, src_tree, topo, lang_dir, opts, out.path)
-    speech = _speech_pdfs(tree, lang_dir)
-    if mllt:
-        mllt.speech_pdfs = speech
+    speech = speech_pdfs(tree, lang_dir)
+    if hook:
+        hook.speech_pdfs = speech
     graphs = compile_training_graphs(corpus, lang_dir, tree, topo)
     num_iters = opts["num_iters"]
-    gmm, _, history = train_gmm(corpus, graphs, gmm, tri_ali, torch.as_tensor(var_floor), out.path, num_iters,
-                                set(range(10, num_iters, 10)), opts["tot_gauss"],
-                                max_iter_inc=max(1, num_iters * 5 // 7),
-                                meta=_data_meta(data_dir, ali=fingerprint(ali_dir / "ali.scp"), **opts), mllt=mllt)
+    gmm, ali, history = train_gmm(corpus, graphs, gmm, tri_ali, torch.as_tensor(var_floor), out.path, num_iters,
+                                  set(range(10, num_iters, 10)), opts["tot_gauss"],
+                                  max_iter_inc=max(1, num_iters * 5 // 7),
+                                  meta=_data_meta(data_dir, ali=fingerprint(ali_dir / "ali.scp"), **opts), hook=hook)
     history[0]["tree_leaves"] = tree.num_pdfs
     history[0]["silence_senones"] = int((~speech).sum())
-    return _finish(out, gmm, tree, history, t0, mllt.transform if mllt else None)
-
-
-def _speech_pdfs(tree: ContextTree, lang_dir: Path) -> np.ndarray:
-    """Whether each pdf belongs to a non-silence phone."""
-    silence = {int(x) for x in (Path(lang_dir) / "phones" / "silence.int").read_text().split()}
-    return np.array([phone not in silence for phone, _ in tree.pdf_info])
+    return gmm, tree, ali, history
 
 
 def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, exp_dir: str | Path,
@@ -330,7 +336,9 @@ def train_tri(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, e
     _, src_tree = load_model(ali_dir)
     corpus = load_corpus(data_dir, lang_dir)
     ali = _source_alignment(corpus, data_dir, ali_dir)
-    return _train_tied(out, data_dir, lang_dir, ali_dir, corpus, ali, src_tree, read_topo(lang_dir / "topo"), opts, t0)
+    gmm, tree, _, history = _train_tied(out, data_dir, lang_dir, ali_dir, corpus, ali, src_tree,
+                                        read_topo(lang_dir / "topo"), opts)
+    return _finish(out, gmm, tree, history, t0)
 
 
 def train_lda_mllt(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, exp_dir: str | Path,
@@ -352,7 +360,7 @@ def train_lda_mllt(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Pa
     _, src_tree = load_model(ali_dir)
     corpus = load_corpus(data_dir, lang_dir, features=cepstra)
     ali = _source_alignment(corpus, data_dir, ali_dir)
-    ceps, speech = corpus.feats, _speech_pdfs(src_tree, lang_dir)
+    ceps, speech = corpus.feats, speech_pdfs(src_tree, lang_dir)
     utts = [u for u in corpus.utts if u in ali]
     x = np.concatenate([splice(ceps[u], context, context) for u in utts])
     a = np.concatenate([ali[u] for u in utts])
@@ -362,5 +370,6 @@ def train_lda_mllt(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Pa
     mllt.features(corpus)
     log.info("%s: LDA [%d x %d] from %d frames of %d speech senones", exp_dir, *lda.shape, int(speech[a].sum()),
              int(speech.sum()))
-    return _train_tied(out, data_dir, lang_dir, ali_dir, corpus, ali, src_tree, read_topo(lang_dir / "topo"), opts, t0,
-                       mllt)
+    gmm, tree, _, history = _train_tied(out, data_dir, lang_dir, ali_dir, corpus, ali, src_tree,
+                                        read_topo(lang_dir / "topo"), opts, mllt)
+    return _finish(out, gmm, tree, history, t0, mllt.transform)

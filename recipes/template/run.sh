@@ -33,7 +33,8 @@ num_leaves=500   # senones: leaves of the decision tree (about one per 500-1000 
 tri_gauss=3000   # Gaussians of the triphone GMM-HMM (about one per 100 training frames)
 tree_opts=       # train-tri options, e.g. --min-leaf-occ 20 for a tiny corpus, --no-split-silence --cluster-leaves
 lda_mllt=true    # also tri2: LDA+MLLT features (Kaldi's tri2b), trained from tri's alignment, sized as tri
-nnet_gmm=tri     # the GMM whose tree, alignments and HCLG the neural stages use (tri, or tri2)
+sat=false        # also tri3: speaker-adaptive training with fMLLR (Kaldi's tri3b) from tri2's alignment, sized as tri
+nnet_gmm=tri     # the GMM whose tree, alignments and HCLG the neural stages use: tri, tri2, tri3, or auto (the lowest tuning-set WER)
 speed_perturb=false   # true: the networks train on train and its copies at speeds 0.9 and 1.1 (3x the frames)
 lm_weights=7,10,13,16,19   # decoding grid searched on the tuning set (acoustic scale 1/LMWT)
 word_ins_penalties=0,1
@@ -55,8 +56,6 @@ same_as_before data/.prep "$prep" --prep
 sets=$train_set
 [ "$tune_set" = "$train_set" ] || sets="$sets $tune_set"
 sets="$sets $test_set"
-tune_ali=exp/${nnet_gmm}_ali_$tune_set
-[ "$tune_set" != "$train_set" ] || tune_ali=exp/${nnet_gmm}_ali
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   begin_stage 0 "data preparation ($prep) and validation"
@@ -100,6 +99,7 @@ fi
 
 # stages 10-17 (recipes/utils/nnet_stages.sh): ensemble, soft targets, temperature sweep,
 # [section 6 and teacher switching unless --beyond-paper false], frame accuracy, decoding, comparison
-train_ali=exp/${nnet_gmm}_ali test_ali=exp/${nnet_gmm}_ali_$test_set
+train_ali=exp/${nnet_gmm}_ali test_ali=exp/${nnet_gmm}_ali_$test_set tune_ali=exp/${nnet_gmm}_ali_$tune_set
+[ "$tune_set" != "$train_set" ] || tune_ali=exp/${nnet_gmm}_ali
 grid="--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties"
 . ../utils/nnet_stages.sh

@@ -3,9 +3,11 @@
 # stages' targets, HCLG graphs and GMM decoding. The recipe sets: stage, stop_stage, nj,
 # sets (its data sets), train_set, tune_set (chooses the LM weight and penalty), test_set,
 # mono_gauss, num_leaves, tri_gauss, tree_opts, lm_weights and word_ins_penalties (the grid),
-# and lda_mllt (true: also tri2, Kaldi's tri2b: LDA+MLLT features, its tree and GMM sized as tri's).
-# Alignments: exp/tri_ali (exp/tri2_ali) for train_set, exp/tri_ali_<set> (exp/tri2_ali_<set>)
-# for every other set.
+# lda_mllt (true: also tri2, Kaldi's tri2b: LDA+MLLT features, its tree and GMM sized as tri's)
+# and sat (true: also tri3, Kaldi's tri3b: speaker-adaptive training with fMLLR on tri2's
+# features, sized as tri; aligned and decoded in two passes). Alignments: exp/<gmm>_ali for
+# train_set, exp/<gmm>_ali_<set> for every other set. With nnet_gmm=auto, the GMM of the neural
+# stages is the triphone system with the lowest WER on tune_set (exp/nnet_gmm.txt says which).
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   begin_stage 4 "monophone GMM-HMM (flat start)"
   run_log exp/mono/log/train.log asrkd train-mono --tot-gauss $mono_gauss data/$train_set data/lang exp/mono
@@ -37,6 +39,12 @@ case ${lda_mllt:=false} in
   false) gmm_systems="mono tri" tri2_text= ;;
   *) echo "$0: --lda-mllt must be true or false, got '$lda_mllt'" >&2; exit 1 ;;
 esac
+case ${sat:=false} in
+  true) [ "$lda_mllt" = true ] || { echo "$0: --sat true needs --lda-mllt true (SAT starts from tri2)" >&2; exit 1; }
+        gmm_systems="$gmm_systems tri3" tri2_text="$tri2_text; SAT triphones (tri3) from tri2's, and their fMLLR alignments" ;;
+  false) ;;
+  *) echo "$0: --sat must be true or false, got '$sat'" >&2; exit 1 ;;
+esac
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   begin_stage 7 "triphone alignments (senone targets for $train_set, references for frame accuracy)$tri2_text"
@@ -45,6 +53,11 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
     run_log exp/tri2/log/train.log asrkd train-lda-mllt --num-leaves $num_leaves --tot-gauss $tri_gauss $tree_opts \
       data/$train_set data/lang exp/tri_ali exp/tri2
     align_sets tri2
+  fi
+  if [ "$sat" = true ]; then
+    run_log exp/tri3/log/train.log asrkd train-sat --num-leaves $num_leaves --tot-gauss $tri_gauss $tree_opts \
+      data/$train_set data/lang exp/tri2_ali exp/tri3
+    align_sets tri3
   fi
 fi
 
@@ -58,8 +71,13 @@ fi
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   begin_stage 9 "GMM decoding: LM weight and insertion penalty chosen on $tune_set, applied to $test_set"
   for m in $gmm_systems; do
-    decode_tuned exp/$m exp/$m/graph $tune_set $test_set $nj --model-dir exp/$m \
+    decode=decode; [ $m = tri3 ] && decode=decode-fmllr   # SAT: speaker-independent pass, fMLLR, adapted pass
+    decode_tuned exp/$m exp/$m/graph $tune_set $test_set $nj --decode $decode --model-dir exp/$m \
       --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties
   done
   grep -H WER exp/*/decode_*/wer
+fi
+
+if [ "${nnet_gmm:-tri}" = auto ] && [ $stop_stage -ge 10 ]; then
+  nnet_gmm=$(choose_gmm $tune_set ${gmm_systems#mono })
 fi

@@ -18,12 +18,30 @@ run_log() {
 
 # decode_tuned DIR GRAPH TUNE_SET TEST_SET NJ OPTS...: decode data/TUNE_SET into DIR/decode_TUNE_SET
 # over the LM weight / insertion penalty grid, then data/TEST_SET with the pair chosen on
-# TUNE_SET only. OPTS name the model (--model-dir, --nnet..., --priors) and the grid.
+# TUNE_SET only. OPTS name the model (--model-dir, --nnet..., --priors) and the grid; a first
+# `--decode decode-fmllr` decodes a SAT model in two passes.
 decode_tuned() {
-  local d=$1 graph=$2 tune=$3 test=$4 nj=$5; shift 5
-  run_log $d/decode_$tune/log/run.log asrkd decode --nj $nj $cmd_opts "$@" $graph data/$tune $d/decode_$tune
-  run_log $d/decode_$test/log/run.log asrkd decode --nj $nj $cmd_opts --tuned-on $d/decode_$tune "$@" \
+  local d=$1 graph=$2 tune=$3 test=$4 nj=$5 decode=decode; shift 5
+  if [ "${1:-}" = --decode ]; then decode=$2; shift 2; fi
+  run_log $d/decode_$tune/log/run.log asrkd $decode --nj $nj $cmd_opts "$@" $graph data/$tune $d/decode_$tune
+  run_log $d/decode_$test/log/run.log asrkd $decode --nj $nj $cmd_opts --tuned-on $d/decode_$tune "$@" \
     $graph data/$test $d/decode_$test
+}
+
+# choose_gmm TUNE_SET SYSTEMS...: the GMM system with the lowest WER on TUNE_SET (the first of
+# those tied), from exp/<system>/decode_<TUNE_SET>/wer; the WERs and the choice go to exp/nnet_gmm.txt.
+choose_gmm() {
+  local tune=$1 m wer best= best_wer=; shift
+  : > exp/nnet_gmm.txt
+  for m in "$@"; do
+    [ -f exp/$m/decode_$tune/wer ] || { echo "$0: --nnet-gmm auto: exp/$m/decode_$tune/wer missing (stage 9)" >&2; exit 1; }
+    wer=$(awk '$1 == "%WER" {print $2; exit}' exp/$m/decode_$tune/wer)
+    echo "$m $tune WER $wer" >> exp/nnet_gmm.txt
+    if [ -z "$best" ] || awk -v a=$wer -v b=$best_wer 'BEGIN {exit !(a < b)}'; then best=$m best_wer=$wer; fi
+  done
+  echo "chosen: $best (lowest $tune WER)" >> exp/nnet_gmm.txt
+  echo "nnet_gmm=auto: $best, the lowest $tune WER of $* (exp/nnet_gmm.txt)" >&2
+  echo $best
 }
 
 # config_value YAML KEY: print one option of a config file (e.g. the distillation temperature).

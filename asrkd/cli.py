@@ -733,9 +733,11 @@ def _args_run_jobs(s) -> None:
 def cmd_run_jobs(a):
     import hashlib
 
-    from asrkd.jobs import run_jobs, shell_job
+    from asrkd.jobs import asrkd_argv, preload, run_jobs, shell_job
 
     key = hashlib.sha1(repr(a.job).encode()).hexdigest()[:12]
+    if any(asrkd_argv(command) for _, command in a.job):
+        preload()
     run_jobs(shell_job, [tuple(j) for j in a.job], "run-jobs", a.work_dir, _jobs(a, a.kind), parallel=a.nj, key=key)
 
 
@@ -799,6 +801,8 @@ def main(argv: list[str] | None = None) -> None:
             log.error("--threads must be at least 1, got %d", args.threads)
             raise SystemExit(1)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        if "torch" in sys.modules:  # a job of run-jobs, forked with torch already imported
+            sys.modules["torch"].set_num_threads(args.threads)
     if os.environ.get("ASRKD_FORCE") == "1" and hasattr(args, "force"):
         args.force = True  # a recipe run with --force true
     try:

@@ -367,11 +367,13 @@ def _scorer(a, data_dir, need_priors: bool = True):
         raise AsrkdError("give one of --model-dir (a GMM), --nnet (neural models) or --posteriors (stored log posteriors)")
     if (a.posteriors or a.nnet) and not a.priors and need_priors:
         raise AsrkdError("--nnet and --posteriors need --priors (the training alignment dir)")
+    if a.transform_dir and not a.model_dir:
+        raise AsrkdError("--transform-dir goes with a SAT --model-dir")
     if a.posteriors:
         return PosteriorScorer(a.posteriors, _priors(a))
     if a.nnet:
         return NnetScorer(a.nnet, data_dir, _priors(a) if a.priors else None)
-    return GmmScorer(a.model_dir, data_dir, _priors(a) if a.priors else None)
+    return GmmScorer(a.model_dir, data_dir, _priors(a) if a.priors else None, transforms=a.transform_dir)
 
 
 def _floats(s: str) -> list[float]:
@@ -733,9 +735,11 @@ def _args_run_jobs(s) -> None:
 def cmd_run_jobs(a):
     import hashlib
 
-    from asrkd.jobs import run_jobs, shell_job
+    from asrkd.jobs import asrkd_argv, preload, run_jobs, shell_job
 
     key = hashlib.sha1(repr(a.job).encode()).hexdigest()[:12]
+    if any(asrkd_argv(command) for _, command in a.job):
+        preload()
     run_jobs(shell_job, [tuple(j) for j in a.job], "run-jobs", a.work_dir, _jobs(a, a.kind), parallel=a.nj, key=key)
 
 
@@ -769,6 +773,8 @@ def _add_nnet_sets(s) -> None:
 
 def _add_model_args(s):
     s.add_argument("--model-dir", help="GMM-HMM dir (final.pt + tree), e.g. exp/tri")
+    s.add_argument("--transform-dir", help="dir with the speakers' fMLLR transforms (trans.ark: the set's alignment "
+                   "dir, or a decode_<set>.fmllr) for a SAT --model-dir")
     s.add_argument("--posteriors", action="append", help="log-posterior scp of a model (nnet-forward); repeat for an "
                    "ensemble (arithmetic mean of the members' probabilities)")
     s.add_argument("--nnet", action="append", help="neural model dir (final.pt); repeat for an ensemble (arithmetic "
@@ -799,6 +805,8 @@ def main(argv: list[str] | None = None) -> None:
             log.error("--threads must be at least 1, got %d", args.threads)
             raise SystemExit(1)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        if "torch" in sys.modules:  # a job of run-jobs, forked with torch already imported
+            sys.modules["torch"].set_num_threads(args.threads)
     if os.environ.get("ASRKD_FORCE") == "1" and hasattr(args, "force"):
         args.force = True  # a recipe run with --force true
     try:

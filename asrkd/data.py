@@ -61,6 +61,15 @@ def write_table(path: str | Path, table: dict[str, str]) -> None:
             f.write(f"{key} {table[key]}\n".replace(" \n", "\n"))
 
 
+def read_utt2spk(data_dir: str | Path, utts) -> dict[str, str]:
+    """The data dir's utt2spk, which must name the speaker of every utterance in `utts`."""
+    utt2spk = read_table(Path(data_dir) / "utt2spk")
+    missing = [u for u in utts if u not in utt2spk]
+    if missing:
+        raise AsrkdError(f"{Path(data_dir) / 'utt2spk'}: no speaker for {len(missing)} utterances (e.g. {missing[0]})")
+    return utt2spk
+
+
 def utt2spk_to_spk2utt(utt2spk: dict[str, str]) -> dict[str, str]:
     spk2utt: dict[str, list[str]] = defaultdict(list)
     for utt in sorted(utt2spk, key=sort_key):

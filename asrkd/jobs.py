@@ -193,21 +193,91 @@ def run_jobs(fn: Callable, args: list[tuple], name: str, work: str | Path, cfg: 
     return results
 
 
+SHELL_SYNTAX = set("|&;<>()$`\\\"'*?[]{}~#\n")  # a command with any of these goes to bash
+_FRESH_THREADS: list[int] = []  # torch's threads in a new process, noted by `preload` before any job
+
+
+def asrkd_argv(command: str) -> list[str] | None:
+    """The arguments of a command that is one plain `asrkd ...` call (no shell syntax), else None."""
+    words = command.split()
+    if len(words) < 2 or words[0] != "asrkd" or SHELL_SYNTAX & set(command):
+        return None
+    return words[1:]
+
+
+def preload() -> None:
+    """Import torch and the modules of asrkd's heavy commands once, before jobs are forked,
+    so that an `asrkd` job starts in milliseconds rather than seconds; notes torch's thread
+    count as a new process would have it."""
+    import torch
+
+    import asrkd.decode.decoder  # noqa: F401  (decode, frame-accuracy: torch, kaldifst, the models)
+    import asrkd.nnet.train  # noqa: F401  (train-dnn)
+
+    _FRESH_THREADS[:] = [torch.get_num_threads()]
+
+
+def _fork_asrkd(argv: list[str]) -> tuple[int, int]:
+    """Run `asrkd argv` in a forked child of this process (sharing what `preload` imported)
+    with stdout and stderr on a pipe: returns (pid, the pipe's read end)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write)
+        return pid, read
+    code = 1
+    try:
+        os.close(read)
+        os.dup2(write, 1)
+        os.dup2(write, 2)
+        os.close(write)
+        die_with_parent()
+        if "torch" in sys.modules and _FRESH_THREADS:
+            sys.modules["torch"].set_num_threads(_FRESH_THREADS[0])  # not a pool worker's one thread
+        from asrkd.cli import main
+
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
 def shell_job(log_file: str, command: str) -> int:
-    """One job of `asrkd run-jobs`: `bash -c command`, its output appended to `log_file` (after
-    a `# command` line, as recipes' run_log writes) and, run in a terminal's process, shown."""
+    """One job of `asrkd run-jobs`: `command` (a plain `asrkd ...` call in a forked child of
+    this process, anything else by `bash -c`), its output written to `log_file` (after a
+    `# command` line, as recipes' run_log writes) and, run in a terminal's process, shown."""
     import subprocess
 
     Path(log_file).parent.mkdir(parents=True, exist_ok=True)
     show = not os.environ.get("SLURM_JOB_ID") and multiprocessing.parent_process() is None
-    with open(log_file, "w") as f:
+    argv = asrkd_argv(command)
+    if argv is not None:
+        pid, fd = _fork_asrkd(argv)
+        output = os.fdopen(fd, errors="replace")
+    else:
+        proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
+        output = proc.stdout
+    with open(log_file, "w") as f, output:
         f.write(f"# {command}\n")
         f.flush()
-        proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
+        for line in output:
             f.write(line)
             if show:
                 sys.stdout.write(line)
-    if proc.wait():
-        raise AsrkdError(f"job failed (exit status {proc.returncode}): {command}; log: {log_file}")
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) if argv is not None else proc.wait()
+    if status:
+        raise AsrkdError(f"job failed (exit status {status}): {command}; log: {log_file}")
     return 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from asrkd.hmm.fmllr import (SpeakerTransforms, apply_fmllr, compose, estimate_fmllr, fmllr_objective, fmllr_stats,
-                             speaker_fmllr)
+                             identity, speaker_fmllr)
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.utils import AsrkdError
 
@@ -33,20 +33,26 @@ def test_fmllr_recovers_the_speakers_transform():
     """Each estimate raises the objective; re-estimated on the adapted frames and composed (as
     SAT does), the transform converges on the true one."""
     gmm, y, x, ali, a, b = speaker_data(0)
-    identity = np.hstack([np.eye(D), np.zeros((D, 1))])
-    w = identity
+    eye = identity(D)
+    w = eye
     for _ in range(3):
         beta, k_stats, g_stats = fmllr_stats(gmm, apply_fmllr(w, x), ali, np.ones(len(x)))
         assert beta == len(x) and np.allclose(g_stats, g_stats.transpose(0, 2, 1))
         step = estimate_fmllr(beta, k_stats, g_stats)
-        assert fmllr_objective(step, beta, k_stats, g_stats) > fmllr_objective(identity, beta, k_stats, g_stats)
+        assert fmllr_objective(step, beta, k_stats, g_stats) > fmllr_objective(eye, beta, k_stats, g_stats)
         w = compose(step, w)
     assert np.abs(w[:, :D] - a).max() < 0.05 and np.abs(w[:, D] - b).max() < 0.05
     assert np.abs(apply_fmllr(w, x) - y).mean() < 0.05
+    # the posteriors of another model with the same Gaussians (a SAT system's alignment model)
+    same = fmllr_stats(gmm, x, ali, np.ones(len(x)), post_gmm=DiagGmmSet(gmm.means, gmm.vars, gmm.logw))
+    assert all(np.array_equal(u, v) for u, v in zip(same, fmllr_stats(gmm, x, ali, np.ones(len(x)))))
+    with pytest.raises(AsrkdError, match="alignment model's Gaussians"):
+        fmllr_stats(gmm, x, ali, np.ones(len(x)), post_gmm=DiagGmmSet(gmm.means[:, :1], gmm.vars[:, :1],
+                                                                       gmm.logw[:, :1]))
     # frames of weight 0 do not count; too few frames keep the identity
     half = np.where(np.arange(len(x)) < 2000, 1.0, 0.0)
     assert fmllr_stats(gmm, x, ali, half)[0] == 2000
-    assert np.array_equal(estimate_fmllr(*fmllr_stats(gmm, x[:40], ali[:40], np.ones(40))), identity)
+    assert np.array_equal(estimate_fmllr(*fmllr_stats(gmm, x[:40], ali[:40], np.ones(40))), eye)
 
 
 def test_transforms_compose_and_are_per_speaker(tmp_path):

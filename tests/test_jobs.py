@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from asrkd.jobs import job_config, run_jobs
+from asrkd.jobs import asrkd_argv, job_config, run_jobs
 from asrkd.utils import AsrkdError
 from conftest import ROOT
 from slurm_cluster import slurm_cluster  # noqa: F401
@@ -38,6 +38,24 @@ def test_local_jobs_keep_order_and_rerun_only_what_failed(tmp_path):
     calls.unlink()
     assert run_jobs(square, [(1, calls), (2, calls), (3, calls)], "sq", tmp_path, key="c") == [1, 4, 9]
     assert calls.read_text().split() == ["1", "2", "3"]  # another key: nothing reused
+
+
+def test_run_jobs_forks_asrkd_calls_and_gives_the_rest_to_bash(tmp_path):
+    """A plain `asrkd ...` job runs in a forked child (its own --threads and log level, its exit
+    status), anything with shell syntax in bash; each log holds the command and its output."""
+    assert asrkd_argv("asrkd --threads 1 env") == ["--threads", "1", "env"]
+    assert asrkd_argv("asrkd env > x") is None and asrkd_argv("echo asrkd") is None
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    jobs = [("a.log", "asrkd --threads 1 env"), ("b.log", "asrkd env"), ("c.log", "echo $((6 * 7)) | cat"),
+            ("d.log", "asrkd -v validate-data-dir /nonexistent")]
+    proc = subprocess.run([sys.executable, "-m", "asrkd.cli", "run-jobs", "--nj", "2",
+                           *(x for log, cmd in jobs for x in ("--job", str(tmp_path / log), cmd)), str(tmp_path / "w")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and "job failed (exit status 1): asrkd -v validate-data-dir" in proc.stderr
+    logs = {log: (tmp_path / log).read_text() for log, _ in jobs}
+    assert all(logs[log].startswith(f"# {cmd}\n") for log, cmd in jobs)
+    assert '"threads": 1' in logs["a.log"] and '"threads": 2' in logs["b.log"]  # as a new process would have
+    assert logs["c.log"].endswith("42\n") and "wav.scp: missing required file" in logs["d.log"]
 
 
 def test_job_config(tmp_path):

@@ -55,8 +55,8 @@ class GmmScorer:
     def __init__(self, model_dir: str | Path, data_dir: str | Path, log_prior: np.ndarray | None = None,
                  transforms: str | Path | None = None, si: bool = False):
         if is_sat(model_dir) and not si and transforms is None:
-            raise AsrkdError(f"{model_dir}: a speaker-adapted (SAT) model; decode it with `asrkd decode-fmllr` "
-                             "(or give its fMLLR transforms)")
+            raise AsrkdError(f"{model_dir}: a speaker-adapted (SAT) model; decode it with `asrkd decode-fmllr`, or give "
+                             "the speakers' fMLLR transforms (--transform-dir)")
         if si and not is_sat(model_dir):
             raise AsrkdError(f"{model_dir}: not a SAT model, it has no speaker-independent final.alimdl")
         self.gmm, tree = load_model(model_dir, ALIMDL if si else "final.pt")

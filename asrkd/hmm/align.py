@@ -24,7 +24,7 @@ import kaldifst
 import numpy as np
 
 from asrkd.checkpoint import load_checkpoint, save_checkpoint
-from asrkd.data import read_table, sort_key
+from asrkd.data import read_table, read_utt2spk, sort_key
 from asrkd.environment import environment
 from asrkd.features import FeatureReader
 from asrkd.hmm.alignment import AlignmentDir
@@ -201,14 +201,15 @@ def is_sat(model_dir: str | Path) -> bool:
 def fmllr_align(gmm_si: DiagGmmSet, gmm: DiagGmmSet, corpus: Corpus, graphs: dict, utt2spk: dict, speech: np.ndarray,
                 beam: float, retry_beam: float) -> tuple[dict, dict, dict]:
     """Kaldi align_fmllr.sh: align with the speaker-independent GMMs, estimate each speaker's
-    fMLLR transform of `gmm` from that alignment (silence frames out), align again with `gmm`
-    on the adapted features: (alignment, log-likelihood per utterance, {speaker: transform})."""
+    fMLLR transform of `gmm` from that alignment (silence frames out; component posteriors of
+    the speaker-independent GMMs, gmm-est-fmllr-gpost), align again with `gmm` on the adapted
+    features: (alignment, log-likelihood per utterance, {speaker: transform})."""
     first = {}
     for utt in corpus.utts:
         res = viterbi_align(gmm_si, corpus.feats[utt], graphs[utt], 0.1, beam, retry_beam)
         if res is not None:
             first[utt] = res[0]
-    transforms, _ = speaker_fmllr(gmm, corpus.feats, first, lambda a: speech[a].astype(np.float64), utt2spk)
+    transforms, _ = speaker_fmllr(gmm, corpus.feats, first, lambda a: speech[a].astype(np.float64), utt2spk, gmm_si)
     adapt = SpeakerTransforms(transforms, utt2spk)
     ali, loglik = {}, {}
     for utt in corpus.utts:
@@ -230,7 +231,7 @@ def _align_job(data_dir, lang_dir: Path, model_dir: Path, utts: list[str], beam:
     ali, loglik, trans = {}, {}, {}
     if is_sat(model_dir):
         gmm_si, _ = load_model(model_dir, ALIMDL)
-        ali, loglik, trans = fmllr_align(gmm_si, gmm, corpus, graphs, read_table(Path(data_dir) / "utt2spk"),
+        ali, loglik, trans = fmllr_align(gmm_si, gmm, corpus, graphs, read_utt2spk(data_dir, corpus.utts),
                                          speech_pdfs(tree, lang_dir), beam, retry_beam)
     else:
         for utt in corpus.utts:
@@ -263,7 +264,7 @@ def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali
     t0 = time.time()
     keys = sorted(read_table(Path(data_dir) / "feats.scp"), key=sort_key)
     nj = max(1, min(nj, len(keys)))
-    parts = split_by_speaker(keys, read_table(Path(data_dir) / "utt2spk"), nj) if is_sat(model_dir) else \
+    parts = split_by_speaker(keys, read_utt2spk(data_dir, keys), nj) if is_sat(model_dir) else \
         [keys[j::nj] for j in range(nj)]
     out.start()
     res = run_jobs(_align_job, [(data_dir, lang_dir, model_dir, p, beam, retry_beam) for p in parts],

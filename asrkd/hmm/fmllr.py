@@ -32,7 +32,8 @@ MIN_COUNT = 50.0  # frames a speaker needs for a transform (Kaldi's --fmllr-min-
 def _stats_kernel(x, ali, weight, means, variances, a, b, c, beta, k_stats, g_stats):
     """beta += weight, K[i] += sum_k post_k mean_ki / var_ki * [x; 1] and G[i] += sum_k post_k /
     var_ki * [x; 1][x; 1]^T (lower triangle) over the frames of one speaker, in time order,
-    with the component posteriors of each frame's pdf (Kaldi FmllrDiagGmmAccs)."""
+    with the component posteriors of each frame's pdf from the terms a, b, c of
+    `_gauss_terms` (Kaldi FmllrDiagGmmAccs; gmm-est-fmllr-gpost where those are another model's)."""
     K, D = a.shape[1], x.shape[1]
     ll = np.empty(K)
     xi = np.empty(D + 1)
@@ -67,14 +68,20 @@ def _stats_kernel(x, ali, weight, means, variances, a, b, c, beta, k_stats, g_st
                     g_stats[i, j, e] += s[i] * xi[j] * xi[e]
 
 
-def fmllr_stats(gmm, x: np.ndarray, ali: np.ndarray, weight: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+def fmllr_stats(gmm, x: np.ndarray, ali: np.ndarray, weight: np.ndarray,
+                post_gmm=None) -> tuple[float, np.ndarray, np.ndarray]:
     """(beta, K [D, D + 1], G [D, D + 1, D + 1]) of one speaker's frames x [T, D] aligned to
-    pdfs `ali`, each frame weighted by `weight` (0: left out, e.g. silence)."""
+    pdfs `ali`, each frame weighted by `weight` (0: left out, e.g. silence), for the Gaussians
+    of `gmm` with the component posteriors of `post_gmm` (a SAT system's alignment model,
+    whose components are gmm's) or of `gmm` itself."""
     D = gmm.dim
     if x.shape[1] != D:
         raise AsrkdError(f"fMLLR: features of {x.shape[1]} dimensions for GMMs of {D}")
     beta, k_stats, g_stats = np.zeros(1), np.zeros((D, D + 1)), np.zeros((D, D + 1, D + 1))
-    a, b, c = _gauss_terms(gmm.means, gmm.vars, gmm.logw)
+    post_gmm = post_gmm or gmm
+    if post_gmm.means.shape != gmm.means.shape:
+        raise AsrkdError("fMLLR: the alignment model's Gaussians are not the model's")
+    a, b, c = _gauss_terms(post_gmm.means, post_gmm.vars, post_gmm.logw)
     _stats_kernel(np.ascontiguousarray(x), ali.astype(np.int64), weight.astype(np.float64), gmm.means, gmm.vars,
                   a, b, c, beta, k_stats, g_stats)
     for i in range(D):
@@ -94,7 +101,7 @@ def _dot(u, m, v):
     return s
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _fmllr_update(beta, k_stats, g_inv, iters):
     """Row-by-row maximisation of beta log|det A| + sum_i (w_i k_i - 1/2 w_i G_i w_i^T) from the
     identity (Gales 1998; Kaldi ComputeFmllrMatrixDiagGmmFull): w_i = (alpha p_i + k_i) G_i^-1,
@@ -127,34 +134,34 @@ def _fmllr_update(beta, k_stats, g_inv, iters):
 
 
 def fmllr_objective(w: np.ndarray, beta: float, k_stats: np.ndarray, g_stats: np.ndarray) -> float:
-    """beta log|det A| + sum_i (w_i k_i - 1/2 w_i G_i w_i^T) (for reports)."""
+    """beta log|det A| + sum_i (w_i k_i - 1/2 w_i G_i w_i^T), for the log only (numpy's BLAS:
+    no result depends on it)."""
     quad = sum(w[i] @ k_stats[i] - 0.5 * w[i] @ g_stats[i] @ w[i] for i in range(len(w)))
     return float(beta * np.linalg.slogdet(w[:, :-1])[1] + quad)
+
+
+def identity(dim: int) -> np.ndarray:
+    """The fMLLR transform that changes nothing: [I 0]."""
+    return np.hstack([np.eye(dim), np.zeros((dim, 1))])
 
 
 def estimate_fmllr(beta: float, k_stats: np.ndarray, g_stats: np.ndarray, iters: int = 40,
                    min_count: float = MIN_COUNT) -> np.ndarray:
     """The fMLLR transform [D, D + 1] of one speaker's statistics; the identity below
     `min_count` frames (weighted) or where the statistics are singular."""
-    D = k_stats.shape[0]
-    identity = np.hstack([np.eye(D), np.zeros((D, 1))])
     if beta < min_count:
-        return identity
+        return identity(k_stats.shape[0])
     g_inv = np.stack([_inverse(g) for g in g_stats])
-    if not np.isfinite(g_inv).all():
-        return identity
-    w = _fmllr_update(beta, k_stats, g_inv, iters)
-    if not np.isfinite(w).all() or fmllr_objective(w, beta, k_stats, g_stats) < \
-            fmllr_objective(identity, beta, k_stats, g_stats):
-        return identity
-    return w
+    w = _fmllr_update(beta, k_stats, g_inv, iters) if np.isfinite(g_inv).all() else None
+    return w if w is not None and np.isfinite(w).all() else identity(k_stats.shape[0])
 
 
 def speaker_fmllr(gmm, feats: dict[str, np.ndarray], ali: dict[str, np.ndarray], weight, utt2spk: dict[str, str],
-                  min_count: float = MIN_COUNT) -> tuple[dict[str, np.ndarray], float]:
+                  post_gmm=None, min_count: float = MIN_COUNT) -> tuple[dict[str, np.ndarray], float]:
     """The fMLLR transform of every speaker with an utterance in `ali` (frames weighted by
-    `weight`(pdf alignment) -> [T] floats), estimated on threads (one speaker each): returns
-    ({speaker: W}, objective improvement per weighted frame)."""
+    `weight`(pdf alignment) -> [T] floats; component posteriors of `post_gmm`, see
+    `fmllr_stats`), estimated on threads (one speaker each): returns ({speaker: W},
+    objective improvement per weighted frame)."""
     speakers: dict[str, list[str]] = {}
     for utt in ali:
         speakers.setdefault(utt2spk[utt], []).append(utt)
@@ -165,11 +172,11 @@ def speaker_fmllr(gmm, feats: dict[str, np.ndarray], ali: dict[str, np.ndarray],
         utts = speakers[spk]
         x = np.concatenate([feats[u] for u in utts])
         a = np.concatenate([ali[u] for u in utts])
-        beta, k_stats, g_stats = fmllr_stats(gmm, x, a, weight(a))
+        beta, k_stats, g_stats = fmllr_stats(gmm, x, a, weight(a), post_gmm)
         w = estimate_fmllr(beta, k_stats, g_stats, min_count=min_count)
         out[spk] = w
         gains[spk] = (fmllr_objective(w, beta, k_stats, g_stats) - fmllr_objective(
-            estimate_fmllr(0.0, k_stats, g_stats), beta, k_stats, g_stats), beta)
+            identity(len(w)), beta, k_stats, g_stats), beta)
     _in_threads(one, [(s,) for s in names])
     frames = math.fsum(gains[s][1] for s in names)
     gain = math.fsum(gains[s][0] for s in names) / frames if frames else 0.0

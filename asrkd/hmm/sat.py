@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from asrkd.checkpoint import save_checkpoint
-from asrkd.data import read_table
+from asrkd.data import read_utt2spk
 from asrkd.hmm.align import ALIMDL, Corpus, load_corpus, load_model, model_features, speech_pdfs
-from asrkd.hmm.fmllr import SpeakerTransforms, apply_fmllr, compose, speaker_fmllr
+from asrkd.hmm.fmllr import SpeakerTransforms, apply_fmllr, compose, identity, speaker_fmllr
 from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.train import _done, _finish, _source_alignment, _train_tied, stack
 from asrkd.hmm.transform import FeatureTransform, variance_floor
@@ -92,12 +92,11 @@ def train_sat(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, e
     src_gmm, src_tree = load_model(ali_dir)
     corpus = load_corpus(data_dir, lang_dir, features=model_features(ali_dir))
     ali = _source_alignment(corpus, data_dir, ali_dir)
-    utt2spk = read_table(Path(data_dir) / "utt2spk")
+    utt2spk = read_utt2spk(data_dir, corpus.utts)
     si = dict(corpus.feats)
     speech = speech_pdfs(src_tree, lang_dir)
     transforms, _ = speaker_fmllr(src_gmm, si, ali, lambda a: speech[a].astype(np.float64), utt2spk)
-    identity = np.hstack([np.eye(src_gmm.dim), np.zeros((src_gmm.dim, 1))])
-    sat = Sat(si, utt2spk, {utt2spk[u]: transforms.get(utt2spk[u], identity) for u in corpus.utts},
+    sat = Sat(si, utt2spk, {utt2spk[u]: transforms.get(utt2spk[u], identity(src_gmm.dim)) for u in corpus.utts},
               set(fmllr_iters))
     sat.features(corpus)
     gmm, tree, final_ali, history = _train_tied(out, data_dir, lang_dir, ali_dir, corpus, ali, src_tree,

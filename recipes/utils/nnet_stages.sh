@@ -101,8 +101,9 @@ if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
   for s in $tune_set:$tune_ali $test_set:$test_ali; do
     fa_args="data/${s%%:*} ${s#*:}"
     s=${s%%:*}
-    jobs+=(--job exp/$gmm/log/frame_accuracy_$s.log "asrkd frame-accuracy --model-dir exp/$gmm --priors $train_ali \
-      $fa_args exp/$gmm/frame_accuracy_$s.json")
+    sat_opt=; [ ! -f ${fa_args#* }/trans.ark ] || sat_opt="--transform-dir ${fa_args#* }"  # a SAT GMM's speakers
+    jobs+=(--job exp/$gmm/log/frame_accuracy_$s.log "asrkd frame-accuracy --model-dir exp/$gmm $sat_opt \
+      --priors $train_ali $fa_args exp/$gmm/frame_accuracy_$s.json")
     jobs+=(--job exp/nnet/ensemble/log/frame_accuracy_$s.log "asrkd frame-accuracy $members --per-member \
       --priors $train_ali $fa_args exp/nnet/ensemble/frame_accuracy_$s.json")
     for d in $students; do

@@ -36,6 +36,7 @@ choose_gmm() {
   for m in "$@"; do
     [ -f exp/$m/decode_$tune/wer ] || { echo "$0: --nnet-gmm auto: exp/$m/decode_$tune/wer missing (stage 9)" >&2; exit 1; }
     wer=$(awk '$1 == "%WER" {print $2; exit}' exp/$m/decode_$tune/wer)
+    [ -n "$wer" ] || { echo "$0: --nnet-gmm auto: no %WER line in exp/$m/decode_$tune/wer" >&2; exit 1; }
     echo "$m $tune WER $wer" >> exp/nnet_gmm.txt
     if [ -z "$best" ] || awk -v a=$wer -v b=$best_wer 'BEGIN {exit !(a < b)}'; then best=$m best_wer=$wer; fi
   done

@@ -255,12 +255,20 @@ def _args_train_tri(s) -> None:
 def cmd_train_tri(a):
     from asrkd.hmm.train import train_tri
 
-    train_tri(a.data_dir, a.lang_dir, a.ali_dir, a.exp_dir, num_leaves=a.num_leaves, tot_gauss=a.tot_gauss,
-              num_iters=a.num_iters, min_leaf_occ=a.min_leaf_occ, split_silence=not a.no_split_silence,
-              cluster_leaves=a.cluster_leaves, force=a.force)
+    train_tri(a.data_dir, a.lang_dir, a.ali_dir, a.exp_dir, **_tied_options(a))
 
 
-def _mllt_iters(s: str) -> list[int]:
+def _tied_options(a, iters: str | None = None) -> dict:
+    """The options of train-tri that train-lda-mllt and train-sat share; `iters` names their
+    list of EM iterations, which must lie within --num-iters."""
+    if iters and any(i > a.num_iters for i in getattr(a, iters)):
+        raise AsrkdError(f"--{iters.replace('_', '-')} {getattr(a, iters)}: beyond --num-iters {a.num_iters}")
+    return {"num_leaves": a.num_leaves, "tot_gauss": a.tot_gauss, "num_iters": a.num_iters,
+            "min_leaf_occ": a.min_leaf_occ, "split_silence": not a.no_split_silence,
+            "cluster_leaves": a.cluster_leaves, "force": a.force, **({iters: tuple(getattr(a, iters))} if iters else {})}
+
+
+def _iterations(s: str) -> list[int]:
     try:
         iters = sorted({int(x) for x in s.split(",") if x})
     except ValueError:
@@ -275,7 +283,7 @@ def _args_train_lda_mllt(s) -> None:
     s.add_argument("--context", type=int, default=3, choices=range(0, 11), metavar="N",
                    help="frames spliced each side of the centre before LDA (default %(default)s)")
     s.add_argument("--lda-dim", type=int, default=40, help="dimensions kept by LDA (default %(default)s)")
-    s.add_argument("--mllt-iters", type=_mllt_iters, default=[2, 4, 6, 12],
+    s.add_argument("--mllt-iters", type=_iterations, default=[2, 4, 6, 12],
                    help="EM iterations at which the MLLT is re-estimated (default 2,4,6,12)")
 
 
@@ -284,17 +292,13 @@ def _args_train_lda_mllt(s) -> None:
 def cmd_train_lda_mllt(a):
     from asrkd.hmm.train import train_lda_mllt
 
-    if any(i > a.num_iters for i in a.mllt_iters):
-        raise AsrkdError(f"--mllt-iters {a.mllt_iters}: beyond --num-iters {a.num_iters}")
-    train_lda_mllt(a.data_dir, a.lang_dir, a.ali_dir, a.exp_dir, num_leaves=a.num_leaves, tot_gauss=a.tot_gauss,
-                   num_iters=a.num_iters, min_leaf_occ=a.min_leaf_occ, split_silence=not a.no_split_silence,
-                   cluster_leaves=a.cluster_leaves, context=a.context, lda_dim=a.lda_dim,
-                   mllt_iters=tuple(a.mllt_iters), force=a.force)
+    train_lda_mllt(a.data_dir, a.lang_dir, a.ali_dir, a.exp_dir, context=a.context, lda_dim=a.lda_dim,
+                   **_tied_options(a, "mllt_iters"))
 
 
 def _args_train_sat(s) -> None:
     _args_train_tri(s)
-    s.add_argument("--fmllr-iters", type=_mllt_iters, default=[2, 4, 6, 12],
+    s.add_argument("--fmllr-iters", type=_iterations, default=[2, 4, 6, 12],
                    help="EM iterations at which the speakers' fMLLR transforms are re-estimated (default 2,4,6,12)")
 
 
@@ -303,11 +307,7 @@ def _args_train_sat(s) -> None:
 def cmd_train_sat(a):
     from asrkd.hmm.sat import train_sat
 
-    if any(i > a.num_iters for i in a.fmllr_iters):
-        raise AsrkdError(f"--fmllr-iters {a.fmllr_iters}: beyond --num-iters {a.num_iters}")
-    train_sat(a.data_dir, a.lang_dir, a.ali_dir, a.exp_dir, num_leaves=a.num_leaves, tot_gauss=a.tot_gauss,
-              num_iters=a.num_iters, min_leaf_occ=a.min_leaf_occ, split_silence=not a.no_split_silence,
-              cluster_leaves=a.cluster_leaves, fmllr_iters=tuple(a.fmllr_iters), force=a.force)
+    train_sat(a.data_dir, a.lang_dir, a.ali_dir, a.exp_dir, **_tied_options(a, "fmllr_iters"))
 
 
 def _args_align(s) -> None:
@@ -735,12 +735,15 @@ def _args_run_jobs(s) -> None:
 def cmd_run_jobs(a):
     import hashlib
 
-    from asrkd.jobs import asrkd_argv, preload, run_jobs, shell_job
+    from asrkd.jobs import asrkd_argv, note_new_process_threads, run_jobs, shell_job
 
     key = hashlib.sha1(repr(a.job).encode()).hexdigest()[:12]
-    if any(asrkd_argv(command) for _, command in a.job):
-        preload()
-    run_jobs(shell_job, [tuple(j) for j in a.job], "run-jobs", a.work_dir, _jobs(a, a.kind), parallel=a.nj, key=key)
+    if any(asrkd_argv(command) for _, command in a.job):  # forked asrkd jobs share these imports (2-3 s each)
+        import asrkd.decode.decoder  # noqa: F401  (decode, frame-accuracy: torch, kaldifst, the models)
+        import asrkd.nnet.train  # noqa: F401  (train-dnn)
+
+        note_new_process_threads()
+    run_jobs(shell_job, [(*j, main) for j in a.job], "run-jobs", a.work_dir, _jobs(a, a.kind), parallel=a.nj, key=key)
 
 
 def _args_env(s) -> None:

@@ -194,7 +194,7 @@ def run_jobs(fn: Callable, args: list[tuple], name: str, work: str | Path, cfg: 
 
 
 SHELL_SYNTAX = set("|&;<>()$`\\\"'*?[]{}~#\n")  # a command with any of these goes to bash
-_FRESH_THREADS: list[int] = []  # torch's threads in a new process, noted by `preload` before any job
+_FRESH_THREADS: list[int] = []  # torch's threads in a new process (`note_new_process_threads`)
 
 
 def asrkd_argv(command: str) -> list[str] | None:
@@ -205,20 +205,16 @@ def asrkd_argv(command: str) -> list[str] | None:
     return words[1:]
 
 
-def preload() -> None:
-    """Import torch and the modules of asrkd's heavy commands once, before jobs are forked,
-    so that an `asrkd` job starts in milliseconds rather than seconds; notes torch's thread
-    count as a new process would have it."""
+def note_new_process_threads() -> None:
+    """Note torch's thread count as a new process has it, for the asrkd jobs `shell_job` forks
+    (call it before any job, after importing what they should share)."""
     import torch
-
-    import asrkd.decode.decoder  # noqa: F401  (decode, frame-accuracy: torch, kaldifst, the models)
-    import asrkd.nnet.train  # noqa: F401  (train-dnn)
 
     _FRESH_THREADS[:] = [torch.get_num_threads()]
 
 
-def _fork_asrkd(argv: list[str]) -> tuple[int, int]:
-    """Run `asrkd argv` in a forked child of this process (sharing what `preload` imported)
+def _fork_asrkd(main: Callable, argv: list[str]) -> tuple[int, int]:
+    """Run asrkd's `main(argv)` in a forked child of this process (sharing what it imported)
     with stdout and stderr on a pipe: returns (pid, the pipe's read end)."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -236,8 +232,7 @@ def _fork_asrkd(argv: list[str]) -> tuple[int, int]:
         die_with_parent()
         if "torch" in sys.modules and _FRESH_THREADS:
             sys.modules["torch"].set_num_threads(_FRESH_THREADS[0])  # not a pool worker's one thread
-        from asrkd.cli import main
-
+        logging.getLogger().handlers.clear()  # main() sets up logging (its level, -v) as in a new process
         main(argv)
         code = 0
     except SystemExit as e:
@@ -254,17 +249,18 @@ def _fork_asrkd(argv: list[str]) -> tuple[int, int]:
             os._exit(code)
 
 
-def shell_job(log_file: str, command: str) -> int:
-    """One job of `asrkd run-jobs`: `command` (a plain `asrkd ...` call in a forked child of
-    this process, anything else by `bash -c`), its output written to `log_file` (after a
-    `# command` line, as recipes' run_log writes) and, run in a terminal's process, shown."""
+def shell_job(log_file: str, command: str, main: Callable | None = None) -> int:
+    """One job of `asrkd run-jobs`: `command` (a plain `asrkd ...` call as asrkd's `main` in a
+    forked child of this process, where given; anything else by `bash -c`), its output written
+    to `log_file` (after a `# command` line, as recipes' run_log writes) and, run in a
+    terminal's process, shown."""
     import subprocess
 
     Path(log_file).parent.mkdir(parents=True, exist_ok=True)
     show = not os.environ.get("SLURM_JOB_ID") and multiprocessing.parent_process() is None
-    argv = asrkd_argv(command)
+    argv = asrkd_argv(command) if main else None
     if argv is not None:
-        pid, fd = _fork_asrkd(argv)
+        pid, fd = _fork_asrkd(main, argv)
         output = os.fdopen(fd, errors="replace")
     else:
         proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

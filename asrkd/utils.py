@@ -22,7 +22,6 @@ def setup_logging(verbose: int = 0) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s [%(module)s] %(message)s",
         datefmt="%H:%M:%S",
-        force=True,  # a forked job of run-jobs sets its own level
     )
 
 

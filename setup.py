@@ -28,6 +28,6 @@ setup(
         "matplotlib",
         "submitit>=1.5",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "pytest-xdist"]},
     entry_points={"console_scripts": ["asrkd=asrkd.cli:main"]},
 )

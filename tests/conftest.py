@@ -18,6 +18,18 @@ YESNO = SHARED / "yesno" / "waves_yesno"
 if not SO762.is_dir() or not YESNO.is_dir():
     pytest.exit(f"test data not found under {SHARED}", returncode=1)
 
+# The suite runs on pytest-xdist's workers (tools/test.sh: -n auto --dist loadgroup). The longest
+# tests go first, so that the workers finish together; the tests on the one-node Slurm share
+# one worker, and with it one cluster, and test_reproducible joins them to even out two workers.
+LONGEST = ("test_slurm_recipe.py", "test_recipe.py", "test_template.py", "test_reproducible.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()) or item.path.name == "test_reproducible.py":
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+    items.sort(key=lambda item: LONGEST.index(item.path.name) if item.path.name in LONGEST else len(LONGEST))
+
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
     """Run a local/ script or the asrkd CLI the way a recipe does; fail loudly with its output."""

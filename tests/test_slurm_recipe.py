@@ -32,7 +32,7 @@ def test_slurm_jobs_match_local_jobs(slurm_cluster, tmp_path):
     recipe = FINISHED.get("yesno")
     if recipe is None:
         recipe = copy_recipe(tmp_path / "local")
-        recipe_run(recipe, "--stop-stage", "8")
+        recipe_run(recipe, "--stop-stage", "9")
         recipe_run(recipe, "--stage", "10", "--stop-stage", "12")
         recipe_run(recipe, "--stage", "16", "--stop-stage", "16")
     other = tmp_path / "slurm/recipes/yesno"

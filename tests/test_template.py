@@ -69,9 +69,9 @@ def test_template_on_yesno(tmp_path):
     assert "on the tri3 alignment of train_yesno_sp (train_yesno at speeds 0.9, 1.0, 1.1)" in proc.stdout
     assert len(read_table(recipe / "data/train_yesno_sp/feats.scp")) == 90
     assert len(read_table(recipe / "exp/tri3_ali_sp/ali.scp")) == 90
-    # SAT: each speed a speaker of its own (sp0.9-, sp1.1- prefixes), fMLLR-aligned; decoded in two passes
+    # SAT: each speed a speaker of its own (the sp<speed>- prefixes), fMLLR-aligned; decoded in two passes
     assert sorted(k for k, _ in kaldiio.load_ark(str(recipe / "exp/tri3_ali_sp/trans.ark"))) == [
-        "global", "sp0.9-global", "sp1.1-global"]
+        "sp0.9-global", "sp1.0-global", "sp1.1-global"]
     for s in ("train_yesno", "test_yesno"):
         for d in (f"decode_{s}.si/wer", f"decode_{s}.fmllr/trans.ark", f"decode_{s}/wer"):
             assert (recipe / "exp/tri3" / d).is_file(), d

@@ -5,4 +5,5 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/tools/setup_env.sh"
 cd "$root"
-exec "${ASRKD_VENV:-$root/.venv}/bin/python" -m pytest -q "$@" tests
+# on one pytest-xdist worker per core (tests/conftest.py orders the tests and keeps the Slurm ones together)
+exec "${ASRKD_VENV:-$root/.venv}/bin/python" -m pytest -q -n auto --dist loadgroup "$@" tests

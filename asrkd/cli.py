@@ -738,12 +738,15 @@ def cmd_run_jobs(a):
     from asrkd.jobs import asrkd_argv, note_new_process_threads, run_jobs, shell_job
 
     key = hashlib.sha1(repr(a.job).encode()).hexdigest()[:12]
-    if any(asrkd_argv(command) for _, command in a.job):  # forked asrkd jobs share these imports (2-3 s each)
+    cfg = _jobs(a, a.kind)
+    fork = cfg.cmd == "local" and any(asrkd_argv(command) for _, command in a.job)
+    if fork:  # local asrkd jobs are forked from here and share these imports (2-3 s each)
         import asrkd.decode.decoder  # noqa: F401  (decode, frame-accuracy: torch, kaldifst, the models)
         import asrkd.nnet.train  # noqa: F401  (train-dnn)
 
         note_new_process_threads()
-    run_jobs(shell_job, [(*j, main) for j in a.job], "run-jobs", a.work_dir, _jobs(a, a.kind), parallel=a.nj, key=key)
+    run_jobs(shell_job, [(*j, main if fork else None) for j in a.job], "run-jobs", a.work_dir, cfg, parallel=a.nj,
+             key=key)
 
 
 def _args_env(s) -> None:

@@ -19,6 +19,8 @@ import logging
 import multiprocessing
 import os
 import pickle
+import re
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,8 +200,9 @@ _FRESH_THREADS: list[int] = []  # torch's threads in a new process (`note_new_pr
 
 
 def asrkd_argv(command: str) -> list[str] | None:
-    """The arguments of a command that is one plain `asrkd ...` call (no shell syntax), else None."""
-    words = command.split()
+    """The arguments of a command that is one plain `asrkd ...` call (no shell syntax; words
+    split at spaces and tabs, as bash does), else None."""
+    words = re.split(r"[ \t]+", command.strip())
     if len(words) < 2 or words[0] != "asrkd" or SHELL_SYNTAX & set(command):
         return None
     return words[1:]
@@ -230,6 +233,9 @@ def _fork_asrkd(main: Callable, argv: list[str]) -> tuple[int, int]:
         os.dup2(write, 2)
         os.close(write)
         die_with_parent()
+        for sig in (signal.SIGTERM, signal.SIGCONT, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_DFL)  # a new process's, not this one's
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         if "torch" in sys.modules and _FRESH_THREADS:
             sys.modules["torch"].set_num_threads(_FRESH_THREADS[0])  # not a pool worker's one thread
         logging.getLogger().handlers.clear()  # main() sets up logging (its level, -v) as in a new process
@@ -237,6 +243,8 @@ def _fork_asrkd(main: Callable, argv: list[str]) -> tuple[int, int]:
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
     except BaseException:
         import traceback
 
@@ -258,21 +266,32 @@ def shell_job(log_file: str, command: str, main: Callable | None = None) -> int:
 
     Path(log_file).parent.mkdir(parents=True, exist_ok=True)
     show = not os.environ.get("SLURM_JOB_ID") and multiprocessing.parent_process() is None
-    argv = asrkd_argv(command) if main else None
-    if argv is not None:
-        pid, fd = _fork_asrkd(main, argv)
-        output = os.fdopen(fd, errors="replace")
-    else:
-        proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace")
-        output = proc.stdout
-    with open(log_file, "w") as f, output:
+    # a pool worker's (daemonic) fork could not start pools of its own: bash then
+    argv = asrkd_argv(command) if main and not multiprocessing.current_process().daemon else None
+    with open(log_file, "w") as f:
         f.write(f"# {command}\n")
         f.flush()
-        for line in output:
-            f.write(line)
-            if show:
-                sys.stdout.write(line)
+        if argv is not None:
+            pid, fd = _fork_asrkd(main, argv)
+            output = os.fdopen(fd, errors="replace")
+        else:
+            proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, errors="replace")
+            output = proc.stdout
+        try:
+            with output:
+                for line in output:
+                    f.write(line)
+                    if show:
+                        sys.stdout.write(line)
+        except BaseException:  # a full disk, Ctrl-C: the job does not outlive its reader
+            if argv is not None:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            else:
+                proc.kill()
+                proc.wait()
+            raise
     status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) if argv is not None else proc.wait()
     if status:
         raise AsrkdError(f"job failed (exit status {status}): {command}; log: {log_file}")

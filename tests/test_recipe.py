@@ -57,9 +57,6 @@ def check_significance(res, students):
     assert {p["metric"] for p in sig["paired"] if p["comparison"] == "baseline vs GMM"} == {"wer"}
 
 
-FINISHED = {}  # the recipe run by test_yesno_recipe_stages, for tests/test_slurm_recipe.py to reuse
-
-
 def copy_recipe(dest):
     """The yesno recipe and what it runs, without data/ and exp/."""
     for part in ("recipes/yesno", "recipes/utils", "local", "tools"):
@@ -139,7 +136,6 @@ def test_yesno_recipe_stages(tmp_path):
     for png in ("wer", "dev_frame_accuracy", "section6", "ensemble_size"):
         assert (recipe / f"exp/compare/{png}.png").stat().st_size > 0
     check_compare_reports_what_exists(recipe, tmp_path / "compare")
-    FINISHED["yesno"] = recipe
     stamp = (recipe / "exp/tri/decode_test_yesno/decode_info.json").stat().st_mtime_ns
     proc = run_recipe(recipe, "--stage", "9", "--corpus-dir", str(YESNO))
     assert proc.returncode == 0, proc.stderr
@@ -171,7 +167,8 @@ def test_yesno_recipe_stages(tmp_path):
 
 def test_choose_gmm_takes_the_lowest_tuning_wer(tmp_path):
     """--nnet-gmm auto: the triphone system with the lowest tuning-set WER, the first of those
-    tied, reported in exp/nnet_gmm.txt; a system not decoded yet is an error."""
+    tied, reported in exp/nnet_gmm.txt; a system not decoded yet is an error, and so is a new
+    choice once the networks exist."""
     for m, wer in (("tri", "66.97"), ("tri2", "63.38"), ("tri3", "63.38")):
         (tmp_path / f"exp/{m}/decode_dev").mkdir(parents=True)
         (tmp_path / f"exp/{m}/decode_dev/wer").write_text(f"%WER {wer} [ 1 / 2, 0 ins, 0 del, 1 sub ]\n")
@@ -186,4 +183,9 @@ def test_choose_gmm_takes_the_lowest_tuning_wer(tmp_path):
         "tri dev WER 66.97", "tri2 dev WER 63.38", "tri3 dev WER 63.38", "chosen: tri2 (lowest dev WER)"]
     assert choose("tri3", "tri").stdout == "tri3\n"
     proc = choose("tri", "tri4")
-    assert proc.returncode != 0 and "exp/tri4/decode_dev/wer missing" in proc.stderr
+    assert proc.returncode != 0 and "no %WER in exp/tri4/decode_dev/wer" in proc.stderr
+    # once the networks are trained on one choice, another is an error, not a silent switch
+    (tmp_path / "exp/nnet").mkdir()
+    proc = choose("tri", "tri2")
+    assert proc.returncode != 0 and "now chooses tri2, but exp/nnet was trained on tri3" in proc.stderr
+    assert choose("tri", "tri3").stdout == "tri3\n"

@@ -29,18 +29,30 @@ decode_tuned() {
 }
 
 # choose_gmm TUNE_SET SYSTEMS...: the GMM system with the lowest WER on TUNE_SET (the first of
-# those tied), from exp/<system>/decode_<TUNE_SET>/wer; the WERs and the choice go to exp/nnet_gmm.txt.
+# those tied), from exp/<system>/decode_<TUNE_SET>/wer; the WERs and the choice go to
+# exp/nnet_gmm.txt. Once exp/nnet exists, a choice other than the recorded one is an error.
 choose_gmm() {
-  local tune=$1 m wer best= best_wer=; shift
-  : > exp/nnet_gmm.txt
+  local tune=$1 m wer best= best_wer= before=; shift
+  [ ! -f exp/nnet_gmm.txt ] || before=$(awk '$1 == "chosen:" {print $2}' exp/nnet_gmm.txt)
+  : > exp/nnet_gmm.txt.new
   for m in "$@"; do
-    [ -f exp/$m/decode_$tune/wer ] || { echo "$0: --nnet-gmm auto: exp/$m/decode_$tune/wer missing (stage 9)" >&2; exit 1; }
-    wer=$(awk '$1 == "%WER" {print $2; exit}' exp/$m/decode_$tune/wer)
-    [ -n "$wer" ] || { echo "$0: --nnet-gmm auto: no %WER line in exp/$m/decode_$tune/wer" >&2; exit 1; }
-    echo "$m $tune WER $wer" >> exp/nnet_gmm.txt
+    wer=$(awk '$1 == "%WER" {print $2; exit}' exp/$m/decode_$tune/wer 2>/dev/null || true)
+    if [ -z "$wer" ]; then
+      rm exp/nnet_gmm.txt.new
+      echo "$0: --nnet-gmm auto: no %WER in exp/$m/decode_$tune/wer (decode it in stage 9)" >&2
+      exit 1
+    fi
+    echo "$m $tune WER $wer" >> exp/nnet_gmm.txt.new
     if [ -z "$best" ] || awk -v a=$wer -v b=$best_wer 'BEGIN {exit !(a < b)}'; then best=$m best_wer=$wer; fi
   done
-  echo "chosen: $best (lowest $tune WER)" >> exp/nnet_gmm.txt
+  echo "chosen: $best (lowest $tune WER)" >> exp/nnet_gmm.txt.new
+  if [ -n "$before" ] && [ "$before" != "$best" ] && [ -d exp/nnet ]; then
+    rm exp/nnet_gmm.txt.new
+    echo "$0: --nnet-gmm auto now chooses $best, but exp/nnet was trained on $before (exp/nnet_gmm.txt): give" \
+      "--nnet-gmm $before to go on with it, or move exp/nnet away" >&2
+    exit 1
+  fi
+  mv exp/nnet_gmm.txt.new exp/nnet_gmm.txt
   echo "nnet_gmm=auto: $best, the lowest $tune WER of $* (exp/nnet_gmm.txt)" >&2
   echo $best
 }

@@ -20,7 +20,7 @@ import numpy as np
 
 from asrkd.data import read_table, read_utt2spk, sort_key
 from asrkd.decode.decoder import MAX_ACTIVE, GmmScorer, check_graph, decode, search_graph, tuned_weights
-from asrkd.hmm.align import best_path, load_model, split_by_speaker
+from asrkd.hmm.align import best_path, load_model, speech_pdfs, split_by_speaker
 from asrkd.hmm.fmllr import SpeakerTransforms, identity, speaker_fmllr
 from asrkd.jobs import JobConfig, run_jobs
 from asrkd.outputs import Output
@@ -29,23 +29,21 @@ from asrkd.utils import AsrkdError, write_list
 log = logging.getLogger(__name__)
 
 
-def silence_pdfs(graph_dir: Path, model_dir: Path) -> np.ndarray:
-    """Whether each pdf of the model's tree belongs to a silence phone (the graph's phones/silence.int)."""
+def check_silence(graph_dir: Path) -> None:
+    """The graph dir must name the silence phones (phones/silence.int), for the silence weight."""
     path = graph_dir / "phones" / "silence.int"
     if not path.is_file():
         raise AsrkdError(f"{path}: missing (a graph from an older asrkd: make it again with `asrkd make-graph "
                          "--force`)")
-    silence = {int(x) for x in path.read_text().split()}
-    _, tree = load_model(model_dir)
-    return np.array([phone in silence for phone, _ in tree.pdf_info])
 
 
 def _fmllr_job(graph_dir: Path, model_dir: Path, data_dir: Path, utts: list[str], weights: tuple[float, float],
                beam: float, max_active: int, silence_weight: float) -> dict:
     """One job (whole speakers): the pass-1 best path of each utterance and the speakers' transforms."""
     scorer = GmmScorer(model_dir, data_dir, si=True)
-    gmm, _ = load_model(model_dir)
-    silence = silence_pdfs(graph_dir, model_dir)
+    gmm, tree = load_model(model_dir)
+    check_silence(graph_dir)
+    pdf_weight = np.where(speech_pdfs(tree, graph_dir), 1.0, silence_weight)
     graph = search_graph(str(graph_dir / "HCLG.fst"), weights[1], False, scorer.num_pdfs)
     feats, ali, failed = {}, {}, []
     for utt in utts:
@@ -55,8 +53,7 @@ def _fmllr_job(graph_dir: Path, model_dir: Path, data_dir: Path, utts: list[str]
             failed.append(utt)
             continue
         ali[utt] = np.asarray(res[1], dtype=np.int64) - 1
-    transforms, _ = speaker_fmllr(gmm, feats, ali, lambda a: np.where(silence[a], silence_weight, 1.0),
-                                  read_utt2spk(data_dir, utts), scorer.gmm)
+    transforms, _ = speaker_fmllr(gmm, feats, ali, pdf_weight, read_utt2spk(data_dir, utts), scorer.gmm)
     return {"transforms": transforms, "failed": failed}
 
 
@@ -103,7 +100,7 @@ def decode_fmllr(graph_dir: str | Path, model_dir: str | Path, data_dir: str | P
     si_dir, fmllr_dir = (decode_dir.with_name(decode_dir.name + s) for s in (".si", ".fmllr"))
     si_scorer = GmmScorer(model_dir, data_dir, si=True)
     check_graph(graph_dir, si_scorer)
-    silence_pdfs(graph_dir, model_dir)  # the errors of what pass 2 needs, before pass 1
+    check_silence(graph_dir)  # the errors of what pass 2 needs, before pass 1
     read_utt2spk(data_dir, si_scorer.keys())
     si_tuned = None if tuned_on is None else Path(str(tuned_on) + ".si")
     decode(graph_dir, si_scorer, data_dir, si_dir, tuned_on=si_tuned, nj=nj, jobs=jobs, force=force, **search)

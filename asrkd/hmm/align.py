@@ -209,7 +209,7 @@ def fmllr_align(gmm_si: DiagGmmSet, gmm: DiagGmmSet, corpus: Corpus, graphs: dic
         res = viterbi_align(gmm_si, corpus.feats[utt], graphs[utt], 0.1, beam, retry_beam)
         if res is not None:
             first[utt] = res[0]
-    transforms, _ = speaker_fmllr(gmm, corpus.feats, first, lambda a: speech[a].astype(np.float64), utt2spk, gmm_si)
+    transforms, _ = speaker_fmllr(gmm, corpus.feats, first, speech.astype(np.float64), utt2spk, gmm_si)
     adapt = SpeakerTransforms(transforms, utt2spk)
     ali, loglik = {}, {}
     for utt in corpus.utts:

@@ -156,10 +156,11 @@ def estimate_fmllr(beta: float, k_stats: np.ndarray, g_stats: np.ndarray, iters:
     return w if w is not None and np.isfinite(w).all() else identity(k_stats.shape[0])
 
 
-def speaker_fmllr(gmm, feats: dict[str, np.ndarray], ali: dict[str, np.ndarray], weight, utt2spk: dict[str, str],
-                  post_gmm=None, min_count: float = MIN_COUNT) -> tuple[dict[str, np.ndarray], float]:
-    """The fMLLR transform of every speaker with an utterance in `ali` (frames weighted by
-    `weight`(pdf alignment) -> [T] floats; component posteriors of `post_gmm`, see
+def speaker_fmllr(gmm, feats: dict[str, np.ndarray], ali: dict[str, np.ndarray], pdf_weight: np.ndarray,
+                  utt2spk: dict[str, str], post_gmm=None,
+                  min_count: float = MIN_COUNT) -> tuple[dict[str, np.ndarray], float]:
+    """The fMLLR transform of every speaker with an utterance in `ali` (each frame weighted by
+    its pdf's `pdf_weight`, e.g. 0 for silence; component posteriors of `post_gmm`, see
     `fmllr_stats`), estimated on threads (one speaker each): returns ({speaker: W},
     objective improvement per weighted frame)."""
     speakers: dict[str, list[str]] = {}
@@ -172,7 +173,7 @@ def speaker_fmllr(gmm, feats: dict[str, np.ndarray], ali: dict[str, np.ndarray],
         utts = speakers[spk]
         x = np.concatenate([feats[u] for u in utts])
         a = np.concatenate([ali[u] for u in utts])
-        beta, k_stats, g_stats = fmllr_stats(gmm, x, a, weight(a), post_gmm)
+        beta, k_stats, g_stats = fmllr_stats(gmm, x, a, pdf_weight[a], post_gmm)
         w = estimate_fmllr(beta, k_stats, g_stats, min_count=min_count)
         out[spk] = w
         gains[spk] = (fmllr_objective(w, beta, k_stats, g_stats) - fmllr_objective(

@@ -47,12 +47,9 @@ class Sat:
         return torch.as_tensor(variance_floor(list(corpus.feats.values())))
 
     def update(self, gmm: DiagGmmSet, corpus: Corpus, ali: dict) -> torch.Tensor:
-        new, _ = speaker_fmllr(gmm, corpus.feats, ali, self._weight, self.utt2spk)
+        new, _ = speaker_fmllr(gmm, corpus.feats, ali, self.speech_pdfs.astype(np.float64), self.utt2spk)
         self.transforms = {s: compose(new[s], w) if s in new else w for s, w in self.transforms.items()}
         return self.features(corpus)
-
-    def _weight(self, a: np.ndarray) -> np.ndarray:
-        return self.speech_pdfs[a].astype(np.float64)
 
     def state(self) -> dict:
         return {"fmllr": {s: torch.from_numpy(w) for s, w in self.transforms.items()}}
@@ -94,8 +91,7 @@ def train_sat(data_dir: str | Path, lang_dir: str | Path, ali_dir: str | Path, e
     ali = _source_alignment(corpus, data_dir, ali_dir)
     utt2spk = read_utt2spk(data_dir, corpus.utts)
     si = dict(corpus.feats)
-    speech = speech_pdfs(src_tree, lang_dir)
-    transforms, _ = speaker_fmllr(src_gmm, si, ali, lambda a: speech[a].astype(np.float64), utt2spk)
+    transforms, _ = speaker_fmllr(src_gmm, si, ali, speech_pdfs(src_tree, lang_dir).astype(np.float64), utt2spk)
     sat = Sat(si, utt2spk, {utt2spk[u]: transforms.get(utt2spk[u], identity(src_gmm.dim)) for u in corpus.utts},
               set(fmllr_iters))
     sat.features(corpus)

@@ -335,6 +335,28 @@ def cmd_align(a):
           nj=a.nj, jobs=_jobs(a))
 
 
+def _args_make_fmllr_feats(s) -> None:
+    s.add_argument("--transform-dir", help="dir with the speakers' fMLLR transforms (trans.ark): the alignment dir "
+                   "for training data, decode-fmllr's <decode_dir>.fmllr for tuning and test data; without it, "
+                   "the system's speaker-independent features")
+    add_job_options(s, nj="jobs: the speakers are split into this many parts")
+    s.add_argument("--force", action="store_true", help="rewrite even when finished features from the same inputs "
+                   "exist")
+    for name, text in (("data_dir", "data dir with fbank features and CMVN stats"),
+                       ("model_dir", "GMM-HMM dir whose features to write (final.mat: LDA+MLLT; without: deltas)"),
+                       ("out_dir", "output data dir: the source's tables and feats.scp (compute its CMVN stats "
+                                   "next)")):
+        s.add_argument(name, help=text)
+
+
+@command("make-fmllr-feats", args=_args_make_fmllr_feats,
+         help="a data dir of the features a GMM system sees, fMLLR-adapted per speaker: inputs for the networks")
+def cmd_make_fmllr_feats(a):
+    from asrkd.hmm.fmllr_feats import make_fmllr_feats
+
+    make_fmllr_feats(a.data_dir, a.model_dir, a.out_dir, a.transform_dir, nj=a.nj, jobs=_jobs(a), force=a.force)
+
+
 def _args_make_graph(s) -> None:
     s.add_argument("--force", action="store_true", help="rebuild even when a finished graph from the same inputs "
                    "exists")

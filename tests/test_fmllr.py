@@ -2,8 +2,11 @@
 frames back onto the model is recovered, improves the objective, composes, and round-trips
 through trans.ark; and a SAT model is never scored without its transforms."""
 
+import kaldiio
 import numpy as np
 import pytest
+
+from asrkd.data import read_table
 
 from asrkd.hmm.fmllr import (SpeakerTransforms, apply_fmllr, compose, estimate_fmllr, fmllr_objective, fmllr_stats,
                              identity, speaker_fmllr)
@@ -77,3 +80,46 @@ def test_transforms_compose_and_are_per_speaker(tmp_path):
     (tmp_path / "trans.ark").write_bytes(b"garbage")
     with pytest.raises(AsrkdError, match="not a Kaldi archive"):
         SpeakerTransforms.read(tmp_path, utt2spk)
+
+
+def test_make_fmllr_feats_writes_the_adapted_features_as_a_data_dir(small_dir, tmp_path):
+    """make-fmllr-feats: each utterance's features are the system's (LDA+MLLT) features through
+    its speaker's transform, in a data dir with the source's tables and no CMVN stats; a
+    speaker without a transform is skipped and listed (an error above 5%); a rerun skips,
+    other transforms are an error until --force."""
+    from asrkd.features import FbankConfig, FeatureReader, compute_cmvn_stats_dir, compute_fbank_dir
+    from asrkd.hmm.align import cepstra
+    from asrkd.hmm.fmllr_feats import make_fmllr_feats
+    from asrkd.hmm.transform import FeatureTransform
+
+    compute_fbank_dir(small_dir, FbankConfig(dither=0.0))
+    compute_cmvn_stats_dir(small_dir)
+    rng = np.random.default_rng(0)
+    model = tmp_path / "tri3"
+    model.mkdir()
+    lda = FeatureTransform(rng.normal(size=(D, 13 * 3)), context=1)
+    lda.write(model)
+    spks = sorted(set(read_table(small_dir / "utt2spk").values()))
+    w = {s: np.hstack([np.eye(D) + 0.1 * rng.normal(size=(D, D)), rng.normal(size=(D, 1))]) for s in spks}
+    SpeakerTransforms(w, {}).write(tmp_path)
+    out = tmp_path / "fmllr"
+    assert make_fmllr_feats(small_dir, model, out, tmp_path, nj=2) == {"utterances": 6, "skipped": 0}
+    src, new = FeatureReader(small_dir), read_table(out / "feats.scp")
+    utt2spk = read_table(small_dir / "utt2spk")
+    for utt in src.keys():
+        x = apply_fmllr(w[utt2spk[utt]], lda(cepstra(src[utt])))
+        assert np.array_equal(kaldiio.load_mat(new[utt]), x)
+    assert read_table(out / "text") == read_table(small_dir / "text") and not (out / "cmvn.scp").exists()
+    assert make_fmllr_feats(small_dir, model, out, tmp_path) == {"skipped_stage": True}
+    SpeakerTransforms({spks[0]: w[spks[0]]}, {}).write(tmp_path)
+    with pytest.raises(AsrkdError, match="another transforms; rerun with --force"):
+        make_fmllr_feats(small_dir, model, out, tmp_path)
+    with pytest.raises(AsrkdError, match="3 of 6 utterances have no fMLLR transform"):
+        make_fmllr_feats(small_dir, model, out, tmp_path, force=True)
+    assert make_fmllr_feats(small_dir, model, out, tmp_path, force=True, max_skipped=0.5)["skipped"] == 3
+    assert sorted(read_table(out / "utt2spk").values()) == [spks[0]] * 3
+    assert len((out / "log/fmllr_skipped.txt").read_text().splitlines()) == 3
+    # without transforms: the speaker-independent features
+    make_fmllr_feats(small_dir, model, tmp_path / "si")
+    utt = src.keys()[0]
+    assert np.array_equal(kaldiio.load_mat(read_table(tmp_path / "si/feats.scp")[utt]), lda(cepstra(src[utt])))

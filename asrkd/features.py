@@ -304,6 +304,28 @@ def splice(feats: np.ndarray, left: int, right: int) -> np.ndarray:
                              knf.SpliceOptions(left_context=left, right_context=right))
 
 
+def feature_kind(data_dir: str | Path) -> str | None:
+    """What a data dir's features are, as a model trained on them records it: "fbank"
+    (`conf/fbank.yaml`), "fmllr <GMM id>" (`conf/fmllr.yaml`, make-fmllr-feats), or None
+    where neither file says (features made outside asrkd)."""
+    conf = Path(data_dir) / "conf"
+    if (conf / "fmllr.yaml").is_file():
+        return f"fmllr {yaml.safe_load((conf / 'fmllr.yaml').read_text())['model_id']}"
+    return "fbank" if (conf / "fbank.yaml").is_file() else None
+
+
+def check_feature_kind(data_dir: str | Path, kind: str | None, model: str | Path) -> None:
+    """A one-line error when the features of `data_dir` are not the `kind` that `model` reads
+    (GMMs: fbank; a network: what it was trained on, where it recorded that)."""
+    have = feature_kind(data_dir)
+    if kind and have and have != kind:
+        raise AsrkdError(f"{data_dir}: {kind_text(have)}, but {model} reads {kind_text(kind)}")
+
+
+def kind_text(kind: str) -> str:
+    return "fbank features" if kind == "fbank" else f"fMLLR features (of the GMM whose record id is {kind.split()[1]})"
+
+
 class FeatureReader:
     """Random access to a data dir's features with CMVN (per speaker) and splicing applied."""
 

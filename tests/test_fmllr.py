@@ -82,7 +82,7 @@ def test_transforms_compose_and_are_per_speaker(tmp_path):
         SpeakerTransforms.read(tmp_path, utt2spk)
 
 
-def test_make_fmllr_feats_writes_the_adapted_features_as_a_data_dir(small_dir, tmp_path):
+def test_make_fmllr_feats_writes_the_adapted_features_as_a_data_dir(small_dir, tmp_path, monkeypatch):
     """make-fmllr-feats: each utterance's features are the system's (LDA+MLLT) features through
     its speaker's transform, in a data dir with the source's tables and no CMVN stats; a
     speaker without a transform is skipped and listed (an error above 5%); a rerun skips,
@@ -103,7 +103,8 @@ def test_make_fmllr_feats_writes_the_adapted_features_as_a_data_dir(small_dir, t
     w = {s: np.hstack([np.eye(D) + 0.1 * rng.normal(size=(D, D)), rng.normal(size=(D, 1))]) for s in spks}
     SpeakerTransforms(w, {}).write(tmp_path)
     out = tmp_path / "fmllr"
-    assert make_fmllr_feats(small_dir, model, out, tmp_path, nj=2) == {"utterances": 6, "skipped": 0}
+    monkeypatch.chdir(tmp_path)  # a relative output path, as recipes give
+    assert make_fmllr_feats(small_dir, model, "fmllr", tmp_path, nj=2) == {"utterances": 6, "skipped": 0}
     src, new = FeatureReader(small_dir), read_table(out / "feats.scp")
     utt2spk = read_table(small_dir / "utt2spk")
     for utt in src.keys():
@@ -123,3 +124,18 @@ def test_make_fmllr_feats_writes_the_adapted_features_as_a_data_dir(small_dir, t
     make_fmllr_feats(small_dir, model, tmp_path / "si")
     utt = src.keys()[0]
     assert np.array_equal(kaldiio.load_mat(read_table(tmp_path / "si/feats.scp")[utt]), lda(cepstra(src[utt])))
+    # what the features are travels with them: GMMs refuse them, a network reads only its own kind
+    from asrkd.decode.decoder import NnetScorer
+    from asrkd.features import check_feature_kind, feature_kind
+    from asrkd.hmm.align import load_corpus
+    from asrkd.nnet.model import build_model, save_nnet
+
+    assert feature_kind(small_dir) == "fbank" and feature_kind(out).startswith("fmllr ")
+    assert feature_kind(out) == feature_kind(tmp_path / "si")  # the same GMM's features
+    with pytest.raises(AsrkdError, match="fmllr: fMLLR features .*, but a GMM system reads fbank features"):
+        load_corpus(out, tmp_path / "no-lang-needed")
+    net = build_model("dnn", D, 3, 8, 1, 0, 0, 0.0)
+    save_nnet(tmp_path / "dnn/final.pt", net, {"features": "fbank"})
+    with pytest.raises(AsrkdError, match=r"dnn reads fbank features"):
+        NnetScorer([tmp_path / "dnn"], out)
+    check_feature_kind(small_dir, "fbank", tmp_path / "dnn")

@@ -56,7 +56,7 @@ def test_template_on_yesno(tmp_path):
         "--mono-gauss", "150", "--num-leaves", "20", "--tri-gauss", "150", "--tree-opts", "--min-leaf-occ 20",
         "--lm-weights", "2,5,10", "--word-ins-penalties", "0,1", "--nnet-config", str(tmp_path / "nnet.yaml"),
         "--beyond-paper", "false", "--sat", "true",  # tri2 (LDA+MLLT), then tri3 (SAT) from it
-        "--nnet-gmm", "tri3",  # the networks learn the SAT system's senones
+        "--nnet-gmm", "tri3", "--nnet-feats", "fmllr",  # the networks learn the SAT system's senones from its features
         "--speed-perturb", "true",  # of train_yesno and its copies at speeds 0.9 and 1.1
         "--nj", "2", "--threads", "1")  # 1 thread: a tiny net, a shared CPU
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -66,7 +66,7 @@ def test_template_on_yesno(tmp_path):
     res = json.loads((recipe / "exp/compare/results.json").read_text())
     systems = res["systems"]
     assert list(systems) == ["tri3 GMM", "baseline (member 0)", "mean of members", "ensemble of 2", "distilled (T=2)"]
-    assert "on the tri3 alignment of train_yesno_sp (train_yesno at speeds 0.9, 1.0, 1.1)" in proc.stdout
+    assert "on tri3's fMLLR features and the tri3 alignment of train_yesno_sp (train_yesno at speeds 0.9, 1.0, 1.1)" in proc.stdout
     assert len(read_table(recipe / "data/train_yesno_sp/feats.scp")) == 90
     assert len(read_table(recipe / "exp/tri3_ali_sp/ali.scp")) == 90
     # SAT: each speed a speaker of its own (the sp<speed>- prefixes), fMLLR-aligned; decoded in two passes
@@ -77,6 +77,15 @@ def test_template_on_yesno(tmp_path):
             assert (recipe / "exp/tri3" / d).is_file(), d
     proc = run_asrkd(recipe, "decode", "--model-dir", "exp/tri3", "exp/tri3/graph", "data/test_yesno", "exp/x")
     assert proc.returncode != 0 and "a speaker-adapted (SAT) model; decode it with `asrkd decode-fmllr`" in proc.stderr
+    # the networks' inputs: tri3's features through each speaker's transform (train: the alignment's,
+    # tuning and test sets: the first decoding pass's)
+    fmllr = recipe / "data/fmllr_tri3"
+    assert sorted(p.name for p in fmllr.iterdir() if p.is_dir()) == ["test_yesno", "train_yesno", "train_yesno_sp"]
+    lda_dim = kaldiio.load_mat(str(recipe / "exp/tri3/final.mat")).shape[0]
+    for s in ("train_yesno_sp", "train_yesno", "test_yesno"):
+        assert (fmllr / s / "cmvn.scp").is_file()
+        assert next(iter(kaldiio.load_scp(str(fmllr / s / "feats.scp")).values())).shape[1] == lda_dim
+    assert "--transform-dir exp/tri3/decode_test_yesno.fmllr" in (recipe / "exp/log/make_fmllr_feats_test_yesno.log").read_text()
     frames = sum(int(n) for n in read_table(recipe / "data/train_yesno/utt2num_frames").values())
     sp_frames = json.loads((recipe / "exp/nnet/member_0/frame_accuracy_train.json").read_text())["frames"]
     assert abs(sp_frames / frames - (1 + 1 / 0.9 + 1 / 1.1)) < 0.005  # durations / speed

@@ -30,7 +30,7 @@ from asrkd.decode.lattice import SearchGraph, lattice_search, warm_up
 from asrkd.decode.score import compute_wer, format_wer, write_score
 from asrkd.environment import environment
 from asrkd.jobs import JobConfig, run_jobs
-from asrkd.features import FeatureReader
+from asrkd.features import FeatureReader, check_feature_kind
 from asrkd.hmm.align import ALIMDL, best_path, is_sat, load_model, model_features
 from asrkd.hmm.fmllr import SpeakerTransforms
 from asrkd.hmm.graphs import map_arcs
@@ -64,6 +64,7 @@ class GmmScorer:
         self.sources = {"model": model_dir, **({"fmllr": transforms} if transforms else {})}
         self.tree = fingerprint(Path(model_dir) / "tree")
         self.features = model_features(model_dir)
+        check_feature_kind(data_dir, "fbank", model_dir)
         self.reader = FeatureReader(data_dir, cmvn=True)
         self.adapt = None
         if transforms is not None:
@@ -129,6 +130,7 @@ class NnetScorer:
         self.tree = trees.pop()
         self.log_prior = np.zeros(self.num_pdfs, dtype=np.float32) if log_prior is None else log_prior
         for d, m in zip(model_dirs, self.models):
+            check_feature_kind(data_dir, m.info.get("features"), d)
             if m.arch["num_senones"] != len(self.log_prior):
                 raise AsrkdError(f"{d}: model has {m.arch['num_senones']} senones, the priors {len(self.log_prior)}")
         self.reader = FeatureReader(data_dir, cmvn=True)

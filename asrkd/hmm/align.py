@@ -26,7 +26,7 @@ import numpy as np
 from asrkd.checkpoint import load_checkpoint, save_checkpoint
 from asrkd.data import read_table, read_utt2spk, sort_key
 from asrkd.environment import environment
-from asrkd.features import FeatureReader
+from asrkd.features import FeatureReader, check_feature_kind
 from asrkd.hmm.alignment import AlignmentDir
 from asrkd.hmm.fmllr import SpeakerTransforms, speaker_fmllr
 from asrkd.hmm.gmm import DiagGmmSet
@@ -83,6 +83,7 @@ def load_corpus(data_dir: str | Path, lang_dir: str | Path, utts: list[str] | No
                 features=gmm_features) -> Corpus:
     """CMVN'd fbank -> GMM features (`features` of the fbank matrix); transcript words as ids
     (OOVs -> <UNK>, counted). Only `utts` (one job's split), if given."""
+    check_feature_kind(data_dir, "fbank", "a GMM system")
     reader = FeatureReader(data_dir, cmvn=True)
     words = read_symbols(Path(lang_dir) / "words.txt")
     text = read_table(Path(data_dir) / "text", allow_empty_value=True)

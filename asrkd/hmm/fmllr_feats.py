@@ -6,7 +6,8 @@ tuning and test data those of the first decoding pass (`decode-fmllr`'s `<dir>.f
 never of an alignment to their reference.
 
 The new data dir holds the source's tables (utterances without features left out), its own
-`feats.scp` (arks under `<out>/data/`, written last) and no `cmvn.scp`: compute it next.
+`feats.scp` (arks under `<out>/data/`, written last), `conf/fmllr.yaml` (the GMM, which
+networks trained on the features record) and no `cmvn.scp`: compute it next.
 Utterances of a speaker without a transform are skipped and listed in `log/fmllr_skipped.txt`.
 """
 
@@ -17,6 +18,7 @@ import logging
 from pathlib import Path
 
 import kaldiio
+import yaml
 
 from asrkd.data import SPK_INFO, UTT_TABLES, distinct_dirs, read_table, read_utt2spk, sort_key, \
     utt2spk_to_spk2utt, write_table
@@ -25,7 +27,7 @@ from asrkd.hmm.align import model_features, split_by_speaker
 from asrkd.hmm.fmllr import TRANSFORMS, SpeakerTransforms
 from asrkd.jobs import JobConfig, run_jobs
 from asrkd.outputs import Output
-from asrkd.utils import AsrkdError, write_list
+from asrkd.utils import AsrkdError, atomic_file, write_list
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +98,13 @@ def make_fmllr_feats(data_dir: str | Path, model_dir: str | Path, out_dir: str |
         if len(skipped) > max_skipped * len(keys):
             raise AsrkdError(f"{out_dir}: {len(skipped)} of {len(keys)} utterances have no fMLLR transform (more "
                              f"than {max_skipped:.0%}), first: {skipped[0]}")
-    for stale in (out_dir / "data").glob("feats.*.ark"):
-        if stale not in arks:
+    for stale in (out_dir / "data").glob("feats.*.ark"):  # of a killed run with another --nj
+        if stale.resolve() not in arks:
             stale.unlink()
+    (out_dir / "conf").mkdir(exist_ok=True)
+    with atomic_file(out_dir / "conf" / "fmllr.yaml") as f:  # what the features are: models record it
+        yaml.safe_dump({"model": str(model_dir), "model_id": out.inputs["model"], "transform_dir":
+                        str(transform_dir) if transforms else None}, f, sort_keys=False)
     _write_tables(src, out_dir, dict(sorted(scp.items(), key=lambda kv: sort_key(kv[0]))))
     out.finish()
     log.info("%s: %d utterances, features of %s%s", out_dir, len(scp), model_dir,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asrkd.features import FeatureReader
+from asrkd.features import FeatureReader, feature_kind
 from asrkd.hmm.alignment import AlignmentDir
 from asrkd.nnet.soft_targets import SoftTargets
 from asrkd.utils import AsrkdError, write_list
@@ -34,6 +34,7 @@ class FrameSet:
     targets: torch.Tensor
     soft_ids: torch.Tensor | None = None
     soft_probs: torch.Tensor | None = None
+    kind: str | None = None  # what the features are (`feature_kind` of their data dir)
 
     def __len__(self) -> int:
         return len(self.feats)
@@ -115,7 +116,7 @@ def load_frames(data_dir: str | Path, ali: AlignmentDir, soft: list[SoftTargets]
     first = np.repeat(offsets[:-1], lengths)
     out = FrameSet(utts, offsets, torch.from_numpy(np.concatenate(feats)), torch.from_numpy(first),
                    torch.from_numpy(first + np.repeat(lengths, lengths) - 1),
-                   torch.from_numpy(np.concatenate(targets).astype(np.int64)))
+                   torch.from_numpy(np.concatenate(targets).astype(np.int64)), kind=feature_kind(data_dir))
     if soft:
         out.soft_ids = torch.from_numpy(np.stack([np.concatenate([r[m][0] for r in soft_rows]).astype(np.int32)
                                                   for m in range(len(soft))]))

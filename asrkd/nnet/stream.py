@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from asrkd.data import read_table
-from asrkd.features import FeatureReader
+from asrkd.features import FeatureReader, feature_kind
 from asrkd.hmm.alignment import AlignmentDir
 from asrkd.nnet.data import FrameSet, usable_utterances
 from asrkd.nnet.runtime import derived_seed
@@ -67,7 +67,7 @@ class FrameStream:
 
     def __init__(self, data_dir: str | Path, ali: AlignmentDir, soft: list[SoftTargets] = (),
                  buffer_frames: int = 500_000, skip_log: str | Path | None = None):
-        self.path = Path(data_dir)
+        self.path, self.kind = Path(data_dir), feature_kind(data_dir)
         self.reader = FeatureReader(data_dir, cmvn=True)
         self.ali, self.soft, self.buffer_frames = ali, list(soft), buffer_frames
         self.utts = usable_utterances(data_dir, self.reader, ali, self.soft, skip_log)

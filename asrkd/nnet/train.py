@@ -31,6 +31,7 @@ from tqdm import tqdm
 from asrkd.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from asrkd.config import save_config
 from asrkd.environment import environment
+from asrkd.features import check_feature_kind, kind_text
 from asrkd.hmm.alignment import AlignmentDir
 from asrkd.nnet.config import NnetConfig
 from asrkd.nnet.data import FrameSet, load_frames
@@ -215,6 +216,8 @@ def train_dnn(cfg: NnetConfig, train: FrameSet | FrameStream, dev: FrameSet, num
     exp_dir = out.path
     if distill and not teachers and train.num_soft == 0:
         raise AsrkdError(f"{exp_dir}: distillation needs soft targets for the training frames")
+    if train.kind and dev.kind and train.kind != dev.kind:
+        raise AsrkdError(f"{exp_dir}: the dev set has {kind_text(dev.kind)}, the training set {kind_text(train.kind)}")
     loss = pick_loss(cfg, distill and not teachers, bool(teachers))
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, dev_))  # what runs, in nnet.yaml
     threads = cpu_setup() if dev_.type == "cpu" else None
@@ -321,7 +324,8 @@ def _finish(job: _Job, state: _State, out: Output, distill: bool) -> None:
     best_epoch = max(state.history, key=lambda h: h["dev_frame_accuracy"])
     save_nnet(job.exp_dir / "final.pt", state.model,
               {"epoch": best_epoch["epoch"], "dev_frame_accuracy": state.best_acc, "seed": job.seed,
-               "distill": distill, "tree": job.meta.get("tree"), "world_size": job.dist.world_size}, job.env)
+               "distill": distill, "tree": job.meta.get("tree"), "world_size": job.dist.world_size,
+               "features": job.train.kind}, job.env)
     with atomic_file(job.exp_dir / "log" / "train.json") as f:
         json.dump(state.history, f, indent=1)
     (job.exp_dir / "checkpoint.pt").unlink(missing_ok=True)
@@ -410,6 +414,7 @@ def train_model(cfg: NnetConfig, data_dir, ali_dir, dev_dir, dev_ali_dir, exp_di
     dtype = torch.bfloat16 if resolve_precision(cfg.precision, dev_) == "bf16" else torch.float32
     teachers = [load_nnet(d, dev_).requires_grad_(False).to(dtype) for d in teacher_dirs]
     for d, m in zip(teacher_dirs, teachers):
+        check_feature_kind(data_dir, m.info.get("features"), d)
         if m.arch["num_senones"] != num_pdfs:
             raise AsrkdError(f"{d}: a teacher over {m.arch['num_senones']} senones, the alignment has {num_pdfs}")
     if teachers:

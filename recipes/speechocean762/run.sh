@@ -21,6 +21,7 @@ tree_opts="--no-split-silence --cluster-leaves"   # about 1230 senones, 10 of th
 lda_mllt=true     # also tri2: LDA+MLLT features (Kaldi's tri2b), trained from tri's alignment, sized as tri
 sat=true          # also tri3: speaker-adaptive training with fMLLR (Kaldi's tri3b) from tri2's alignment, sized as tri
 nnet_gmm=auto     # the GMM whose tree, alignments and HCLG the neural stages use: tri, tri2, tri3, or auto (the lowest tuning-set WER)
+nnet_feats=fbank  # the networks' inputs: fbank, or fmllr (the SAT GMM's speaker-adapted features; needs nnet_gmm tri3)
 speed_perturb=false   # true: the networks train on train and its copies at speeds 0.9 and 1.1 (3x the frames)
 lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT), rescored from
 word_ins_penalties=0,1,2   # one lattice pass per model and set

@@ -72,7 +72,7 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   begin_stage 9 "GMM decoding: LM weight and insertion penalty chosen on $tune_set, applied to $test_set"
   for m in $gmm_systems; do
     decode=decode; [ $m = tri3 ] && decode=decode-fmllr   # SAT: speaker-independent pass, fMLLR, adapted pass
-    decode_tuned exp/$m exp/$m/graph $tune_set $test_set $nj --decode $decode --model-dir exp/$m \
+    decode_tuned exp/$m exp/$m/graph data/$tune_set data/$test_set $nj --decode $decode --model-dir exp/$m \
       --lm-weights $lm_weights --word-ins-penalties $word_ins_penalties
   done
   grep -H WER exp/*/decode_*/wer

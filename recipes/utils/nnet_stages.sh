@@ -8,7 +8,9 @@
 # students of the members run on mixed-up windows (and the per-member soft targets of stage 11),
 # and speed_perturb=true (default false) to train the networks on train_set and its copies at
 # speeds 0.9 and 1.1 (<train_set>_sp, aligned by the GMM in stage 10; section 6's subset is
-# drawn from it too).
+# drawn from it too), and nnet_feats=fmllr (default fbank) to give the networks the SAT GMM's
+# speaker-adapted features instead of fbank (data/fmllr_<gmm>/<set>, Kaldi's data-fmllr-tri3b:
+# train through its alignment's transforms, tune and test through their first decoding pass's).
 # Models of those stages left by an earlier run are still measured and decoded.
 beyond_paper=${beyond_paper:-true}
 gmm=${nnet_gmm:-tri}
@@ -21,6 +23,15 @@ esac
 if [ $stop_stage -ge 10 ] && [ ! -f exp/$gmm/tree ]; then
   echo "$0: --nnet-gmm $gmm: exp/$gmm/tree missing (train it in stages 4-7)" >&2; exit 1
 fi
+case ${nnet_feats:=fbank} in
+  fbank) nnet_data=data feats_text=fbank ;;
+  fmllr) nnet_data=data/fmllr_$gmm feats_text="$gmm's fMLLR features"
+         if [ $stop_stage -ge 10 ] && [ ! -f exp/$gmm/final.alimdl ]; then
+           echo "$0: --nnet-feats fmllr: the networks' GMM $gmm is not speaker-adapted (give --sat true and" \
+             "--nnet-gmm tri3, or --nnet-feats fbank)" >&2; exit 1
+         fi ;;
+  *) echo "$0: --nnet-feats must be fbank or fmllr, got '$nnet_feats'" >&2; exit 1 ;;
+esac
 case $beyond_paper in
   true|false) ;;
   *) echo "$0: --beyond-paper must be true or false, got '$beyond_paper'" >&2; exit 1 ;;
@@ -31,17 +42,28 @@ beyond_paper_stage() {
   echo "stage $1: skipped (beyond_paper=false)"
   return 1
 }
-subset=data/${train_set}_${subset_percent}pct
+subset=$nnet_data/${train_set}_${subset_percent}pct
 nnet_opts="--config $nnet_config --device $device"
-ali_sets="data/$train_set $train_ali data/$tune_set $tune_ali"
+ali_sets="$nnet_data/$train_set $train_ali $nnet_data/$tune_set $tune_ali"
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
-  begin_stage 10 "ensemble of senone DNNs on the $gmm alignment of $train_set$sp_text (member 0 is the baseline)"
+  begin_stage 10 "ensemble of senone DNNs on $feats_text and the $gmm alignment of $train_set$sp_text (member 0 is the baseline)"
   if [ "$speed_perturb" = true ]; then
     run_log exp/log/perturb_speed.log asrkd perturb-speed data/$sp_src data/$train_set
     run_log exp/log/make_fbank_$train_set.log asrkd compute-fbank --config "${fbank_config:-conf/fbank.yaml}" \
       --nj $nj $cmd_opts data/$train_set
     run_log exp/log/compute_cmvn_$train_set.log asrkd compute-cmvn-stats --nj $nj $cmd_opts data/$train_set
     run_log $train_ali/log/align.log asrkd align --nj $nj $cmd_opts data/$train_set data/lang exp/$gmm $train_ali
+  fi
+  if [ "$nnet_feats" = fmllr ]; then
+    fmllr_sets=$train_set:$train_ali   # and each other set through its first decoding pass's transforms
+    for s in $tune_set $test_set; do
+      case " $fmllr_sets " in *" $s:"*) ;; *) fmllr_sets+=" $s:exp/$gmm/decode_$s.fmllr" ;; esac
+    done
+    for s in $fmllr_sets; do
+      run_log exp/log/make_fmllr_feats_${s%%:*}.log asrkd make-fmllr-feats --nj $nj $cmd_opts --transform-dir ${s#*:} \
+        data/${s%%:*} exp/$gmm $nnet_data/${s%%:*}
+      run_log exp/log/compute_cmvn_fmllr_${s%%:*}.log asrkd compute-cmvn-stats $nnet_data/${s%%:*}
+    done
   fi
   run_log exp/nnet/log/train_ensemble.log asrkd train-ensemble $nnet_opts $cmd_opts $ali_sets exp/nnet
 fi
@@ -54,7 +76,7 @@ if [ "$beyond_paper" != true ]; then per_member= per_member_text=; fi
 if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
   begin_stage 11 "soft targets on train: members' averaged softmax(z/T) for T in $temperatures$per_member_text"
   run_log exp/nnet/log/make_soft_targets.log asrkd make-soft-targets --config $nnet_config $per_member \
-    --nj $nj $cmd_opts $members data/$train_set exp/nnet
+    --nj $nj $cmd_opts $members $nnet_data/$train_set exp/nnet
 fi
 
 if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
@@ -72,10 +94,10 @@ fi
 if [ $stage -le 13 ] && [ $stop_stage -ge 13 ] && beyond_paper_stage 13; then
   begin_stage 13 "soft targets as a regulariser (paper section 6): ${subset_percent}% of train, hard vs soft targets, and the ensemble run on mixed-up windows"
   if [ ! -f $subset/cmvn.scp ]; then
-    asrkd subset-data-dir --frame-fraction $(python -c "print($subset_percent / 100)") --seed 0 data/$train_set $subset
+    asrkd subset-data-dir --frame-fraction $(python -c "print($subset_percent / 100)") --seed 0 $nnet_data/$train_set $subset
     asrkd compute-cmvn-stats $subset
   fi
-  sub_sets="$subset $train_ali data/$tune_set $tune_ali"
+  sub_sets="$subset $train_ali $nnet_data/$tune_set $tune_ali"
   run_log exp/nnet/subset_hard/log/run.log asrkd train-dnn --config $subset_config --device $device \
     $sub_sets exp/nnet/subset_hard
   run_log exp/nnet/subset_soft/log/run.log asrkd train-dnn --config $subset_config --device $device \
@@ -99,11 +121,11 @@ if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
   begin_stage 15 "frame accuracy on $tune_set and $test_set (senone and phone level): GMM, members, ensembles, students"
   jobs=()   # a job per model and set: one after another locally (each on $threads threads), an array on Slurm
   for s in $tune_set:$tune_ali $test_set:$test_ali; do
-    fa_args="data/${s%%:*} ${s#*:}"
-    s=${s%%:*}
-    sat_opt=; [ ! -f ${fa_args#* }/trans.ark ] || sat_opt="--transform-dir ${fa_args#* }"  # a SAT GMM's speakers
+    ali=${s#*:} s=${s%%:*}
+    fa_args="$nnet_data/$s $ali"
+    sat_opt=; [ ! -f $ali/trans.ark ] || sat_opt="--transform-dir $ali"  # a SAT GMM's speakers
     jobs+=(--job exp/$gmm/log/frame_accuracy_$s.log "asrkd frame-accuracy --model-dir exp/$gmm $sat_opt \
-      --priors $train_ali $fa_args exp/$gmm/frame_accuracy_$s.json")
+      --priors $train_ali data/$s $ali exp/$gmm/frame_accuracy_$s.json")
     jobs+=(--job exp/nnet/ensemble/log/frame_accuracy_$s.log "asrkd frame-accuracy $members --per-member \
       --priors $train_ali $fa_args exp/nnet/ensemble/frame_accuracy_$s.json")
     for d in $students; do
@@ -112,7 +134,7 @@ if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
     done
   done
   # training-set accuracy for the section-6 table: each model on the data it was trained on
-  for d in exp/nnet/member_0:data/$train_set exp/nnet/subset_hard:$subset exp/nnet/subset_soft:$subset \
+  for d in exp/nnet/member_0:$nnet_data/$train_set exp/nnet/subset_hard:$subset exp/nnet/subset_soft:$subset \
            exp/nnet/subset_mixup:$subset; do
     [ "$beyond_paper" = true ] || [ -d ${d%%:*} ] || continue
     jobs+=(--job ${d%%:*}/log/frame_accuracy_train.log "asrkd frame-accuracy --nnet ${d%%:*} --priors $train_ali \
@@ -123,11 +145,11 @@ fi
 
 if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
   begin_stage 16 "hybrid decoding with the $gmm HCLG: baseline, ensemble, chosen student, mixed-up teachers' student (weights chosen on $tune_set), other students"
-  decode_tuned exp/nnet/member_0 exp/$gmm/graph $tune_set $test_set $nj --nnet exp/nnet/member_0 --priors $train_ali $grid
-  decode_tuned exp/nnet/ensemble exp/$gmm/graph $tune_set $test_set $nj $members --priors $train_ali $grid
-  decode_tuned exp/nnet/distilled exp/$gmm/graph $tune_set $test_set $nj --nnet exp/nnet/distilled --priors $train_ali $grid
+  decode_tuned exp/nnet/member_0 exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet exp/nnet/member_0 --priors $train_ali $grid
+  decode_tuned exp/nnet/ensemble exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj $members --priors $train_ali $grid
+  decode_tuned exp/nnet/distilled exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet exp/nnet/distilled --priors $train_ali $grid
   if [ -d exp/nnet/student_mixup ]; then
-    decode_tuned exp/nnet/student_mixup exp/$gmm/graph $tune_set $test_set $nj --nnet exp/nnet/student_mixup \
+    decode_tuned exp/nnet/student_mixup exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet exp/nnet/student_mixup \
       --priors $train_ali $grid
   fi
   # the other students of the sweep and teacher switching: one pass per set at the chosen student's
@@ -138,7 +160,7 @@ if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
     [ "$beyond_paper" = true ] || [ -d $d ] || continue
     for s in $tune_set $test_set; do
       jobs+=(--job $d/decode_$s/log/run.log "asrkd decode --tuned-on exp/nnet/distilled/decode_$tune_set \
-        --nnet $d --priors $train_ali exp/$gmm/graph data/$s $d/decode_$s")
+        --nnet $d --priors $train_ali exp/$gmm/graph $nnet_data/$s $d/decode_$s")
     done
   done
   [ ${#jobs[@]} -eq 0 ] || asrkd run-jobs --nj $nj $cmd_opts "${jobs[@]}" exp/nnet/log/decode_students

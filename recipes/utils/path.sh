@@ -16,16 +16,16 @@ run_log() {
   return "${PIPESTATUS[0]}"
 }
 
-# decode_tuned DIR GRAPH TUNE_SET TEST_SET NJ OPTS...: decode data/TUNE_SET into DIR/decode_TUNE_SET
-# over the LM weight / insertion penalty grid, then data/TEST_SET with the pair chosen on
-# TUNE_SET only. OPTS name the model (--model-dir, --nnet..., --priors) and the grid; a first
-# `--decode decode-fmllr` decodes a SAT model in two passes.
+# decode_tuned DIR GRAPH TUNE_DATA TEST_DATA NJ OPTS...: decode the data dir TUNE_DATA into
+# DIR/decode_<its name> over the LM weight / insertion penalty grid, then TEST_DATA with the
+# pair chosen on TUNE_DATA only. OPTS name the model (--model-dir, --nnet..., --priors) and the
+# grid; a first `--decode decode-fmllr` decodes a SAT model in two passes.
 decode_tuned() {
   local d=$1 graph=$2 tune=$3 test=$4 nj=$5 decode=decode; shift 5
   if [ "${1:-}" = --decode ]; then decode=$2; shift 2; fi
-  run_log $d/decode_$tune/log/run.log asrkd $decode --nj $nj $cmd_opts "$@" $graph data/$tune $d/decode_$tune
-  run_log $d/decode_$test/log/run.log asrkd $decode --nj $nj $cmd_opts --tuned-on $d/decode_$tune "$@" \
-    $graph data/$test $d/decode_$test
+  local tune_dir=$d/decode_$(basename $tune) test_dir=$d/decode_$(basename $test)
+  run_log $tune_dir/log/run.log asrkd $decode --nj $nj $cmd_opts "$@" $graph $tune $tune_dir
+  run_log $test_dir/log/run.log asrkd $decode --nj $nj $cmd_opts --tuned-on $tune_dir "$@" $graph $test $test_dir
 }
 
 # choose_gmm TUNE_SET SYSTEMS...: the GMM system with the lowest WER on TUNE_SET (the first of

@@ -27,7 +27,7 @@ for s in dev test; do
   run_log ${tri}_ali_$s/log/align.log asrkd align data/$s data/lang $tri ${tri}_ali_$s
 done
 run_log $tri/graph/log/mkgraph.log asrkd make-graph data/lang_test $tri $tri/graph
-decode_tuned $tri $tri/graph dev test $nj --model-dir $tri $grid
+decode_tuned $tri $tri/graph data/dev data/test $nj --model-dir $tri $grid
 run_log $dnn/log/run.log asrkd train-dnn --config $nnet_config data/train ${tri}_ali data/dev ${tri}_ali_dev $dnn
 for s in dev test; do
   for sys in exp/tri:exp/tri_ali:--model-dir:exp/tri exp/nnet/member_0:exp/tri_ali:--nnet:exp/nnet/member_0 \
@@ -37,7 +37,7 @@ for s in dev test; do
       $d/frame_accuracy_$s.json
   done
 done
-decode_tuned $dnn $tri/graph dev test $nj --nnet $dnn --priors ${tri}_ali $grid
+decode_tuned $dnn $tri/graph data/dev data/test $nj --nnet $dnn --priors ${tri}_ali $grid
 run_log exp/senones/log/compare.log asrkd compare-senones --lang data/lang \
   --system "run.sh tree:exp/tri:exp/tri_ali:exp/nnet/member_0" \
   --system "tree options '${tree_opts:-none}':$tri:${tri}_ali:$dnn" exp/senones

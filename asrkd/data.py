@@ -258,9 +258,10 @@ def filter_data_dir(src: str | Path, dest: str | Path, keep: set[str]) -> list[s
         if (src / name).is_file() and (name != "cmvn.scp" or src == dest):
             write_table(dest / name, {k: v for k, v in read_table(src / name).items() if k in spks})
     write_table(dest / "spk2utt", utt2spk_to_spk2utt(utt2spk))
-    for name in ("frame_shift", "conf"):
-        if (src / name).is_file() and src != dest:
-            shutil.copy(src / name, dest / name)
+    if src != dest and (src / "frame_shift").is_file():
+        shutil.copy(src / "frame_shift", dest / "frame_shift")
+    if src != dest and (src / "conf").is_dir():  # what the features are (fbank.yaml, fmllr.yaml)
+        shutil.copytree(src / "conf", dest / "conf", dirs_exist_ok=True)
     if src != dest and (src / "cmvn.scp").is_file():
         log.warning("%s: cmvn.scp not copied: per-speaker stats must be recomputed for a subset", dest)
     return sorted(utt2spk, key=sort_key)

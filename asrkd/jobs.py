@@ -15,6 +15,7 @@ same thing wherever it runs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -164,6 +165,12 @@ def _why(stderr: Path) -> str:
     python = [ln for ln in lines if "Error: " in ln]  # the exception, before srun's "error: ... exit code"
     slurm = [ln for ln in lines if "error:" in ln or "CANCELLED" in ln]
     return (python or slurm or lines or ["empty log"])[-1].strip().removeprefix("asrkd.utils.")
+
+
+def split_key(key: str, parts) -> str:
+    """The jobs' key of an output (`Output.key`) made specific to how its data were split, so
+    a rerun with another --nj reuses no job of the old split."""
+    return hashlib.sha1(repr((key, parts)).encode()).hexdigest()[:12]
 
 
 def run_jobs(fn: Callable, args: list[tuple], name: str, work: str | Path, cfg: JobConfig | None = None,

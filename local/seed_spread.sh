@@ -20,7 +20,7 @@
 # models ~7 min, frame accuracies ~8 min); --ensemble-wer true adds ~25 min.
 # yesno (no dev set, tiny: 7 min on 2 cores, as long as its run.sh; 1.6 min to find all done):
 #   cd recipes/yesno && bash ../../local/seed_spread.sh --train-set train_yesno --tune-set train_yesno \
-#     --test-set test_yesno --tune-ali exp/tri_ali --test-ali exp/tri_ali_test_yesno \
+#     --test-set test_yesno --tune-ali exp/tri_ali \
 #     --lm-weights 2,5,10 --word-ins-penalties 0,1 --subset-config conf/nnet.yaml --subset-percent 30
 set -euo pipefail
 . "$(cd "$(dirname "$0")" && pwd)/../recipes/utils/path.sh"
@@ -34,19 +34,22 @@ device=auto                  # training device (auto, cpu, cuda), as run.sh's
 nnet_config=conf/nnet.yaml   # the recipe's configs, sets, alignments and subset: as in its run.sh
 subset_config=conf/nnet_subset.yaml
 subset_percent=3
+gmm=tri                      # the networks' GMM (run.sh's nnet_gmm as chosen): its graph and alignments
+nnet_data=data               # the networks' data dirs: data/fmllr_<gmm> where run.sh had nnet_feats=fmllr
 train_set=train tune_set=dev test_set=test
-train_ali=exp/tri_ali tune_ali=exp/tri_ali_dev test_ali=exp/tri_ali_test
+train_ali= tune_ali= test_ali=   # default: exp/<gmm>_ali, exp/<gmm>_ali_<tune_set>, exp/<gmm>_ali_<test_set>
 lm_weights=9,12,15,18,21     # the decoding grid searched on the tuning set, as run.sh's
 word_ins_penalties=0,1,2
 . "$asrkd_root/recipes/utils/parse_options.sh"
+: ${train_ali:=exp/${gmm}_ali} ${tune_ali:=exp/${gmm}_ali_$tune_set} ${test_ali:=exp/${gmm}_ali_$test_set}
 
 for f in exp/nnet/ensemble/frame_accuracy_$tune_set.json exp/nnet/ensemble/frame_accuracy_$test_set.json \
-         exp/nnet/member_0/decode_$test_set/decode_info.json exp/tri/graph/HCLG.fst; do
+         exp/nnet/member_0/decode_$test_set/decode_info.json exp/$gmm/graph/HCLG.fst; do
   [ -f $f ] || { echo "$0: $f missing: run the recipe (stages 10-16) first, from its dir" >&2; exit 1; }
 done
 grid="--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties"
 nnet_opts="--config $nnet_config --device $device"
-ali_sets="data/$train_set $train_ali data/$tune_set $tune_ali"
+ali_sets="$nnet_data/$train_set $train_ali $nnet_data/$tune_set $tune_ali"
 t=$(chosen_temperature)
 members=$(ls -d exp/nnet/member_* | sort -t_ -k2 -n)
 teachers=$(for m in $members; do echo "--teacher-nnet $m"; done)
@@ -56,19 +59,19 @@ frame_acc() {
   local d=$1 s; shift
   for s in $tune_set:$tune_ali $test_set:$test_ali; do
     run_log $d/log/frame_accuracy_${s%%:*}.log asrkd frame-accuracy "$@" --priors $train_ali \
-      data/${s%%:*} ${s#*:} $d/frame_accuracy_${s%%:*}.json
+      $nnet_data/${s%%:*} ${s#*:} $d/frame_accuracy_${s%%:*}.json
   done
 }
 # evaluate DIR: frame accuracy and WER of the model in DIR, as stage 15 and 16 do
 evaluate() {
   frame_acc $1 --nnet $1
-  decode_tuned $1 exp/tri/graph $tune_set $test_set $nj --nnet $1 --priors $train_ali $grid
+  decode_tuned $1 exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet $1 --priors $train_ali $grid
 }
 
 echo "$0: baseline: members 1.. decoded as member 0"
 for m in $members; do
   [ $m = exp/nnet/member_0 ] && continue
-  decode_tuned $dir/$(basename $m) exp/tri/graph $tune_set $test_set $nj --nnet $m --priors $train_ali $grid
+  decode_tuned $dir/$(basename $m) exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet $m --priors $train_ali $grid
 done
 
 echo "$0: ensemble: leave-one-out ensembles"
@@ -77,7 +80,7 @@ for m in $members; do
   others=$(for o in $members; do [ $o = $m ] || echo "--nnet $o"; done)
   frame_acc $d $others
   if [ $ensemble_wer = true ]; then
-    decode_tuned $d exp/tri/graph $tune_set $test_set $nj $others --priors $train_ali $grid
+    decode_tuned $d exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj $others --priors $train_ali $grid
   fi
 done
 
@@ -93,10 +96,10 @@ for s in $seeds; do
   fi
 done
 
-subset_dir=data/${train_set}_${subset_percent}pct
+subset_dir=$nnet_data/${train_set}_${subset_percent}pct
 if [ $subset = true ] && ls -d exp/nnet/subset_* > /dev/null 2>&1; then
   [ -f $subset_dir/cmvn.scp ] || { echo "$0: $subset_dir missing (stage 13; --subset-percent?)" >&2; exit 1; }
-  sub_opts="--config $subset_config --device $device $subset_dir $train_ali data/$tune_set $tune_ali"
+  sub_opts="--config $subset_config --device $device $subset_dir $train_ali $nnet_data/$tune_set $tune_ali"
   for s in $seeds; do
     echo "$0: seed $s: section 6's subset models"
     for k in hard soft mixup; do

@@ -6,7 +6,7 @@ import kaldiio
 import numpy as np
 import pytest
 
-from asrkd.data import read_table
+from asrkd.data import read_table, subset_data_dir
 
 from asrkd.hmm.fmllr import (SpeakerTransforms, apply_fmllr, compose, estimate_fmllr, fmllr_objective, fmllr_stats,
                              identity, speaker_fmllr)
@@ -132,6 +132,8 @@ def test_make_fmllr_feats_writes_the_adapted_features_as_a_data_dir(small_dir, t
 
     assert feature_kind(small_dir) == "fbank" and feature_kind(out).startswith("fmllr ")
     assert feature_kind(out) == feature_kind(tmp_path / "si")  # the same GMM's features
+    subset_data_dir(out, tmp_path / "subset", first=2)
+    assert feature_kind(tmp_path / "subset") == feature_kind(out)
     with pytest.raises(AsrkdError, match="fmllr: fMLLR features .*, but a GMM system reads fbank features"):
         load_corpus(out, tmp_path / "no-lang-needed")
     net = build_model("dnn", D, 3, 8, 1, 0, 0, 0.0)
@@ -139,3 +141,29 @@ def test_make_fmllr_feats_writes_the_adapted_features_as_a_data_dir(small_dir, t
     with pytest.raises(AsrkdError, match=r"dnn reads fbank features"):
         NnetScorer([tmp_path / "dnn"], out)
     check_feature_kind(small_dir, "fbank", tmp_path / "dnn")
+
+
+def test_make_fmllr_feats_resumes_after_a_failed_job_with_another_nj(small_dir, tmp_path, monkeypatch):
+    """A job that fails leaves the finished ones for a rerun with the same split; a rerun with
+    another --nj reuses none of them and writes every utterance."""
+    from asrkd.features import FbankConfig, compute_cmvn_stats_dir, compute_fbank_dir
+    from asrkd.hmm import fmllr_feats
+    from asrkd.hmm.transform import FeatureTransform
+
+    compute_fbank_dir(small_dir, FbankConfig(dither=0.0))
+    compute_cmvn_stats_dir(small_dir)
+    FeatureTransform(np.random.default_rng(0).normal(size=(D, 13 * 3)), context=1).write(tmp_path)
+    job = fmllr_feats._feats_job
+
+    def second_fails(data_dir, model_dir, transforms, utts, ark):
+        if ark.name.endswith(".2.ark"):
+            raise RuntimeError("killed")
+        return job(data_dir, model_dir, transforms, utts, ark)
+
+    monkeypatch.setattr(fmllr_feats, "_feats_job", second_fails)
+    with pytest.raises(Exception):
+        fmllr_feats.make_fmllr_feats(small_dir, tmp_path, tmp_path / "si", nj=2)
+    assert len(list((tmp_path / "si/log/jobs").glob("*.pkl"))) == 1
+    monkeypatch.setattr(fmllr_feats, "_feats_job", job)
+    assert fmllr_feats.make_fmllr_feats(small_dir, tmp_path, tmp_path / "si", nj=1)["utterances"] == 6
+    assert len(read_table(tmp_path / "si/feats.scp")) == 6

@@ -22,7 +22,7 @@ from asrkd.data import read_table, read_utt2spk, sort_key
 from asrkd.decode.decoder import MAX_ACTIVE, GmmScorer, check_graph, decode, search_graph, tuned_weights
 from asrkd.hmm.align import best_path, load_model, speech_pdfs, split_by_speaker
 from asrkd.hmm.fmllr import SpeakerTransforms, identity, speaker_fmllr
-from asrkd.jobs import JobConfig, run_jobs
+from asrkd.jobs import JobConfig, run_jobs, split_key
 from asrkd.outputs import Output
 from asrkd.utils import AsrkdError, write_list
 
@@ -76,7 +76,8 @@ def estimate_fmllr(graph_dir: str | Path, model_dir: str | Path, data_dir: str |
     parts = split_by_speaker(keys, utt2spk, max(1, nj))
     out.start()
     res = run_jobs(_fmllr_job, [(graph_dir, model_dir, data_dir, p, (lmwt, wip), beam, max_active, silence_weight)
-                                for p in parts], "est-fmllr", out_dir / "log", jobs, parallel=len(parts), key=out.key())
+                                for p in parts], "est-fmllr", out_dir / "log", jobs, parallel=len(parts),
+                   key=split_key(out.key(), parts))
     transforms = {s: w for r in res for s, w in r["transforms"].items()}
     dim = load_model(model_dir)[0].dim
     for spk in {utt2spk[u] for u in keys} - set(transforms):

@@ -33,7 +33,7 @@ from asrkd.hmm.gmm import DiagGmmSet
 from asrkd.hmm.graphs import compile_graph, transcript_phone_fst
 from asrkd.hmm.transform import MATRIX, FeatureTransform
 from asrkd.hmm.tree import ContextTree
-from asrkd.jobs import JobConfig, run_jobs
+from asrkd.jobs import JobConfig, run_jobs, split_key
 from asrkd.lang import UNK, read_symbols
 from asrkd.outputs import Output
 from asrkd.topo import TopologyEntry, read_topo
@@ -269,7 +269,7 @@ def align(data_dir: str | Path, lang_dir: str | Path, model_dir: str | Path, ali
         [keys[j::nj] for j in range(nj)]
     out.start()
     res = run_jobs(_align_job, [(data_dir, lang_dir, model_dir, p, beam, retry_beam) for p in parts],
-                   "align", ali_dir / "log", jobs, parallel=len(parts), key=out.key())
+                   "align", ali_dir / "log", jobs, parallel=len(parts), key=split_key(out.key(), parts))
     ali, loglik = {u: a for r in res for u, a in r["ali"].items()}, {u: v for r in res for u, v in r["loglik"].items()}
     utts = sorted((u for r in res for u in r["utts"]), key=sort_key)
     skipped = sorted((s for r in res for s in r["skipped"]), key=lambda s: sort_key(s.split()[0]))

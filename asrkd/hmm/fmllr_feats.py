@@ -25,7 +25,7 @@ from asrkd.data import SPK_INFO, UTT_TABLES, distinct_dirs, read_table, read_utt
 from asrkd.features import FeatureReader
 from asrkd.hmm.align import model_features, split_by_speaker
 from asrkd.hmm.fmllr import TRANSFORMS, SpeakerTransforms
-from asrkd.jobs import JobConfig, run_jobs
+from asrkd.jobs import JobConfig, run_jobs, split_key
 from asrkd.outputs import Output
 from asrkd.utils import AsrkdError, atomic_file, write_list
 
@@ -86,9 +86,10 @@ def make_fmllr_feats(data_dir: str | Path, model_dir: str | Path, out_dir: str |
     parts = split_by_speaker(keys, read_utt2spk(src, keys), max(1, nj))
     out.start()
     (out_dir / "data").mkdir(exist_ok=True)
-    arks = [(out_dir / "data" / f"feats.{out.key()}.{j + 1}.ark").resolve() for j in range(len(parts))]
+    key = split_key(out.key(), parts)
+    arks = [(out_dir / "data" / f"feats.{key}.{j + 1}.ark").resolve() for j in range(len(parts))]
     res = run_jobs(_feats_job, [(src, model_dir, transforms, p, a) for p, a in zip(parts, arks)],
-                   "make_fmllr_feats", out_dir / "log", jobs, parallel=len(parts), key=out.key())
+                   "make_fmllr_feats", out_dir / "log", jobs, parallel=len(parts), key=key)
     scp = {u: e for r in res for u, e in r["scp"].items()}
     skipped = sorted((s for r in res for s in r["skipped"]), key=lambda s: sort_key(s.split()[0]))
     write_list(out_dir / "log" / "fmllr_skipped.txt", skipped)

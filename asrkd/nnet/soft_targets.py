@@ -14,7 +14,6 @@ logits down without bound and becomes overconfident."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ from tqdm import tqdm
 from asrkd.data import sort_key
 from asrkd.environment import environment
 from asrkd.features import FeatureReader
-from asrkd.jobs import JobConfig, run_jobs
+from asrkd.jobs import JobConfig, run_jobs, split_key
 from asrkd.outputs import Output
 from asrkd.utils import AsrkdError, relocate_scp
 
@@ -166,7 +165,7 @@ def _write_soft_targets(models, data_dir, todo: dict, k: int, mean: str, bf16: b
     utts = sorted(FeatureReader(data_dir, cmvn=True).keys(), key=sort_key)
     nj = max(1, min(nj, len(utts)))
     first = next(iter(todo.values()))[1]
-    key = hashlib.sha1(" ".join(out.key() for _, out in todo.values()).encode()).hexdigest()[:12]
+    key = split_key(" ".join(out.key() for _, out in todo.values()), nj)
     work = first.path.parent / f".soft_targets.{key}"  # the shards, kept until every output is written
     spec = [(t, member) for (t, _, member), _ in todo.values()]
     bounds = np.linspace(0, len(utts), nj + 1).round().astype(int)

@@ -20,13 +20,14 @@ if not SO762.is_dir() or not YESNO.is_dir():
 
 # The suite runs on pytest-xdist's workers (tools/test.sh: -n auto --dist loadgroup). The longest
 # tests go first, so that the workers finish together; the tests on the one-node Slurm share
-# one worker, and with it one cluster, and test_reproducible joins them to even out two workers.
+# one worker, and with it one cluster, and the template's run joins them to even out two workers
+# (the yesno recipe's run, about as long, goes to the other).
 LONGEST = ("test_slurm_recipe.py", "test_recipe.py", "test_template.py", "test_reproducible.py")
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "slurm_cluster" in getattr(item, "fixturenames", ()) or item.path.name == "test_reproducible.py":
+        if "slurm_cluster" in getattr(item, "fixturenames", ()) or item.name == "test_template_on_yesno":
             item.add_marker(pytest.mark.xdist_group("slurm"))
     items.sort(key=lambda item: LONGEST.index(item.path.name) if item.path.name in LONGEST else len(LONGEST))
 

@@ -323,6 +323,7 @@ def check_feature_kind(data_dir: str | Path, kind: str | None, model: str | Path
 
 
 def kind_text(kind: str) -> str:
+    """A `feature_kind` in words, for error messages."""
     return "fbank features" if kind == "fbank" else f"fMLLR features (of the GMM whose record id is {kind.split()[1]})"
 
 

@@ -597,7 +597,6 @@ def cmd_make_soft_targets(a):
     import torch
 
     from asrkd.nnet.expdir import NnetExpDir
-    from asrkd.features import check_feature_kind
     from asrkd.nnet.model import load_nnet
     from asrkd.nnet.runtime import cpu_setup, resolve_precision
     from asrkd.nnet.soft_targets import make_soft_targets
@@ -608,10 +607,7 @@ def cmd_make_soft_targets(a):
     out = {t: exp.soft_targets(t) for t in cfg.temperatures}
     for t in a.per_member or []:  # each member's own soft targets, for teacher switching
         out |= {(t, k): (t, exp.soft_targets(t, k), k) for k in range(len(a.nnet))}
-    models = [load_nnet(d) for d in a.nnet]
-    for d, m in zip(a.nnet, models):
-        check_feature_kind(a.data_dir, m.info.get("features"), d)
-    make_soft_targets(models, a.data_dir, out, k=cfg.top_k, mean=cfg.ensemble_mean,
+    make_soft_targets([load_nnet(d) for d in a.nnet], a.data_dir, out, k=cfg.top_k, mean=cfg.ensemble_mean,
                       bf16=resolve_precision(cfg.precision, torch.device("cpu")) == "bf16", force=a.force,
                       sources={f"nnet_{i}": d for i, d in enumerate(a.nnet)}, nj=a.nj, jobs=_jobs(a))
 

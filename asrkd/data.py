@@ -244,14 +244,15 @@ def distinct_dirs(src: str | Path, dest: str | Path) -> Path:
     return src
 
 
-def filter_data_dir(src: str | Path, dest: str | Path, keep: set[str]) -> list[str]:
-    """Write `dest` with every table of `src` restricted to utterances in `keep`; returns them."""
+def filter_data_dir(src: str | Path, dest: str | Path, keep: set[str], features: bool = True) -> list[str]:
+    """Write `dest` with every table of `src` restricted to utterances in `keep`; returns them.
+    `features=False` leaves out feats.scp and conf/ (a destination with features of its own)."""
     src, dest = Path(src), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     utt2spk = {u: s for u, s in read_table(src / "utt2spk").items() if u in keep}
     spks = set(utt2spk.values())
     for name in UTT_TABLES:
-        if (src / name).is_file():
+        if (src / name).is_file() and (features or name != "feats.scp"):
             t = read_table(src / name, allow_empty_value=(name == "text"))
             write_table(dest / name, {k: v for k, v in t.items() if k in utt2spk})
     for name in SPK_TABLES:
@@ -260,9 +261,9 @@ def filter_data_dir(src: str | Path, dest: str | Path, keep: set[str]) -> list[s
     write_table(dest / "spk2utt", utt2spk_to_spk2utt(utt2spk))
     if src != dest and (src / "frame_shift").is_file():
         shutil.copy(src / "frame_shift", dest / "frame_shift")
-    if src != dest and (src / "conf").is_dir():  # what the features are (fbank.yaml, fmllr.yaml)
+    if features and src != dest and (src / "conf").is_dir():  # what the features are (fbank.yaml, fmllr.yaml)
         shutil.copytree(src / "conf", dest / "conf", dirs_exist_ok=True)
-    if src != dest and (src / "cmvn.scp").is_file():
+    if features and src != dest and (src / "cmvn.scp").is_file():
         log.warning("%s: cmvn.scp not copied: per-speaker stats must be recomputed for a subset", dest)
     return sorted(utt2spk, key=sort_key)
 

@@ -128,7 +128,8 @@ def test_make_fmllr_feats_writes_the_adapted_features_as_a_data_dir(small_dir, t
     from asrkd.decode.decoder import NnetScorer
     from asrkd.features import check_feature_kind, feature_kind
     from asrkd.hmm.align import load_corpus
-    from asrkd.nnet.model import build_model, save_nnet
+    from asrkd.nnet.model import build_model, load_nnet, save_nnet
+    from asrkd.nnet.soft_targets import make_soft_targets
 
     assert feature_kind(small_dir) == "fbank" and feature_kind(out).startswith("fmllr ")
     assert feature_kind(out) == feature_kind(tmp_path / "si")  # the same GMM's features
@@ -140,6 +141,9 @@ def test_make_fmllr_feats_writes_the_adapted_features_as_a_data_dir(small_dir, t
     save_nnet(tmp_path / "dnn/final.pt", net, {"features": "fbank"})
     with pytest.raises(AsrkdError, match=r"dnn reads fbank features"):
         NnetScorer([tmp_path / "dnn"], out)
+    with pytest.raises(AsrkdError, match=r"dnn reads fbank features"):
+        make_soft_targets([load_nnet(tmp_path / "dnn")], out, {2.0: tmp_path / "soft_T2"}, k=2,
+                          sources={"nnet_0": tmp_path / "dnn"})
     check_feature_kind(small_dir, "fbank", tmp_path / "dnn")
 
 

@@ -20,8 +20,7 @@ from pathlib import Path
 import kaldiio
 import yaml
 
-from asrkd.data import SPK_INFO, UTT_TABLES, distinct_dirs, read_table, read_utt2spk, sort_key, \
-    utt2spk_to_spk2utt, write_table
+from asrkd.data import distinct_dirs, filter_data_dir, read_table, read_utt2spk, sort_key, write_table
 from asrkd.features import FeatureReader
 from asrkd.hmm.align import model_features, split_by_speaker
 from asrkd.hmm.fmllr import TRANSFORMS, SpeakerTransforms
@@ -48,22 +47,6 @@ def _feats_job(data_dir: Path, model_dir: Path, transforms: Path | None, utts: l
             kaldiio.save_ark(f, {utt: adapt(utt, x) if adapt else x}, scp=lines)
     scp = dict(line.split(" ", 1) for line in lines.getvalue().splitlines())
     return {"scp": scp, "skipped": skipped}
-
-
-def _write_tables(src: Path, dest: Path, scp: dict) -> None:
-    """The source's utterance and speaker tables restricted to `scp`'s utterances, then feats.scp."""
-    utt2spk = {u: s for u, s in read_table(src / "utt2spk").items() if u in scp}
-    for name in UTT_TABLES:
-        if name != "feats.scp" and (src / name).is_file():
-            table = read_table(src / name, allow_empty_value=(name == "text"))
-            write_table(dest / name, {k: v for k, v in table.items() if k in scp})
-    for name in SPK_INFO:
-        if (src / name).is_file():
-            write_table(dest / name, {k: v for k, v in read_table(src / name).items() if k in utt2spk.values()})
-    write_table(dest / "spk2utt", utt2spk_to_spk2utt(utt2spk))
-    if (src / "frame_shift").is_file():
-        (dest / "frame_shift").write_bytes((src / "frame_shift").read_bytes())
-    write_table(dest / "feats.scp", scp)  # last: a data dir with features
 
 
 def make_fmllr_feats(data_dir: str | Path, model_dir: str | Path, out_dir: str | Path,
@@ -106,7 +89,8 @@ def make_fmllr_feats(data_dir: str | Path, model_dir: str | Path, out_dir: str |
     with atomic_file(out_dir / "conf" / "fmllr.yaml") as f:  # what the features are: models record it
         yaml.safe_dump({"model": str(model_dir), "model_id": out.inputs["model"], "transform_dir":
                         str(transform_dir) if transforms else None}, f, sort_keys=False)
-    _write_tables(src, out_dir, dict(sorted(scp.items(), key=lambda kv: sort_key(kv[0]))))
+    filter_data_dir(src, out_dir, set(scp), features=False)  # the source's other tables
+    write_table(out_dir / "feats.scp", dict(sorted(scp.items(), key=lambda kv: sort_key(kv[0]))))  # last
     out.finish()
     log.info("%s: %d utterances, features of %s%s", out_dir, len(scp), model_dir,
              f" with the fMLLR transforms of {transform_dir}" if transforms else "")

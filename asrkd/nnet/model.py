@@ -57,6 +57,7 @@ class SenoneModel(nn.Module):
     `arch` holds the constructor's arguments and the registry name (`type`)."""
 
     type = ""
+    info: dict = {}  # what training recorded (final.pt's `info`, set by `load_nnet`); none for a new model
 
     def __init__(self, feat_dim: int, num_senones: int, hidden: int, layers: int, left: int, right: int,
                  dropout: float):

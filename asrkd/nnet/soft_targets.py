@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from asrkd.data import sort_key
 from asrkd.environment import environment
-from asrkd.features import FeatureReader
+from asrkd.features import FeatureReader, check_feature_kind
 from asrkd.jobs import JobConfig, run_jobs, split_key
 from asrkd.outputs import Output
 from asrkd.utils import AsrkdError, relocate_scp
@@ -150,6 +150,9 @@ def make_soft_targets(models: list, data_dir: str | Path, out_dirs: dict, k: int
         raise AsrkdError(f"the models have different senone counts {sorted(senones)}: train them on one alignment")
     if k > min(senones):
         raise AsrkdError(f"top_k={k} is more than the models' {min(senones)} senones")
+    names = list((sources or {}).values()) or [f"model {i}" for i in range(len(models))]
+    for name, m in zip(names, models):
+        check_feature_kind(data_dir, m.info.get("features"), name)
     specs = {key: d if isinstance(d, tuple) else (key, d, None) for key, d in out_dirs.items()}
     outs = {key: Output(Path(d).resolve(), "make-soft-targets",
                         {"temperature": t, "top_k": k, "mean": mean, "member": member, "bf16": bf16},

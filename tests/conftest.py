@@ -18,6 +18,12 @@ YESNO = SHARED / "yesno" / "waves_yesno"
 if not SO762.is_dir() or not YESNO.is_dir():
     pytest.exit(f"test data not found under {SHARED}", returncode=1)
 
+# One thread per process where the suite runs on several pytest-xdist workers (a worker per
+# core): processes that each take every core slow each other down several times (OpenMP
+# spin-waits), and the recipes' --threads default follows OMP_NUM_THREADS.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # The suite runs on pytest-xdist's workers (tools/test.sh: -n auto --dist loadgroup). The longest
 # tests go first, so that the workers finish together; the tests on the one-node Slurm share
 # one worker, and with it one cluster, and the template's run joins them to even out two workers

@@ -14,7 +14,7 @@ from test_recipe import copy_recipe, run_recipe
 
 
 def recipe_run(recipe, *args):
-    proc = run_recipe(recipe, "--corpus-dir", str(YESNO), "--beyond-paper", "false", *args)
+    proc = run_recipe(recipe, "--corpus-dir", str(YESNO), "--beyond-paper", "false", "--threads", "1", *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -39,6 +39,8 @@ def test_slurm_jobs_match_local_jobs(slurm_cluster, tmp_path):
     recipe_run(recipe, "--stage", "16", "--stop-stage", "16")
     other = tmp_path / "slurm/recipes/yesno"
     shutil.copytree(recipe.parents[1], other.parents[1], symlinks=True)
+    cmd_config = other / "conf/cmd.yaml"  # training jobs on one thread, as the local run's
+    cmd_config.write_text(cmd_config.read_text().replace("  cpus_per_task: 2", "  cpus_per_task: 1"))
     shutil.rmtree(other / "exp/tri_ali")
     for d in ("member_0", "member_1", "soft_T2", "student_T2", "distilled"):
         (other / "exp/nnet" / d).unlink() if d == "distilled" else shutil.rmtree(other / "exp/nnet" / d)

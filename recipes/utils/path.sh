@@ -82,7 +82,8 @@ use_corpus_dir() {
 
 # recipe_setup: after the options are parsed: one run of a recipe at a time (exp/.run.lock, held
 # by flock until this shell exits), the thread count of single-process stages (--threads,
-# default: nj, at most the cores; parallel jobs such as decoding use one thread each),
+# default: OMP_NUM_THREADS where it is set, else nj, at most the cores; parallel jobs such as
+# decoding use one thread each),
 # --force true passed on to every asrkd command, and $cmd_opts (--cmd, --cmd-config) for the
 # commands that run jobs.
 recipe_setup() {
@@ -90,7 +91,10 @@ recipe_setup() {
   exec 9>>exp/.run.lock
   flock -n 9 || { echo "$0: this recipe is already running (pid $(cat exp/.run.lock)) in $PWD" >&2; exit 1; }
   echo $$ > exp/.run.lock
-  [ "$threads" -gt 0 ] || threads=$(( nj < $(nproc) ? nj : $(nproc) ))
+  if [ "$threads" -le 0 ]; then
+    threads=$(( nj < $(nproc) ? nj : $(nproc) ))
+    [[ ! ${OMP_NUM_THREADS:-} =~ ^[1-9][0-9]*$ ]] || threads=$OMP_NUM_THREADS
+  fi
   export OMP_NUM_THREADS=$threads
   echo "$0: $nj parallel jobs, $threads threads in single-process stages"
   local v

@@ -93,10 +93,9 @@ fi
 
 if [ $stage -le 13 ] && [ $stop_stage -ge 13 ] && beyond_paper_stage 13; then
   begin_stage 13 "soft targets as a regulariser (paper section 6): ${subset_percent}% of train, hard vs soft targets, and the ensemble run on mixed-up windows"
-  if [ ! -f $subset/cmvn.scp ]; then
-    asrkd subset-data-dir --frame-fraction $(python -c "print($subset_percent / 100)") --seed 0 $nnet_data/$train_set $subset
-    asrkd compute-cmvn-stats $subset
-  fi
+  # each skips itself when done from the same training features, and is redone with them
+  asrkd subset-data-dir --frame-fraction $(python -c "print($subset_percent / 100)") --seed 0 $nnet_data/$train_set $subset
+  asrkd compute-cmvn-stats $subset
   sub_sets="$subset $train_ali $nnet_data/$tune_set $tune_ali"
   run_log exp/nnet/subset_hard/log/run.log asrkd train-dnn --config $subset_config --device $device \
     $sub_sets exp/nnet/subset_hard

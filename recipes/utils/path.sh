@@ -7,11 +7,13 @@ export PATH="${ASRKD_VENV:-$asrkd_root/.venv}/bin:$PATH"
 export PYTHONPATH="$asrkd_root${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
-# run_log LOGFILE CMD...: run CMD, copying its output to LOGFILE; fails when CMD fails.
+# run_log LOGFILE CMD...: run CMD, adding its output to LOGFILE after a line with the time and
+# CMD (a rerun that finds the output finished adds its "skipping" line, and the log of the run
+# that made it stays); fails when CMD fails.
 run_log() {
   local logfile=$1; shift
   mkdir -p "$(dirname "$logfile")"
-  echo "# $*" > "$logfile"
+  echo "# $(date -Is) $*" >> "$logfile"
   "$@" 2>&1 | tee -a "$logfile"
   return "${PIPESTATUS[0]}"
 }

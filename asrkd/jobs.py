@@ -24,6 +24,7 @@ import re
 import signal
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -267,7 +268,8 @@ def _fork_asrkd(main: Callable, argv: list[str]) -> tuple[int, int]:
 def shell_job(log_file: str, command: str, main: Callable | None = None) -> int:
     """One job of `asrkd run-jobs`: `command` (a plain `asrkd ...` call as asrkd's `main` in a
     forked child of this process, where given; anything else by `bash -c`), its output written
-    to `log_file` (after a `# command` line, as recipes' run_log writes) and, run in a
+    added to `log_file` after a `# <time> command` line, as recipes' run_log writes (a rerun
+    that finds the output finished keeps the log of the run that made it), and, run in a
     terminal's process, shown."""
     import subprocess
 
@@ -275,8 +277,8 @@ def shell_job(log_file: str, command: str, main: Callable | None = None) -> int:
     show = not os.environ.get("SLURM_JOB_ID") and multiprocessing.parent_process() is None
     # a pool worker's (daemonic) fork could not start pools of its own: bash then
     argv = asrkd_argv(command) if main and not multiprocessing.current_process().daemon else None
-    with open(log_file, "w") as f:
-        f.write(f"# {command}\n")
+    with open(log_file, "a") as f:
+        f.write(f"# {datetime.now().astimezone().isoformat(timespec='seconds')} {command}\n")
         f.flush()
         if argv is not None:
             pid, fd = _fork_asrkd(main, argv)

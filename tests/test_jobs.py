@@ -3,6 +3,7 @@ log, a rerun that runs only the jobs without a result, the job config; locally a
 one-node Slurm (tools/slurm.sh)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -54,7 +55,7 @@ def test_run_jobs_forks_asrkd_calls_and_gives_the_rest_to_bash(tmp_path):
                           capture_output=True, text=True, env=env)
     assert proc.returncode != 0 and "job failed (exit status 1): asrkd -v validate-data-dir" in proc.stderr
     logs = {log: (tmp_path / log).read_text() for log, _ in jobs}
-    assert all(logs[log].startswith(f"# {cmd}\n") for log, cmd in jobs)
+    assert all(re.match(rf"# 20\S+ {re.escape(cmd)}\n", logs[log]) for log, cmd in jobs)
     assert '"threads": 1' in logs["a.log"] and '"threads": 2' in logs["b.log"]  # as a new process would have
     assert logs["c.log"].endswith("42\n") and "wav.scp: missing required file" in logs["d.log"]
 

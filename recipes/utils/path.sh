@@ -94,8 +94,10 @@ recipe_setup() {
   flock -n 9 || { echo "$0: this recipe is already running (pid $(cat exp/.run.lock)) in $PWD" >&2; exit 1; }
   echo $$ > exp/.run.lock
   if [ "$threads" -le 0 ]; then
-    threads=$(( nj < $(nproc) ? nj : $(nproc) ))
+    local cores; cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+    threads=$nj
     [[ ! ${OMP_NUM_THREADS:-} =~ ^[1-9][0-9]*$ ]] || threads=$OMP_NUM_THREADS
+    threads=$(( threads < cores ? threads : cores ))
   fi
   export OMP_NUM_THREADS=$threads
   echo "$0: $nj parallel jobs, $threads threads in single-process stages"

@@ -29,7 +29,7 @@ nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU
 subset_config=conf/nnet_subset.yaml   # section 6: 3% of the data, hard vs soft targets
 subset_percent=3
 device=auto
-threads=0        # CPU threads of training stages (0: nj, at most the cores)
+threads=0        # CPU threads of training stages (0: OMP_NUM_THREADS where set, else nj, at most the cores)
 force=false      # true: redo every stage that runs (the old outputs are replaced once the new ones are done)
 . ../utils/parse_options.sh
 recipe_setup

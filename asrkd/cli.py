@@ -542,11 +542,13 @@ def _args_train_dnn(s) -> None:
 @command("train-dnn", args=_args_train_dnn,
          help="one senone DNN: hard targets, or distillation with --soft-targets")
 def cmd_train_dnn(a):
+    from asrkd.nnet.runtime import leave_group
     from asrkd.nnet.train import train_model
 
     train_model(_nnet_config(a), a.data_dir, a.ali_dir, a.dev_dir, a.dev_ali_dir, a.exp_dir, seed=a.seed,
                 soft_dirs=a.soft_targets, device=a.device, force=a.force, teacher_dirs=a.teacher_nnet,
                 temperature=a.temperature)
+    leave_group()
 
 
 def _args_train_ensemble(s) -> None:

@@ -131,7 +131,7 @@ def distributed_setup(device: str = "auto") -> tuple[Dist, torch.device]:
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo",
                                              device_id=dev if dev.type == "cuda" else None)
-        atexit.register(_leave)
+        atexit.register(_destroy)  # after an error; a command that finished calls leave_group
         if not d.main:
             logging.getLogger("asrkd").setLevel(logging.ERROR)  # not every line N times
         log.info("rank %d of %d (local rank %d), %s on %s", d.rank, d.world_size, d.local_rank,
@@ -140,7 +140,16 @@ def distributed_setup(device: str = "auto") -> tuple[Dist, torch.device]:
     return d, dev
 
 
-def _leave() -> None:
+def leave_group() -> None:
+    """Leave the torchrun job's process group once every rank is here (nothing outside one):
+    a finished command tears its gloo/NCCL state down at a point every rank has reached,
+    not in an exit hook while another rank may still be talking to it."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        _destroy()
+
+
+def _destroy() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

@@ -131,7 +131,7 @@ def distributed_setup(device: str = "auto") -> tuple[Dist, torch.device]:
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo",
                                              device_id=dev if dev.type == "cuda" else None)
-        atexit.register(_destroy)  # after an error; a command that finished calls leave_group
+        atexit.register(_destroy)  # no barrier: after an error, or a library caller's exit
         if not d.main:
             logging.getLogger("asrkd").setLevel(logging.ERROR)  # not every line N times
         log.info("rank %d of %d (local rank %d), %s on %s", d.rank, d.world_size, d.local_rank,

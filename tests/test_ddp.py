@@ -136,6 +136,28 @@ def test_torchrun_distils_from_teachers_and_streamed_soft_targets(runs, yesno):
         (2, "stream")}
 
 
+LEAVE = '''
+import os
+import torch
+import asrkd.nnet.runtime as runtime
+torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+w = torch.nn.Parameter(torch.ones(2))
+opt = torch.optim.Adam([w]); w.sum().backward(); opt.step()  # imports torch._dynamo and torch.distributed.nn
+runtime.leave_group()
+print(sorted({open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")}))
+'''
+
+
+def test_leaving_the_group_stops_gloo_threads():
+    """destroy_process_group() frees the group and joins gloo's threads, even when modules that
+    hold the group (torch.distributed.nn, imported by the optimizer) come after it: threads left
+    running into Python's shutdown abort a rank at exit now and then."""
+    proc = subprocess.run([sys.executable, "-c", LEAVE], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "gloo" not in proc.stdout, proc.stdout
+
+
 def test_ranks_need_a_gpu_each(monkeypatch):
     for k, v in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():
         monkeypatch.setenv(k, v)

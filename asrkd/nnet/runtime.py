@@ -12,6 +12,11 @@ import os
 from dataclasses import dataclass
 
 import torch
+# before any process group exists: torch.distributed.nn binds group.WORLD as a default argument
+# when imported (the optimizer imports it, through torch._dynamo). Imported after the group is
+# created, it keeps the group alive past destroy_process_group(), and gloo's threads then release
+# tensors while Python shuts down ("terminate called without an active exception", SIGABRT)
+import torch.distributed.nn  # noqa: F401
 
 from asrkd.environment import native_bf16
 from asrkd.utils import AsrkdError

@@ -156,7 +156,7 @@ if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
   jobs=()
   for d in exp/nnet/student_T* exp/nnet/switched; do
     [ "$(readlink -f $d)" = "$(readlink -f exp/nnet/distilled)" ] && continue
-    [ "$beyond_paper" = true ] || [ -d $d ] || continue
+    if [ ! -f $d/final.pt ]; then echo "stage 16: $d not trained (stage 12 or 14), not decoded"; continue; fi
     for s in $tune_set $test_set; do
       jobs+=(--job $d/decode_$s/log/run.log "asrkd decode --tuned-on exp/nnet/distilled/decode_$tune_set \
         --nnet $d --priors $train_ali exp/$gmm/graph $nnet_data/$s $d/decode_$s")

@@ -202,8 +202,8 @@ def differences(systems: dict, level: float = 0.95) -> list[dict]:
             r = {"comparison": name, "metric": metric, "recipe_difference": None if None in (sa["recipe"], sb["recipe"])
                  else sa["recipe"] - sb["recipe"], **welch_interval(sa, sb, level)}
             if r["exceeds_spread"] is None:
-                r["note"] = " and ".join(x for x, s in ((a, sa), (b, sb)) if s["se"] is None) + \
-                    " has a single run (no standard error)"
+                single = [x for x, s in ((a, sa), (b, sb)) if s["se"] is None]
+                r["note"] = f"{' and '.join(single)} {'has' if len(single) == 1 else 'have'} a single run (no standard error)"
             out.append(r)
     return out
 

@@ -23,9 +23,14 @@
 #     --test-set test_yesno --tune-ali exp/tri_ali \
 #     --lm-weights 2,5,10 --word-ins-penalties 0,1 --subset-config conf/nnet.yaml --subset-percent 30
 set -euo pipefail
+OLDPWD=$PWD   # run from the recipe dir: relative --*-config values are from here (path.sh)
 . "$(cd "$(dirname "$0")" && pwd)/../recipes/utils/path.sh"
 
 nj=2                         # decoding jobs
+cmd=                         # where the decoding jobs run: local or slurm; default: cmd_config's, as run.sh's
+cmd_config=conf/cmd.yaml
+threads=0                    # CPU threads of training (0: OMP_NUM_THREADS where set, else nj, at most the cores)
+force=false                  # true: redo the extra models, decodes and frame accuracies
 seeds="1 2"                  # extra seeds of the students and subset models (the recipe's is 0)
 ensemble_wer=false           # true: also decode the leave-one-out ensembles (their WER spread)
 subset=true                  # false: leave out section 6's subset models
@@ -41,6 +46,7 @@ train_ali= tune_ali= test_ali=   # default: exp/<gmm>_ali, exp/<gmm>_ali_<tune_s
 lm_weights=9,12,15,18,21     # the decoding grid searched on the tuning set, as run.sh's
 word_ins_penalties=0,1,2
 . "$asrkd_root/recipes/utils/parse_options.sh"
+recipe_setup   # the recipe's lock (not while run.sh runs in this dir), threads, --cmd
 : ${train_ali:=exp/${gmm}_ali} ${tune_ali:=exp/${gmm}_ali_$tune_set} ${test_ali:=exp/${gmm}_ali_$test_set}
 
 for f in exp/nnet/ensemble/frame_accuracy_$tune_set.json exp/nnet/ensemble/frame_accuracy_$test_set.json \

@@ -57,6 +57,28 @@ def check_significance(res, students):
     assert {p["metric"] for p in sig["paired"] if p["comparison"] == "baseline vs GMM"} == {"wer"}
 
 
+def check_seed_spread(recipe):
+    """local/seed_spread.sh on a finished run: member 1 decoded, the leave-one-out ensembles,
+    a second seed of both students, spread.json; a rerun finds it all done."""
+    cmd = ["bash", str(recipe.parents[1] / "local/seed_spread.sh"), "--train-set", "train_yesno",
+           "--tune-set", "train_yesno", "--test-set", "test_yesno", "--tune-ali", "exp/tri_ali",
+           "--lm-weights", "2,5,10", "--word-ins-penalties", "0,1", "--subset-config", "conf/nnet.yaml",
+           "--seeds", "1", "--subset", "false",
+           "--threads", "1"]
+    env = dict(os.environ, ASRKD_SKIP_SETUP="1", ASRKD_VENV=sys.prefix)
+    proc = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((recipe / "exp/spread/spread.json").read_text())
+    systems = res["systems"]
+    assert systems["baseline"]["metrics"]["test_yesno_wer"]["n"] == 2
+    assert systems["ensemble"]["metrics"]["test_yesno_frame_acc"]["n"] == 2
+    for name in ("distilled", "student_mixup"):
+        assert systems[name]["metrics"]["test_yesno_wer"]["n"] == 2, name
+    assert "subset_hard" in systems and systems["subset_hard"]["metrics"]["test_yesno_frame_acc"]["n"] == 1
+    proc = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "skipping" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+
+
 def copy_recipe(dest):
     """The yesno recipe and what it runs, without data/ and exp/."""
     for part in ("recipes/yesno", "recipes/utils", "local", "tools"):
@@ -136,6 +158,7 @@ def test_yesno_recipe_stages(tmp_path):
     for png in ("wer", "dev_frame_accuracy", "section6", "ensemble_size"):
         assert (recipe / f"exp/compare/{png}.png").stat().st_size > 0
     check_compare_reports_what_exists(recipe, tmp_path / "compare")
+    check_seed_spread(recipe)
     stamp = (recipe / "exp/tri/decode_test_yesno/decode_info.json").stat().st_mtime_ns
     proc = run_recipe(recipe, "--stage", "9", "--corpus-dir", str(YESNO))
     assert proc.returncode == 0, proc.stderr

@@ -16,9 +16,14 @@ from asrkd.report_md import STUDENT_MIXUP, SUBSET_MIXUP
 from conftest import ROOT, YESNO
 
 
-def run_recipe(recipe, *args, cwd=None):
+def run_script(script, *args, cwd=None):
+    """A recipe's bash script in this virtualenv (its set-up step skipped)."""
     env = dict(os.environ, ASRKD_SKIP_SETUP="1", ASRKD_VENV=sys.prefix)
-    return subprocess.run(["bash", str(recipe / "run.sh"), *args], capture_output=True, text=True, env=env, cwd=cwd)
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def run_recipe(recipe, *args, cwd=None):
+    return run_script(recipe / "run.sh", *args, cwd=cwd)
 
 
 def check_compare_reports_what_exists(recipe, tmp):
@@ -60,13 +65,11 @@ def check_significance(res, students):
 def check_seed_spread(recipe):
     """local/seed_spread.sh on a finished run: member 1 decoded, the leave-one-out ensembles,
     a second seed of both students, spread.json; a rerun finds it all done."""
-    cmd = ["bash", str(recipe.parents[1] / "local/seed_spread.sh"), "--train-set", "train_yesno",
-           "--tune-set", "train_yesno", "--test-set", "test_yesno", "--tune-ali", "exp/tri_ali",
-           "--lm-weights", "2,5,10", "--word-ins-penalties", "0,1", "--subset-config", "conf/nnet.yaml",
-           "--seeds", "1", "--subset", "false",
-           "--threads", "1"]
-    env = dict(os.environ, ASRKD_SKIP_SETUP="1", ASRKD_VENV=sys.prefix)
-    proc = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=env)
+    args = (recipe.parents[1] / "local/seed_spread.sh", "--train-set", "train_yesno", "--tune-set", "train_yesno",
+            "--test-set", "test_yesno", "--tune-ali", "exp/tri_ali", "--lm-weights", "2,5,10",
+            "--word-ins-penalties", "0,1", "--subset-config", "conf/nnet.yaml", "--seeds", "1", "--subset", "false",
+            "--threads", "1")
+    proc = run_script(*args, cwd=recipe)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((recipe / "exp/spread/spread.json").read_text())
     systems = res["systems"]
@@ -75,7 +78,7 @@ def check_seed_spread(recipe):
     for name in ("distilled", "student_mixup"):
         assert systems[name]["metrics"]["test_yesno_wer"]["n"] == 2, name
     assert "subset_hard" in systems and systems["subset_hard"]["metrics"]["test_yesno_frame_acc"]["n"] == 1
-    proc = subprocess.run(cmd, cwd=recipe, capture_output=True, text=True, env=env)
+    proc = run_script(*args, cwd=recipe)
     assert proc.returncode == 0 and "skipping" in proc.stdout + proc.stderr, proc.stderr[-3000:]
 
 

@@ -13,6 +13,7 @@ import kaldiio
 
 from asrkd.data import read_table, validate_data_dir
 from conftest import ROOT, YESNO
+from test_recipe import run_recipe
 
 TINY_NNET = """\
 hidden: 64
@@ -34,11 +35,6 @@ def copy_template(tmp, name="template"):
     shutil.copytree(ROOT / "recipes/template", tmp / "recipes" / name,
                     ignore=shutil.ignore_patterns("data", "exp", "__pycache__"))
     return tmp / "recipes" / name
-
-
-def run_recipe(recipe, *args):
-    env = dict(os.environ, ASRKD_SKIP_SETUP="1", ASRKD_VENV=sys.prefix)
-    return subprocess.run(["bash", str(recipe / "run.sh"), *args], capture_output=True, text=True, env=env)
 
 
 def run_asrkd(recipe, *args):

@@ -14,7 +14,7 @@ from test_recipe import copy_recipe, run_recipe
 
 
 def recipe_run(recipe, *args):
-    proc = run_recipe(recipe, "--corpus-dir", str(YESNO), "--beyond-paper", "false", "--threads", "1", *args)
+    proc = run_recipe(recipe, "--corpus-dir", str(YESNO), "--section6", "false", "--beyond-paper", "false", "--threads", "1", *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 

@@ -51,12 +51,12 @@ def test_template_on_yesno(tmp_path):
         "--lang-opts", "--no-cmudict", "--lm-order", "1", "--fbank-config", str(ROOT / "recipes/yesno/conf/fbank.yaml"),
         "--mono-gauss", "150", "--num-leaves", "20", "--tri-gauss", "150", "--tree-opts", "--min-leaf-occ 20",
         "--lm-weights", "2,5,10", "--word-ins-penalties", "0,1", "--nnet-config", str(tmp_path / "nnet.yaml"),
-        "--beyond-paper", "false", "--sat", "true",  # tri2 (LDA+MLLT), then tri3 (SAT) from it
+        "--section6", "false", "--beyond-paper", "false", "--sat", "true",  # tri2 (LDA+MLLT), then tri3 (SAT) from it
         "--nnet-gmm", "tri3", "--nnet-feats", "fmllr",  # the networks learn the SAT system's senones from its features
         "--speed-perturb", "true",  # of train_yesno and its copies at speeds 0.9 and 1.1
         "--nj", "2", "--threads", "1")  # 1 thread: a tiny net, a shared CPU
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "stage 13: skipped (beyond_paper=false)" in proc.stdout
+    assert "stage 13: skipped (section6=false)" in proc.stdout
     assert "stage 14: skipped (beyond_paper=false)" in proc.stdout
     assert (recipe / "exp/compare/results.md").is_file()
     res = json.loads((recipe / "exp/compare/results.json").read_text())

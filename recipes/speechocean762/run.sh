@@ -2,7 +2,7 @@
 # speechocean762 recipe: data, lang, LM, fbank features, GMM-HMM (mono, tri), senone
 # alignments, GMM decoding; then the paper's experiment: an ensemble of senone DNNs, its
 # tempered soft targets, a distilled student, decoding and the comparison. Run from anywhere:
-#   bash recipes/speechocean762/run.sh [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--threads N] [--force true] [--corpus-dir DIR]
+#   bash recipes/speechocean762/run.sh [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--threads N] [--force true] [--beyond-paper true] [--corpus-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ../utils/path.sh
@@ -23,6 +23,9 @@ sat=true          # also tri3: speaker-adaptive training with fMLLR (Kaldi's tri
 nnet_gmm=auto     # the GMM whose tree, alignments and HCLG the neural stages use: tri, tri2, tri3, or auto (the lowest tuning-set WER)
 nnet_feats=fmllr  # the networks' inputs: fbank, or fmllr (the SAT GMM's speaker-adapted features; needs nnet_gmm tri3)
 speed_perturb=false   # true: the networks train on train and its copies at speeds 0.9 and 1.1 (3x the frames)
+section6=true     # false: leave out stage 13 (paper section 6: 3% of train, hard vs soft targets)
+beyond_paper=false   # true: also stage 14 (teacher switching, the student of mixed-up teachers), stage 13's
+                     # model of mixed-up windows, stage 11's per-member soft targets: about 30 min more
 lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT), rescored from
 word_ins_penalties=0,1,2   # one lattice pass per model and set
 nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU

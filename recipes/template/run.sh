@@ -4,7 +4,7 @@
 # the other recipes: data, lang, LM, fbank, mono and tri GMM-HMMs, senone alignments, GMM
 # decoding, then the DNN ensemble, soft targets, a distilled student, decoding and comparison.
 #   bash recipes/<corpus>/run.sh --corpus-dir DIR [--prep CMD] [--train-set S] [--tune-set S] [--test-set S]
-#        [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--threads N] [--force true] [--beyond-paper false] [--name value]
+#        [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--threads N] [--force true] [--section6 false] [--beyond-paper false] [--name value]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ../utils/path.sh
@@ -40,7 +40,9 @@ speed_perturb=false   # true: the networks train on train and its copies at spee
 lm_weights=7,10,13,16,19   # decoding grid searched on the tuning set (acoustic scale 1/LMWT)
 word_ins_penalties=0,1
 nnet_config=conf/nnet.yaml     # network, training, ensemble and distillation options
-beyond_paper=true   # false: leave out stages 13-14 (section 6's subset models, teacher switching, mixed-up teachers)
+section6=true       # false: leave out stage 13 (paper section 6: the subset models)
+beyond_paper=true   # false: leave out stage 14 (teacher switching, the student of mixed-up teachers) and
+                    # stage 13's model of mixed-up windows
 subset_config=      # stage 13's network (default: nnet_config)
 subset_percent=10   # stage 13's share of the training frames
 . ../utils/parse_options.sh
@@ -99,7 +101,8 @@ fi
 . ../utils/gmm_stages.sh
 
 # stages 10-17 (recipes/utils/nnet_stages.sh): ensemble, soft targets, temperature sweep,
-# [section 6 and teacher switching unless --beyond-paper false], frame accuracy, decoding, comparison
+# [section 6 unless --section6 false; teacher switching and mixed-up teachers unless --beyond-paper
+# false], frame accuracy, decoding, comparison
 train_ali=exp/${nnet_gmm}_ali test_ali=exp/${nnet_gmm}_ali_$test_set tune_ali=exp/${nnet_gmm}_ali_$tune_set
 [ "$tune_set" != "$train_set" ] || tune_ali=exp/${nnet_gmm}_ali
 grid="--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties"

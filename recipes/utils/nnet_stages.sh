@@ -3,16 +3,18 @@
 # (the senone targets and priors) and HCLG the neural stages use. The recipe sets: stage, stop_stage, nj, device, nnet_config,
 # subset_config (section 6's models), subset_percent, grid (decode's LM-weight / penalty
 # options), the data sets train_set, tune_set (LR schedule, decoding weights, model choice),
-# test_set, and their alignment dirs train_ali, tune_ali, test_ali. It may set beyond_paper=false
-# (default true) to leave out stages 13-14: section 6's subset models, teacher switching and the
-# students of the members run on mixed-up windows (and the per-member soft targets of stage 11),
-# and speed_perturb=true (default false) to train the networks on train_set and its copies at
+# test_set, and their alignment dirs train_ali, tune_ali, test_ali. It may set section6=false
+# (default true) to leave out stage 13 (section 6's subset models), beyond_paper=false (default
+# true) to leave out what goes beyond the paper: stage 14 (teacher switching and the student of
+# the members run on mixed-up windows), stage 13's subset model of mixed-up windows and stage 11's
+# per-member soft targets; and speed_perturb=true (default false) to train the networks on train_set and its copies at
 # speeds 0.9 and 1.1 (<train_set>_sp, aligned by the GMM in stage 10; section 6's subset is
 # drawn from it too), and nnet_feats=fmllr (default fbank) to give the networks the SAT GMM's
 # speaker-adapted features instead of fbank (data/fmllr_<gmm>/<set>, Kaldi's data-fmllr-tri3b:
 # train through its alignment's transforms, tune and test through their first decoding pass's).
 # Models of those stages left by an earlier run are still measured and decoded.
 beyond_paper=${beyond_paper:-true}
+section6=${section6:-true}
 gmm=${nnet_gmm:-tri}
 case ${speed_perturb:=false} in
   true) sp_src=$train_set train_set=${train_set}_sp train_ali=exp/${gmm}_ali_sp  # the networks' training set
@@ -32,14 +34,17 @@ case ${nnet_feats:=fbank} in
          fi ;;
   *) echo "$0: --nnet-feats must be fbank or fmllr, got '$nnet_feats'" >&2; exit 1 ;;
 esac
-case $beyond_paper in
-  true|false) ;;
-  *) echo "$0: --beyond-paper must be true or false, got '$beyond_paper'" >&2; exit 1 ;;
-esac
-# beyond_paper_stage N: true when the optional stage N is to run; otherwise says it is skipped.
-beyond_paper_stage() {
-  [ "$beyond_paper" = true ] && return 0
-  echo "stage $1: skipped (beyond_paper=false)"
+for o in beyond-paper:$beyond_paper section6:$section6; do
+  case ${o#*:} in
+    true|false) ;;
+    *) echo "$0: --${o%%:*} must be true or false, got '${o#*:}'" >&2; exit 1 ;;
+  esac
+done
+# optional_stage N OPTION: true when the optional stage N is to run (OPTION=true); otherwise says
+# it is skipped.
+optional_stage() {
+  [ "${!2}" = true ] && return 0
+  echo "stage $1: skipped ($2=false)"
   return 1
 }
 subset=$nnet_data/${train_set}_${subset_percent}pct
@@ -91,8 +96,9 @@ if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
     $(for t in $temperatures; do echo exp/nnet/student_T$t; done)
 fi
 
-if [ $stage -le 13 ] && [ $stop_stage -ge 13 ] && beyond_paper_stage 13; then
-  begin_stage 13 "soft targets as a regulariser (paper section 6): ${subset_percent}% of train, hard vs soft targets, and the ensemble run on mixed-up windows"
+if [ $stage -le 13 ] && [ $stop_stage -ge 13 ] && optional_stage 13 section6; then
+  mixup_text=; [ "$beyond_paper" != true ] || mixup_text=", and the ensemble run on mixed-up windows"
+  begin_stage 13 "soft targets as a regulariser (paper section 6): ${subset_percent}% of train, hard vs soft targets$mixup_text"
   # each skips itself when done from the same training features, and is redone with them
   asrkd subset-data-dir --frame-fraction $(python -c "print($subset_percent / 100)") --seed 0 $nnet_data/$train_set $subset
   asrkd compute-cmvn-stats $subset
@@ -101,14 +107,19 @@ if [ $stage -le 13 ] && [ $stop_stage -ge 13 ] && beyond_paper_stage 13; then
     $sub_sets exp/nnet/subset_hard
   run_log exp/nnet/subset_soft/log/run.log asrkd train-dnn --config $subset_config --device $device \
     --soft-targets exp/nnet/soft_T$(chosen_temperature) $sub_sets exp/nnet/subset_soft
-  # beyond the paper: the members run on each minibatch of mixed-up windows (function matching)
-  run_log exp/nnet/subset_mixup/log/run.log asrkd train-dnn --config $subset_config --device $device \
-    --temperature $(chosen_temperature) $(for m in exp/nnet/member_*; do echo "--teacher-nnet $m"; done) \
-    $sub_sets exp/nnet/subset_mixup
+  if [ "$beyond_paper" = true ]; then  # the members run on each minibatch of mixed-up windows (function matching)
+    run_log exp/nnet/subset_mixup/log/run.log asrkd train-dnn --config $subset_config --device $device \
+      --temperature $(chosen_temperature) $(for m in exp/nnet/member_*; do echo "--teacher-nnet $m"; done) \
+      $sub_sets exp/nnet/subset_mixup
+  fi
 fi
 
-if [ $stage -le 14 ] && [ $stop_stage -ge 14 ] && beyond_paper_stage 14; then
+if [ $stage -le 14 ] && [ $stop_stage -ge 14 ] && optional_stage 14 beyond_paper; then
   begin_stage 14 "beyond the paper: teacher switching (Fukuda et al. 2017), and the members run on mixed-up windows of all of train"
+  if [ ! -d exp/nnet/soft_T${switch_t}_member_0 ]; then
+    echo "$0: stage 14: no per-member soft targets exp/nnet/soft_T${switch_t}_member_*: run stage 11 with --beyond-paper true" >&2
+    exit 1
+  fi
   run_log exp/nnet/switched/log/run.log asrkd train-dnn $nnet_opts $ali_sets exp/nnet/switched \
     $(for m in exp/nnet/soft_T${switch_t}_member_*; do echo "--soft-targets $m"; done)
   run_log exp/nnet/student_mixup/log/run.log asrkd train-dnn $nnet_opts --temperature $(chosen_temperature) \
@@ -135,7 +146,10 @@ if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
   # training-set accuracy for the section-6 table: each model on the data it was trained on
   for d in exp/nnet/member_0:$nnet_data/$train_set exp/nnet/subset_hard:$subset exp/nnet/subset_soft:$subset \
            exp/nnet/subset_mixup:$subset; do
-    [ "$beyond_paper" = true ] || [ -d ${d%%:*} ] || continue
+    case ${d%%:*} in  # the subset models of this run's options, and those an earlier run left
+      */subset_hard|*/subset_soft) [ "$section6" = true ] || [ -d ${d%%:*} ] || continue ;;
+      */subset_mixup) [ "$section6$beyond_paper" = truetrue ] || [ -d ${d%%:*} ] || continue ;;
+    esac
     jobs+=(--job ${d%%:*}/log/frame_accuracy_train.log "asrkd frame-accuracy --nnet ${d%%:*} --priors $train_ali \
       ${d#*:} $train_ali ${d%%:*}/frame_accuracy_train.json")
   done

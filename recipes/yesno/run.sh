@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # yes/no recipe (Kaldi egs/yesno): a whole system on 60 short files, for smoke tests: GMM-HMMs,
 # then a tiny DNN ensemble, soft targets, a distilled student and the comparison table.
-#   bash recipes/yesno/run.sh [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--threads N] [--force true] [--beyond-paper false] [--corpus-dir DIR]
+#   bash recipes/yesno/run.sh [--stage N] [--stop-stage N] [--nj N] [--cmd local|slurm] [--threads N] [--force true] [--section6 false] [--beyond-paper false] [--corpus-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ../utils/path.sh
@@ -22,7 +22,9 @@ sat=false        # also tri3: speaker-adaptive training with fMLLR (Kaldi's tri3
 nnet_gmm=tri     # the GMM whose tree, alignments and HCLG the neural stages use: tri, tri2, tri3, or auto (the lowest tuning-set WER)
 nnet_feats=fbank  # the networks' inputs: fbank, or fmllr (the SAT GMM's speaker-adapted features; needs nnet_gmm tri3)
 speed_perturb=false   # true: the networks train on train and its copies at speeds 0.9 and 1.1 (3x the frames)
-beyond_paper=true   # false: leave out stages 13-14 (section 6's subset models, teacher switching, mixed-up teachers)
+section6=true       # false: leave out stage 13 (paper section 6: the subset models)
+beyond_paper=true   # false: leave out stage 14 (teacher switching, the student of mixed-up teachers) and
+                    # stage 13's model of mixed-up windows
 force=false      # true: redo every stage that runs (the old outputs are replaced once the new ones are done)
 . ../utils/parse_options.sh
 recipe_setup

@@ -28,7 +28,7 @@ OLDPWD=$PWD   # run from the recipe dir: relative --*-config values are from her
 
 nj=2                         # decoding jobs
 cmd=                         # where the decoding jobs run: local or slurm; default: cmd_config's, as run.sh's
-cmd_config=conf/cmd.yaml
+cmd_config=conf/cmd.yaml     # cmd, and the Slurm partition, CPUs, memory and time limit of the jobs
 threads=0                    # CPU threads of training (0: OMP_NUM_THREADS where set, else nj, at most the cores)
 force=false                  # true: redo the extra models, decodes and frame accuracies
 seeds="1 2"                  # extra seeds of the students and subset models (the recipe's is 0)
@@ -36,15 +36,19 @@ ensemble_wer=false           # true: also decode the leave-one-out ensembles (th
 subset=true                  # false: leave out section 6's subset models
 dir=exp/spread               # where the extra models, decodes and spread.json go
 device=auto                  # training device (auto, cpu, cuda), as run.sh's
-nnet_config=conf/nnet.yaml   # the recipe's configs, sets, alignments and subset: as in its run.sh
-subset_config=conf/nnet_subset.yaml
-subset_percent=3
+nnet_config=conf/nnet.yaml   # the recipe's network config, as in its run.sh
+subset_config=conf/nnet_subset.yaml   # its section-6 config
+subset_percent=3             # its section-6 share of the training frames
 gmm=tri                      # the networks' GMM (run.sh's nnet_gmm as chosen): its graph and alignments
 nnet_data=data               # the networks' data dirs: data/fmllr_<gmm> where run.sh had nnet_feats=fmllr
-train_set=train tune_set=dev test_set=test
-train_ali= tune_ali= test_ali=   # default: exp/<gmm>_ali, exp/<gmm>_ali_<tune_set>, exp/<gmm>_ali_<test_set>
+train_set=train              # the recipe's training set, as in its run.sh
+tune_set=dev                 # its tuning set (weights, temperature, learning rates)
+test_set=test                # its test set
+train_ali=                   # the training set's alignment (default: exp/<gmm>_ali)
+tune_ali=                    # the tuning set's (default: exp/<gmm>_ali_<tune_set>)
+test_ali=                    # the test set's (default: exp/<gmm>_ali_<test_set>)
 lm_weights=9,12,15,18,21     # the decoding grid searched on the tuning set, as run.sh's
-word_ins_penalties=0,1,2
+word_ins_penalties=0,1,2     # and its insertion penalties
 . "$asrkd_root/recipes/utils/parse_options.sh"
 recipe_setup   # the recipe's lock (not while run.sh runs in this dir), threads, --cmd
 : ${train_ali:=exp/${gmm}_ali} ${tune_ali:=exp/${gmm}_ali_$tune_set} ${test_ali:=exp/${gmm}_ali_$test_set}

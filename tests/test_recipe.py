@@ -215,3 +215,16 @@ def test_choose_gmm_takes_the_lowest_tuning_wer(tmp_path):
     proc = choose("tri", "tri2")
     assert proc.returncode != 0 and "now chooses tri2, but exp/nnet was trained on tri3" in proc.stderr
     assert choose("tri", "tri3").stdout == "tri3\n"
+
+
+@pytest.mark.parametrize("script", ["recipes/speechocean762/run.sh", "recipes/yesno/run.sh",
+                                    "recipes/template/run.sh", "local/seed_spread.sh"])
+def test_help_lists_every_option_with_a_line_of_its_own(script, tmp_path):
+    """--help lists each option the script accepts, with its default and what it does."""
+    proc = run_script(ROOT / script, "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    options = [(i, ln.split()[0]) for i, ln in enumerate(lines) if ln.startswith("  --")]
+    assert {"--stage", "--nj", "--force"} <= {o for _, o in options} or script.startswith("local/")
+    for i, name in options:
+        assert i + 1 < len(lines) and lines[i + 1].startswith("      "), f"{script}: {name} has no help line"

@@ -7,16 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . ../utils/path.sh
 
-stage=0
-stop_stage=100
-nj=2
+stage=0            # first stage to run (0-17, the stage table in the README)
+stop_stage=100     # last stage to run
+nj=2               # jobs a step is split into (features, alignment, decoding, soft targets)
 cmd=             # where parallel jobs run: local (processes) or slurm (job arrays); default: cmd_config's
 cmd_config=conf/cmd.yaml   # cmd, and the Slurm partition, CPUs, GPUs, memory and time limit of the jobs
-corpus_dir=../../../shared/data/speechocean762
-lm_order=3
+corpus_dir=../../../shared/data/speechocean762   # the corpus as it came (audio, transcripts, lexicon)
+lm_order=3         # n-gram order of the LM
 mono_gauss=1000   # Gaussians of the monophone system
 num_leaves=1500   # tree size and Gaussians of the triphone system, suited to 2 h of speech
-tri_gauss=8000
+tri_gauss=8000     # Gaussians of the triphone systems
 tree_opts="--no-split-silence --cluster-leaves"   # about 1230 senones, 10 of them silence (local/senone_inventory.sh)
 lda_mllt=true     # also tri2: LDA+MLLT features (Kaldi's tri2b), trained from tri's alignment, sized as tri
 sat=true          # also tri3: speaker-adaptive training with fMLLR (Kaldi's tri3b) from tri2's alignment, sized as tri
@@ -26,12 +26,12 @@ speed_perturb=false   # true: the networks train on train and its copies at spee
 section6=true     # false: leave out stage 13 (paper section 6: 3% of train, hard vs soft targets)
 beyond_paper=false   # true: also stage 14 (teacher switching, the student of mixed-up teachers), stage 13's
                      # model of mixed-up windows, stage 11's per-member soft targets: about 30 min more
-lm_weights=9,12,15,18,21   # decoding grid searched on dev (acoustic scale 1/LMWT), rescored from
-word_ins_penalties=0,1,2   # one lattice pass per model and set
+lm_weights=9,12,15,18,21   # LM weights of the decoding grid searched on dev (acoustic scale 1/LMWT)
+word_ins_penalties=0,1,2   # and its insertion penalties (one lattice pass per model and set, rescored)
 nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU
 subset_config=conf/nnet_subset.yaml   # section 6: 3% of the data, hard vs soft targets
-subset_percent=3
-device=auto
+subset_percent=3   # stage 13's share of the training frames
+device=auto        # training device: auto (cuda where present, else cpu), cpu, or cuda
 threads=0        # CPU threads of training stages (0: OMP_NUM_THREADS where set, else nj, at most the cores)
 force=false      # true: redo every stage that runs (the old outputs are replaced once the new ones are done)
 . ../utils/parse_options.sh

@@ -9,20 +9,20 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . ../utils/path.sh
 
-stage=0
-stop_stage=100
-nj=2
+stage=0            # first stage to run (0-17, the stage table in the README)
+stop_stage=100     # last stage to run
+nj=2               # jobs a step is split into (features, alignment, decoding, soft targets)
 cmd=             # where parallel jobs run: local (processes) or slurm (job arrays); default: cmd_config's
 cmd_config=conf/cmd.yaml   # cmd, and the Slurm partition, CPUs, GPUs, memory and time limit of the jobs
 threads=0        # CPU threads of training stages (0: OMP_NUM_THREADS where set, else nj, at most the cores)
 force=false      # true: redo every stage that runs (the old outputs are replaced once the new ones are done)
-device=auto
+device=auto        # training device: auto (cuda where present, else cpu), cpu, or cuda
 corpus_dir=      # the corpus as it came (audio, transcripts); required
 # Stage 0 runs `$prep CORPUS_DIR data` in this dir. It must write data/<set>/{wav.scp,text,utt2spk,spk2utt}
 # for every set below and data/local/dict/lexicon.txt (WORD PHONE PHONE ...). The default,
 # local/prepare.sh, turns CORPUS_DIR/<set>/ folders of audio with same-stem .txt transcripts into data dirs.
-prep="bash local/prepare.sh"
-train_set=train
+prep="bash local/prepare.sh"   # the preparation command (see above)
+train_set=train    # the training set's data dir name
 tune_set=dev     # chooses the LR schedule, the student's T and the LM weight; may be the train set (no dev set)
 test_set=test    # scored only, never tuned on
 lang_opts=       # prepare-lang options, e.g. --no-cmudict (words the lexicon lacks -> <UNK>), --keep-stress
@@ -38,7 +38,7 @@ nnet_gmm=tri     # the GMM whose tree, alignments and HCLG the neural stages use
 nnet_feats=fbank  # the networks' inputs: fbank, or fmllr (the SAT GMM's speaker-adapted features; needs nnet_gmm tri3)
 speed_perturb=false   # true: the networks train on train and its copies at speeds 0.9 and 1.1 (3x the frames)
 lm_weights=7,10,13,16,19   # decoding grid searched on the tuning set (acoustic scale 1/LMWT)
-word_ins_penalties=0,1
+word_ins_penalties=0,1   # word insertion penalties of that grid
 nnet_config=conf/nnet.yaml     # network, training, ensemble and distillation options
 section6=true       # false: leave out stage 13 (paper section 6: the subset models)
 beyond_paper=true   # false: leave out stage 14 (teacher switching, the student of mixed-up teachers) and

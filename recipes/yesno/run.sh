@@ -6,15 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . ../utils/path.sh
 
-stage=0
-stop_stage=100
-nj=2
+stage=0            # first stage to run (0-17, the stage table in the README)
+stop_stage=100     # last stage to run
+nj=2               # jobs a step is split into (features, alignment, decoding, soft targets)
 cmd=             # where parallel jobs run: local (processes) or slurm (job arrays); default: cmd_config's
 cmd_config=conf/cmd.yaml   # cmd, and the Slurm partition, CPUs, GPUs, memory and time limit of the jobs
-corpus_dir=../../../shared/data/yesno/waves_yesno
-device=auto
-nnet_config=conf/nnet.yaml
-subset_config=conf/nnet.yaml
+corpus_dir=../../../shared/data/yesno/waves_yesno   # the corpus as it came (the .wav files; their names are the transcripts)
+device=auto        # training device: auto (cuda where present, else cpu), cpu, or cuda
+nnet_config=conf/nnet.yaml   # network, training, ensemble and distillation options
+subset_config=conf/nnet.yaml   # stage 13's network and training options
 subset_percent=30   # of 30 files: 9 or 10
 threads=0        # CPU threads of training stages (0: OMP_NUM_THREADS where set, else nj, at most the cores)
 lda_mllt=true    # also tri2: LDA+MLLT features (Kaldi's tri2b), trained from tri's alignment

@@ -1,17 +1,20 @@
 # The neural stages 10-17 of a recipe, sourced by its run.sh after stages 0-9 (the GMM systems,
 # their alignments and HCLGs). nnet_gmm (default tri) names the GMM whose tree, alignments
-# (the senone targets and priors) and HCLG the neural stages use. The recipe sets: stage, stop_stage, nj, device, nnet_config,
-# subset_config (section 6's models), subset_percent, grid (decode's LM-weight / penalty
-# options), the data sets train_set, tune_set (LR schedule, decoding weights, model choice),
-# test_set, and their alignment dirs train_ali, tune_ali, test_ali. It may set section6=false
-# (default true) to leave out stage 13 (section 6's subset models), beyond_paper=false (default
-# true) to leave out what goes beyond the paper: stage 14 (teacher switching and the student of
-# the members run on mixed-up windows), stage 13's subset model of mixed-up windows and stage 11's
-# per-member soft targets; and speed_perturb=true (default false) to train the networks on train_set and its copies at
-# speeds 0.9 and 1.1 (<train_set>_sp, aligned by the GMM in stage 10; section 6's subset is
-# drawn from it too), and nnet_feats=fmllr (default fbank) to give the networks the SAT GMM's
-# speaker-adapted features instead of fbank (data/fmllr_<gmm>/<set>, Kaldi's data-fmllr-tri3b:
-# train through its alignment's transforms, tune and test through their first decoding pass's).
+# (the senone targets and priors) and HCLG the neural stages use. The recipe sets: stage,
+# stop_stage, nj, device, nnet_config, subset_config (section 6's models), subset_percent, grid
+# (decode's LM-weight / penalty options), the data sets train_set, tune_set (LR schedule,
+# decoding weights, model choice), test_set, and their alignment dirs train_ali, tune_ali,
+# test_ali. It may set
+#   section6=false (default true): leave out stage 13 (section 6's subset models);
+#   beyond_paper=false (default true): leave out what goes beyond the paper: stage 14 (teacher
+#     switching and the student of the members run on mixed-up windows), stage 13's subset
+#     model of mixed-up windows and stage 11's per-member soft targets;
+#   speed_perturb=true (default false): train the networks on train_set and its copies at
+#     speeds 0.9 and 1.1 (<train_set>_sp, aligned by the GMM in stage 10; section 6's subset
+#     is drawn from it too);
+#   nnet_feats=fmllr (default fbank): give the networks the SAT GMM's speaker-adapted features
+#     instead of fbank (data/fmllr_<gmm>/<set>, Kaldi's data-fmllr-tri3b: train through its
+#     alignment's transforms, tune and test through their first decoding pass's).
 # Models of those stages left by an earlier run are still measured and decoded.
 beyond_paper=${beyond_paper:-true}
 section6=${section6:-true}

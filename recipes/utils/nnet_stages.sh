@@ -170,8 +170,9 @@ if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
   fi
   # the other students of the sweep and teacher switching: one pass per set at the chosen student's
   # weights, a job each (--nj at a time locally, an array on Slurm)
-  jobs=()
-  for d in exp/nnet/student_T* exp/nnet/switched; do
+  jobs=() switched=
+  [ "$beyond_paper" = false ] && [ ! -d exp/nnet/switched ] || switched=exp/nnet/switched
+  for d in exp/nnet/student_T* $switched; do
     [ "$(readlink -f $d)" = "$(readlink -f exp/nnet/distilled)" ] && continue
     if [ ! -f $d/final.pt ]; then echo "stage 16: $d not trained (stage 12 or 14), not decoded"; continue; fi
     for s in $tune_set $test_set; do

@@ -50,6 +50,17 @@ optional_stage() {
   echo "stage $1: skipped ($2=false)"
   return 1
 }
+# planned DIR: true when the model DIR is trained by this run's options (stages 13-14 are
+# optional) or was left by an earlier run, i.e. when stages 15-16 are to measure it.
+planned() {
+  [ -d "$1" ] && return 0
+  case ${1##*/} in
+    subset_hard|subset_soft) [ "$section6" = true ] ;;
+    subset_mixup) [ "$section6" = true ] && [ "$beyond_paper" = true ] ;;
+    switched|student_mixup) [ "$beyond_paper" = true ] ;;
+    *) return 0 ;;
+  esac
+}
 subset=$nnet_data/${train_set}_${subset_percent}pct
 nnet_opts="--config $nnet_config --device $device"
 ali_sets="$nnet_data/$train_set $train_ali $nnet_data/$tune_set $tune_ali"
@@ -149,10 +160,7 @@ if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
   # training-set accuracy for the section-6 table: each model on the data it was trained on
   for d in exp/nnet/member_0:$nnet_data/$train_set exp/nnet/subset_hard:$subset exp/nnet/subset_soft:$subset \
            exp/nnet/subset_mixup:$subset; do
-    case ${d%%:*} in  # the subset models of this run's options, and those an earlier run left
-      */subset_hard|*/subset_soft) [ "$section6" = true ] || [ -d ${d%%:*} ] || continue ;;
-      */subset_mixup) [ "$section6$beyond_paper" = truetrue ] || [ -d ${d%%:*} ] || continue ;;
-    esac
+    planned ${d%%:*} || continue
     jobs+=(--job ${d%%:*}/log/frame_accuracy_train.log "asrkd frame-accuracy --nnet ${d%%:*} --priors $train_ali \
       ${d#*:} $train_ali ${d%%:*}/frame_accuracy_train.json")
   done
@@ -170,9 +178,9 @@ if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
   fi
   # the other students of the sweep and teacher switching: one pass per set at the chosen student's
   # weights, a job each (--nj at a time locally, an array on Slurm)
-  jobs=() switched=
-  [ "$beyond_paper" = false ] && [ ! -d exp/nnet/switched ] || switched=exp/nnet/switched
-  for d in exp/nnet/student_T* $switched; do
+  jobs=()
+  for d in exp/nnet/student_T* exp/nnet/switched; do
+    planned $d || continue
     [ "$(readlink -f $d)" = "$(readlink -f exp/nnet/distilled)" ] && continue
     if [ ! -f $d/final.pt ]; then echo "stage 16: $d not trained (stage 12 or 14), not decoded"; continue; fi
     for s in $tune_set $test_set; do

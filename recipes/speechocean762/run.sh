@@ -25,7 +25,7 @@ nnet_feats=fmllr  # the networks' inputs: fbank, or fmllr (the SAT GMM's speaker
 speed_perturb=false   # true: the networks train on train and its copies at speeds 0.9 and 1.1 (3x the frames)
 section6=true     # false: leave out stage 13 (paper section 6: 3% of train, hard vs soft targets)
 beyond_paper=false   # true: also stage 14 (teacher switching, the student of mixed-up teachers), stage 13's
-                     # model of mixed-up windows, stage 11's per-member soft targets: about 30 min more
+                     # model of mixed-up windows, stage 11's per-member soft targets: about 37 min more
 lm_weights=9,12,15,18,21   # LM weights of the decoding grid searched on dev (acoustic scale 1/LMWT)
 word_ins_penalties=0,1,2   # and its insertion penalties (one lattice pass per model and set, rescored)
 nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU

@@ -15,9 +15,10 @@
 # t-interval of the difference excludes 0; see asrkd/spread.py). Resumable: finished
 # trainings, decodes and frame accuracies are skipped. Not part of run.sh; run after it:
 #   cd recipes/speechocean762 && bash ../../local/seed_spread.sh [--seeds "1 2"] [--nj 2]
-# About 1.5 h on 2 cores (README's stage times: 4 member decodes ~16 min, 2 paper students
-# ~9 min + ~8 min decoding, 2 students from mixed-up teachers ~30 min + ~8 min, 6 subset
-# models ~7 min, frame accuracies ~8 min); --ensemble-wer true adds ~25 min.
+# About 1.3 h on a 2-core x86 CPU with AVX512-BF16 (measured: 4 member decodes ~11 min,
+# 2 paper students ~9 min + ~8 min decoding, 2 students from mixed-up teachers 31 min with
+# their decoding, 6 subset models ~7 min, frame accuracies ~8 min); --ensemble-wer true adds
+# 28 min.
 # yesno (no dev set, tiny: 7 min on 2 cores, as long as its run.sh; 1.6 min to find all done):
 #   cd recipes/yesno && bash ../../local/seed_spread.sh --train-set train_yesno --tune-set train_yesno \
 #     --test-set test_yesno --tune-ali exp/tri_ali \

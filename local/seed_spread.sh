@@ -15,10 +15,11 @@
 # t-interval of the difference excludes 0; see asrkd/spread.py). Resumable: finished
 # trainings, decodes and frame accuracies are skipped. Not part of run.sh; run after it:
 #   cd recipes/speechocean762 && bash ../../local/seed_spread.sh [--seeds "1 2"] [--nj 2]
-# About 1.3 h on a 2-core x86 CPU with AVX512-BF16 (measured: 4 member decodes ~11 min,
-# 2 paper students ~9 min + ~8 min decoding, 2 students from mixed-up teachers 31 min with
-# their decoding, 6 subset models ~7 min, frame accuracies ~8 min); --ensemble-wer true adds
-# 28 min.
+# About 1.3 h on a 2-core x86 CPU with AVX512-BF16. Measured: member decodes 2.8 min each (4),
+# 2 students from mixed-up teachers 31 min with their decoding, 2 mixed-up subset models
+# 5 min, and --ensemble-wer true's decodes 28 min more; estimated from the recipe's stage
+# times: 2 paper students ~9 min + ~8 min decoding, 4 hard/soft subset models ~3 min,
+# frame accuracies ~8 min.
 # yesno (no dev set, tiny: 7 min on 2 cores, as long as its run.sh; 1.6 min to find all done):
 #   cd recipes/yesno && bash ../../local/seed_spread.sh --train-set train_yesno --tune-set train_yesno \
 #     --test-set test_yesno --tune-ali exp/tri_ali \

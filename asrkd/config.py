@@ -16,7 +16,7 @@ from asrkd.utils import AsrkdError, atomic_file
 C = TypeVar("C")
 
 
-def _check_type(path, key: str, value, hint) -> object:
+def check_type(path, key: str, value, hint) -> object:
     """`value` converted to the field's type (int -> float allowed), or a one-line error."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
@@ -24,11 +24,11 @@ def _check_type(path, key: str, value, hint) -> object:
     if origin is list:
         if not isinstance(value, list):
             raise AsrkdError(f"{path}: '{key}' must be a list, got {value!r}")
-        return [_check_type(path, key, v, args[0]) for v in value]
+        return [check_type(path, key, v, args[0]) for v in value]
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        return _check_type(path, key, value, next(a for a in args if a is not type(None)))
+        return check_type(path, key, value, next(a for a in args if a is not type(None)))
     if isinstance(hint, type) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         raise AsrkdError(f"{path}: '{key}' must be {hint.__name__}, got {value!r}")
     return value
@@ -52,7 +52,7 @@ def load_config(cls: type[C], path: str | Path | None) -> C:
     unknown = sorted(set(values) - known)
     if unknown:
         raise AsrkdError(f"{path or cls.__name__}: unknown options {unknown} (known: {sorted(known)})")
-    return cls(**{k: _check_type(path or cls.__name__, k, v, hints[k]) for k, v in values.items()})
+    return cls(**{k: check_type(path or cls.__name__, k, v, hints[k]) for k, v in values.items()})
 
 
 def save_config(cfg, path: str | Path) -> None:

@@ -38,15 +38,17 @@ def test_tdnn_shapes_and_cost():
 
 
 def test_mixed_ensemble_teaches_a_dnn(yesno, yesno_mono, tmp_path):
-    """Members of two architectures (member_archs: dnn, tdnn) through train-ensemble: each kind
+    """Members of two architectures and sizes (member_archs: dnn, a narrower tdnn) through train-ensemble: each kind
     trains, both make the soft targets, the ensemble's frame accuracy is split by kind, and a
     DNN student learns from the stored soft targets and from the TDNN online."""
     data, ali = yesno / "train_yesno", yesno_mono / "mono_ali"
-    (tmp_path / "mixed.yaml").write_text(yaml.safe_dump({**SMALL, "num_members": 2, "member_archs": ["dnn", "tdnn"]}))
+    (tmp_path / "mixed.yaml").write_text(yaml.safe_dump({**SMALL, "num_members": 2,
+                                                               "member_archs": ["dnn", {"arch": "tdnn", "hidden": 24}]}))
     main(["train-ensemble", "--config", str(tmp_path / "mixed.yaml"), "--device", "cpu", str(data), str(ali),
           str(data), str(ali), str(tmp_path / "nnet")])
     members = [load_nnet(tmp_path / f"nnet/member_{k}") for k in (0, 1)]
     assert [m.arch["type"] for m in members] == ["dnn", "tdnn"] and isinstance(members[1], Tdnn)
+    assert [m.arch["hidden"] for m in members] == [32, 24]
     hist = json.loads((tmp_path / "nnet/member_1/log/train.json").read_text())
     assert hist[-1]["dev_frame_accuracy"] > 0.5  # 16 senones: chance is about 6%
     reader = FeatureReader(data)
@@ -69,6 +71,12 @@ def test_mixed_ensemble_teaches_a_dnn(yesno, yesno_mono, tmp_path):
         assert h[-1]["dev_frame_accuracy"] > 0.5 and load_nnet(tmp_path / name).arch["type"] == "dnn"
     with pytest.raises(AsrkdError, match="member_archs: 'lstm' is not registered"):
         NnetConfig(member_archs=["dnn", "lstm"])
+    with pytest.raises(AsrkdError, match="give an architecture's name or a mapping with arch"):
+        NnetConfig(member_archs=[{"arch": "tdnn", "width": 3}])
+    with pytest.raises(AsrkdError, match=r"member_archs hidden must be in \[1, inf\), got 0"):
+        NnetConfig(member_archs=[{"arch": "tdnn", "hidden": 0}])
+    with pytest.raises(AsrkdError, match="'layers' must be int"):
+        NnetConfig(member_archs=[{"arch": "tdnn", "layers": "4"}])
 
 
 def test_loss_must_fit_the_targets(yesno, yesno_mono, tmp_path):

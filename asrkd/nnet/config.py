@@ -5,10 +5,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from asrkd.config import check_type
 from asrkd.nnet.model import MODELS
 from asrkd.utils import AsrkdError
 
 LATER_KEYS = ("train_data", "shuffle_buffer", "member_archs")  # see NnetConfig.record_options
+MEMBER_KEYS = {"arch": str, "hidden": int, "layers": int, "dropout": float}  # what a member_archs mapping may set
+RANGES = {  # key: (low, high, low included, high included)
+    "hidden": (1, None, True, None), "layers": (1, None, True, None), "batch_size": (1, None, True, None),
+    "max_epochs": (1, None, True, None), "num_members": (1, None, True, None), "top_k": (1, None, True, None),
+    "shuffle_buffer": (1, None, True, None),
+    "left_context": (0, None, True, None), "right_context": (0, None, True, None),
+    "max_halvings": (0, None, True, None), "learning_rate": (0, None, False, None),
+    "min_improvement": (0, None, True, None), "teacher_mixup": (0, None, True, None),
+    "dropout": (0, 1, True, False), "student_dropout": (0, 1, True, False),
+    "hard_weight": (0, 1, True, True), "temperature": (0, None, False, None)}
 
 
 @dataclass
@@ -29,10 +40,11 @@ class NnetConfig:
     max_halvings: int = 2  # stop at the halving after this many
     precision: str = "auto"  # bf16 autocast, fp32, or auto: bf16 where the hardware has it (AMX, AVX512-BF16, GPU)
     # ensemble: members differ in seed (paper: 10); member 0 is the baseline. member_archs:
-    # the members' architectures in turn (member k: member_archs[k % len]), e.g. [dnn, tdnn]
-    # for teachers of two kinds; empty: every member is `arch`, as the students always are
+    # the members' architectures in turn (member k: member_archs[k % len]), each a registered
+    # name or a mapping of MEMBER_KEYS, e.g. [dnn, {arch: tdnn, hidden: 256}] for teachers of
+    # two kinds and sizes; empty: every member is `arch`, as the students always are
     num_members: int = 4
-    member_archs: list[str] = field(default_factory=list)
+    member_archs: list = field(default_factory=list)
     # soft targets: mean over members of softmax(z/T), top-k stored (paper: T in 1, 2, 5, 10)
     temperatures: list[float] = field(default_factory=lambda: [1.0, 2.0, 5.0])
     top_k: int = 20
@@ -59,29 +71,23 @@ class NnetConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise AsrkdError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
-        ranges = {  # key: (low, high, low included, high included)
-            "hidden": (1, None, True, None), "layers": (1, None, True, None), "batch_size": (1, None, True, None),
-            "max_epochs": (1, None, True, None), "num_members": (1, None, True, None), "top_k": (1, None, True, None),
-            "shuffle_buffer": (1, None, True, None),
-            "left_context": (0, None, True, None), "right_context": (0, None, True, None),
-            "max_halvings": (0, None, True, None), "learning_rate": (0, None, False, None),
-            "min_improvement": (0, None, True, None), "teacher_mixup": (0, None, True, None),
-            "dropout": (0, 1, True, False), "student_dropout": (0, 1, True, False),
-            "hard_weight": (0, 1, True, True), "temperature": (0, None, False, None)}
-        for key, (low, high, low_in, high_in) in ranges.items():
+        for key, (low, high, low_in, high_in) in RANGES.items():
             check_range(key, getattr(self, key), low, high, low_in, high_in)
         for t in self.temperatures:
             check_range("temperatures", t, 0, None, False, None)
-        for a in self.member_archs:
-            if a not in MODELS:
-                raise AsrkdError(f"member_archs: {a!r} is not registered (known: {', '.join(MODELS)})")
+        for m in self.member_archs:
+            check_member(m)
         if self.temperature not in self.temperatures:
             raise AsrkdError(f"the distillation temperature {self.temperature} is not among the soft-target "
                              f"temperatures {self.temperatures}")
 
     def member_config(self, k: int) -> "NnetConfig":
-        """The config of ensemble member k: its architecture from `member_archs`."""
-        return replace(self, arch=self.member_archs[k % len(self.member_archs)]) if self.member_archs else self
+        """The config of ensemble member k: its architecture (and size) from `member_archs`, which
+        it does not keep, so that a member is the same model in any ensemble that has it."""
+        if not self.member_archs:
+            return self
+        m = self.member_archs[k % len(self.member_archs)]
+        return replace(self, member_archs=[], **(m if isinstance(m, dict) else {"arch": m}))
 
     def record_options(self) -> dict:
         """The keys as a model's record and checkpoint keep them: keys added since models were
@@ -92,6 +98,20 @@ class NnetConfig:
     def model_dropout(self, student: bool) -> float:
         """The dropout of a student (trained on soft targets) or of a hard-target model."""
         return self.student_dropout if student else self.dropout
+
+
+def check_member(m) -> None:
+    """One-line error for a `member_archs` entry that is not a registered architecture or a
+    mapping of MEMBER_KEYS (with `arch`) whose values are in range."""
+    over = m if isinstance(m, dict) else {"arch": m}
+    if not over.keys() <= MEMBER_KEYS.keys() or "arch" not in over:
+        raise AsrkdError(f"member_archs: {m!r}: give an architecture's name or a mapping with arch and any of "
+                         "hidden, layers, dropout")
+    over = {k: check_type("member_archs", k, v, MEMBER_KEYS[k]) for k, v in over.items()}
+    if over["arch"] not in MODELS:
+        raise AsrkdError(f"member_archs: {over['arch']!r} is not registered (known: {', '.join(MODELS)})")
+    for key in over.keys() - {"arch"}:
+        check_range(f"member_archs {key}", over[key], *RANGES[key])
 
 
 def check_range(key: str, value, low, high=None, low_in: bool = True, high_in: bool = True) -> None:

@@ -29,6 +29,7 @@ beyond_paper=false   # true: also stage 14 (teacher switching, the student of mi
 lm_weights=9,12,15,18,21   # LM weights of the decoding grid searched on dev (acoustic scale 1/LMWT)
 word_ins_penalties=0,1,2   # and its insertion penalties (one lattice pass per model and set, rescored)
 nnet_config=conf/nnet.yaml   # conf/nnet_gpu.yaml: the paper's scale, for a GPU
+nnet_affix=       # _<name>: the neural stages write exp/nnet_<name> and exp/compare_<name> (a second config beside the first)
 subset_config=conf/nnet_subset.yaml   # section 6: 3% of the data, hard vs soft targets
 subset_percent=3   # stage 13's share of the training frames
 device=auto        # training device: auto (cuda where present, else cpu), cpu, or cuda

@@ -40,6 +40,7 @@ speed_perturb=false   # true: the networks train on train and its copies at spee
 lm_weights=7,10,13,16,19   # decoding grid searched on the tuning set (acoustic scale 1/LMWT)
 word_ins_penalties=0,1   # word insertion penalties of that grid
 nnet_config=conf/nnet.yaml     # network, training, ensemble and distillation options
+nnet_affix=       # _<name>: the neural stages write exp/nnet_<name> and exp/compare_<name> (a second config beside the first)
 section6=true       # false: leave out stage 13 (paper section 6: the subset models)
 beyond_paper=true   # false: leave out stage 14 (teacher switching, the student of mixed-up teachers) and
                     # stage 13's model of mixed-up windows

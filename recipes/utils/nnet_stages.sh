@@ -12,6 +12,9 @@
 #   speed_perturb=true (default false): train the networks on train_set and its copies at
 #     speeds 0.9 and 1.1 (<train_set>_sp, aligned by the GMM in stage 10; section 6's subset
 #     is drawn from it too);
+#   nnet_affix=_<name> (default none): the neural stages write exp/nnet_<name> and
+#     exp/compare_<name> instead of exp/nnet and exp/compare (Kaldi's affix), e.g. for a
+#     second --nnet-config beside the first;
 #   nnet_feats=fmllr (default fbank): give the networks the SAT GMM's speaker-adapted features
 #     instead of fbank (data/fmllr_<gmm>/<set>, Kaldi's data-fmllr-tri3b: train through its
 #     alignment's transforms, tune and test through their first decoding pass's).
@@ -19,6 +22,7 @@
 beyond_paper=${beyond_paper:-true}
 section6=${section6:-true}
 gmm=${nnet_gmm:-tri}
+nnet_dir=exp/nnet${nnet_affix:-} compare_dir=exp/compare${nnet_affix:-}
 case ${speed_perturb:=false} in
   true) sp_src=$train_set train_set=${train_set}_sp train_ali=exp/${gmm}_ali_sp  # the networks' training set
         sp_text=" ($sp_src at speeds 0.9, 1.0, 1.1)" ;;
@@ -84,9 +88,9 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
       run_log exp/log/compute_cmvn_fmllr_${s%%:*}.log asrkd compute-cmvn-stats $nnet_data/${s%%:*}
     done
   fi
-  run_log exp/nnet/log/train_ensemble.log asrkd train-ensemble $nnet_opts $cmd_opts $ali_sets exp/nnet
+  run_log $nnet_dir/log/train_ensemble.log asrkd train-ensemble $nnet_opts $cmd_opts $ali_sets $nnet_dir
 fi
-members=$(for m in exp/nnet/member_*; do if [ -d $m ]; then echo -n "--nnet $m "; fi; done)
+members=$(for m in $nnet_dir/member_*; do if [ -d $m ]; then echo -n "--nnet $m "; fi; done)
 temperatures=$(python -c "import sys, yaml; print(*('%g' % t for t in yaml.safe_load(open(sys.argv[1]))['temperatures']))" $nnet_config)
 switch_t=$(config_value $nnet_config temperature)   # each member's own soft targets at this T
 per_member="--per-member $switch_t" per_member_text=", and each member's at T=$switch_t"
@@ -94,20 +98,20 @@ if [ "$beyond_paper" != true ]; then per_member= per_member_text=; fi
 
 if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
   begin_stage 11 "soft targets on train: members' averaged softmax(z/T) for T in $temperatures$per_member_text"
-  run_log exp/nnet/log/make_soft_targets.log asrkd make-soft-targets --config $nnet_config $per_member \
-    --nj $nj $cmd_opts $members $nnet_data/$train_set exp/nnet
+  run_log $nnet_dir/log/make_soft_targets.log asrkd make-soft-targets --config $nnet_config $per_member \
+    --nj $nj $cmd_opts $members $nnet_data/$train_set $nnet_dir
 fi
 
 if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
-  begin_stage 12 "temperature sweep: a student per T in $temperatures; exp/nnet/distilled links the best on $tune_set"
+  begin_stage 12 "temperature sweep: a student per T in $temperatures; $nnet_dir/distilled links the best on $tune_set"
   jobs=()   # a job per student: one after another locally, an array on Slurm
   for t in $temperatures; do
-    jobs+=(--job exp/nnet/student_T$t/log/run.log \
-      "asrkd train-dnn --soft-targets exp/nnet/soft_T$t $nnet_opts $ali_sets exp/nnet/student_T$t")
+    jobs+=(--job $nnet_dir/student_T$t/log/run.log \
+      "asrkd train-dnn --soft-targets $nnet_dir/soft_T$t $nnet_opts $ali_sets $nnet_dir/student_T$t")
   done
-  asrkd run-jobs --kind train $cmd_opts "${jobs[@]}" exp/nnet/log/sweep
-  run_log exp/nnet/log/select_student.log asrkd select-model --link exp/nnet/distilled \
-    $(for t in $temperatures; do echo exp/nnet/student_T$t; done)
+  asrkd run-jobs --kind train $cmd_opts "${jobs[@]}" $nnet_dir/log/sweep
+  run_log $nnet_dir/log/select_student.log asrkd select-model --link $nnet_dir/distilled \
+    $(for t in $temperatures; do echo $nnet_dir/student_T$t; done)
 fi
 
 if [ $stage -le 13 ] && [ $stop_stage -ge 13 ] && optional_stage 13 section6; then
@@ -117,29 +121,29 @@ if [ $stage -le 13 ] && [ $stop_stage -ge 13 ] && optional_stage 13 section6; th
   asrkd subset-data-dir --frame-fraction $(python -c "print($subset_percent / 100)") --seed 0 $nnet_data/$train_set $subset
   asrkd compute-cmvn-stats $subset
   sub_sets="$subset $train_ali $nnet_data/$tune_set $tune_ali"
-  run_log exp/nnet/subset_hard/log/run.log asrkd train-dnn --config $subset_config --device $device \
-    $sub_sets exp/nnet/subset_hard
-  run_log exp/nnet/subset_soft/log/run.log asrkd train-dnn --config $subset_config --device $device \
-    --soft-targets exp/nnet/soft_T$(chosen_temperature) $sub_sets exp/nnet/subset_soft
+  run_log $nnet_dir/subset_hard/log/run.log asrkd train-dnn --config $subset_config --device $device \
+    $sub_sets $nnet_dir/subset_hard
+  run_log $nnet_dir/subset_soft/log/run.log asrkd train-dnn --config $subset_config --device $device \
+    --soft-targets $nnet_dir/soft_T$(chosen_temperature) $sub_sets $nnet_dir/subset_soft
   if [ "$beyond_paper" = true ]; then  # the members run on each minibatch of mixed-up windows (function matching)
-    run_log exp/nnet/subset_mixup/log/run.log asrkd train-dnn --config $subset_config --device $device \
-      --temperature $(chosen_temperature) $(for m in exp/nnet/member_*; do echo "--teacher-nnet $m"; done) \
-      $sub_sets exp/nnet/subset_mixup
+    run_log $nnet_dir/subset_mixup/log/run.log asrkd train-dnn --config $subset_config --device $device \
+      --temperature $(chosen_temperature) $(for m in $nnet_dir/member_*; do echo "--teacher-nnet $m"; done) \
+      $sub_sets $nnet_dir/subset_mixup
   fi
 fi
 
 if [ $stage -le 14 ] && [ $stop_stage -ge 14 ] && optional_stage 14 beyond_paper; then
   begin_stage 14 "beyond the paper: teacher switching (Fukuda et al. 2017), and the members run on mixed-up windows of all of train"
-  if [ ! -d exp/nnet/soft_T${switch_t}_member_0 ]; then
-    echo "$0: stage 14: no per-member soft targets exp/nnet/soft_T${switch_t}_member_*: run stage 11 with --beyond-paper true" >&2
+  if [ ! -d $nnet_dir/soft_T${switch_t}_member_0 ]; then
+    echo "$0: stage 14: no per-member soft targets $nnet_dir/soft_T${switch_t}_member_*: run stage 11 with --beyond-paper true" >&2
     exit 1
   fi
-  run_log exp/nnet/switched/log/run.log asrkd train-dnn $nnet_opts $ali_sets exp/nnet/switched \
-    $(for m in exp/nnet/soft_T${switch_t}_member_*; do echo "--soft-targets $m"; done)
-  run_log exp/nnet/student_mixup/log/run.log asrkd train-dnn $nnet_opts --temperature $(chosen_temperature) \
-    $(for m in exp/nnet/member_*; do echo "--teacher-nnet $m"; done) $ali_sets exp/nnet/student_mixup
+  run_log $nnet_dir/switched/log/run.log asrkd train-dnn $nnet_opts $ali_sets $nnet_dir/switched \
+    $(for m in $nnet_dir/soft_T${switch_t}_member_*; do echo "--soft-targets $m"; done)
+  run_log $nnet_dir/student_mixup/log/run.log asrkd train-dnn $nnet_opts --temperature $(chosen_temperature) \
+    $(for m in $nnet_dir/member_*; do echo "--teacher-nnet $m"; done) $ali_sets $nnet_dir/student_mixup
 fi
-students=$(for d in exp/nnet/student_* exp/nnet/switched exp/nnet/subset_*; do if [ -d $d ]; then echo $d; fi; done)
+students=$(for d in $nnet_dir/student_* $nnet_dir/switched $nnet_dir/subset_*; do if [ -d $d ]; then echo $d; fi; done)
 
 if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
   begin_stage 15 "frame accuracy on $tune_set and $test_set (senone and phone level): GMM, members, ensembles, students"
@@ -150,50 +154,50 @@ if [ $stage -le 15 ] && [ $stop_stage -ge 15 ]; then
     sat_opt=; [ ! -f $ali/trans.ark ] || sat_opt="--transform-dir $ali"  # a SAT GMM's speakers
     jobs+=(--job exp/$gmm/log/frame_accuracy_$s.log "asrkd frame-accuracy --model-dir exp/$gmm $sat_opt \
       --priors $train_ali data/$s $ali exp/$gmm/frame_accuracy_$s.json")
-    jobs+=(--job exp/nnet/ensemble/log/frame_accuracy_$s.log "asrkd frame-accuracy $members --per-member \
-      --priors $train_ali $fa_args exp/nnet/ensemble/frame_accuracy_$s.json")
+    jobs+=(--job $nnet_dir/ensemble/log/frame_accuracy_$s.log "asrkd frame-accuracy $members --per-member \
+      --priors $train_ali $fa_args $nnet_dir/ensemble/frame_accuracy_$s.json")
     for d in $students; do
       jobs+=(--job $d/log/frame_accuracy_$s.log "asrkd frame-accuracy --nnet $d --priors $train_ali $fa_args \
         $d/frame_accuracy_$s.json")
     done
   done
   # training-set accuracy for the section-6 table: each model on the data it was trained on
-  for d in exp/nnet/member_0:$nnet_data/$train_set exp/nnet/subset_hard:$subset exp/nnet/subset_soft:$subset \
-           exp/nnet/subset_mixup:$subset; do
+  for d in $nnet_dir/member_0:$nnet_data/$train_set $nnet_dir/subset_hard:$subset $nnet_dir/subset_soft:$subset \
+           $nnet_dir/subset_mixup:$subset; do
     planned ${d%%:*} || continue
     jobs+=(--job ${d%%:*}/log/frame_accuracy_train.log "asrkd frame-accuracy --nnet ${d%%:*} --priors $train_ali \
       ${d#*:} $train_ali ${d%%:*}/frame_accuracy_train.json")
   done
-  asrkd run-jobs $cmd_opts "${jobs[@]}" exp/nnet/log/frame_accuracy
+  asrkd run-jobs $cmd_opts "${jobs[@]}" $nnet_dir/log/frame_accuracy
 fi
 
 if [ $stage -le 16 ] && [ $stop_stage -ge 16 ]; then
   begin_stage 16 "hybrid decoding with the $gmm HCLG: baseline, ensemble, chosen student, mixed-up teachers' student (weights chosen on $tune_set), other students"
-  decode_tuned exp/nnet/member_0 exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet exp/nnet/member_0 --priors $train_ali $grid
-  decode_tuned exp/nnet/ensemble exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj $members --priors $train_ali $grid
-  decode_tuned exp/nnet/distilled exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet exp/nnet/distilled --priors $train_ali $grid
-  if [ -d exp/nnet/student_mixup ]; then
-    decode_tuned exp/nnet/student_mixup exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet exp/nnet/student_mixup \
+  decode_tuned $nnet_dir/member_0 exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet $nnet_dir/member_0 --priors $train_ali $grid
+  decode_tuned $nnet_dir/ensemble exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj $members --priors $train_ali $grid
+  decode_tuned $nnet_dir/distilled exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet $nnet_dir/distilled --priors $train_ali $grid
+  if [ -d $nnet_dir/student_mixup ]; then
+    decode_tuned $nnet_dir/student_mixup exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet $nnet_dir/student_mixup \
       --priors $train_ali $grid
   fi
   # the other students of the sweep and teacher switching: one pass per set at the chosen student's
   # weights, a job each (--nj at a time locally, an array on Slurm)
   jobs=()
-  for d in exp/nnet/student_T* exp/nnet/switched; do
+  for d in $nnet_dir/student_T* $nnet_dir/switched; do
     planned $d || continue
-    [ "$(readlink -f $d)" = "$(readlink -f exp/nnet/distilled)" ] && continue
+    [ "$(readlink -f $d)" = "$(readlink -f $nnet_dir/distilled)" ] && continue
     if [ ! -f $d/final.pt ]; then echo "stage 16: $d not trained (stage 12 or 14), not decoded"; continue; fi
     for s in $tune_set $test_set; do
-      jobs+=(--job $d/decode_$s/log/run.log "asrkd decode --tuned-on exp/nnet/distilled/decode_$tune_set \
+      jobs+=(--job $d/decode_$s/log/run.log "asrkd decode --tuned-on $nnet_dir/distilled/decode_$tune_set \
         --nnet $d --priors $train_ali exp/$gmm/graph $nnet_data/$s $d/decode_$s")
     done
   done
-  [ ${#jobs[@]} -eq 0 ] || asrkd run-jobs --nj $nj $cmd_opts "${jobs[@]}" exp/nnet/log/decode_students
-  grep -sH WER exp/$gmm/decode_*/wer exp/nnet/*/decode_*/wer || true   # the GMM's need stage 9
+  [ ${#jobs[@]} -eq 0 ] || asrkd run-jobs --nj $nj $cmd_opts "${jobs[@]}" $nnet_dir/log/decode_students
+  grep -sH WER exp/$gmm/decode_*/wer $nnet_dir/*/decode_*/wer || true   # the GMM's need stage 9
 fi
 
 if [ $stage -le 17 ] && [ $stop_stage -ge 17 ]; then
-  begin_stage 17 "comparison tables and plots -> exp/compare/results.md"
-  run_log exp/compare/log/compare.log asrkd compare --gmm exp/$gmm --nnet exp/nnet --sets $tune_set,$test_set --data data \
-    --stage-times exp/log/stage_times.tsv exp/compare
+  begin_stage 17 "comparison tables and plots -> $compare_dir/results.md"
+  run_log $compare_dir/log/compare.log asrkd compare --gmm exp/$gmm --nnet $nnet_dir --sets $tune_set,$test_set --data data \
+    --stage-times exp/log/stage_times.tsv $compare_dir
 fi

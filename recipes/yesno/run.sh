@@ -14,6 +14,7 @@ cmd_config=conf/cmd.yaml   # cmd, and the Slurm partition, CPUs, GPUs, memory an
 corpus_dir=../../../shared/data/yesno/waves_yesno   # the corpus as it came (the .wav files; their names are the transcripts)
 device=auto        # training device: auto (cuda where present, else cpu), cpu, or cuda
 nnet_config=conf/nnet.yaml   # network, training, ensemble and distillation options
+nnet_affix=       # _<name>: the neural stages write exp/nnet_<name> and exp/compare_<name> (a second config beside the first)
 subset_config=conf/nnet.yaml   # stage 13's network and training options
 subset_percent=30   # of 30 files: 9 or 10
 threads=0        # CPU threads of training stages (0: OMP_NUM_THREADS where set, else nj, at most the cores)

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from asrkd.cli import main
 from asrkd.data import read_table, validate_data_dir
@@ -80,6 +81,24 @@ def check_seed_spread(recipe):
     assert "subset_hard" in systems and systems["subset_hard"]["metrics"]["test_yesno_frame_acc"]["n"] == 1
     proc = run_script(*args, cwd=recipe)
     assert proc.returncode == 0 and "skipping" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+
+
+def check_second_config(recipe, tmp):
+    """--nnet-affix puts a second nnet config's ensemble beside the first, which stays as it was:
+    teachers of two kinds whose DNN members are the first ensemble's (copied in, not retrained)."""
+    first = sorted((p, p.stat().st_mtime_ns) for p in (recipe / "exp/nnet").rglob("*") if p.is_file())
+    cfg = yaml.safe_load((recipe / "conf/nnet.yaml").read_text())
+    (tmp / "mixed.yaml").write_text(yaml.safe_dump({**cfg, "member_archs": ["dnn", {"arch": "tdnn", "hidden": 16}]}))
+    shutil.copytree(recipe / "exp/nnet/member_0", recipe / "exp/nnet_mixed/member_0")
+    stamp = (recipe / "exp/nnet_mixed/member_0/final.pt").stat().st_mtime_ns
+    proc = run_recipe(recipe, "--stage", "10", "--stop-stage", "11", "--nnet-config", str(tmp / "mixed.yaml"),
+                      "--nnet-affix", "_mixed", "--corpus-dir", str(YESNO))
+    assert proc.returncode == 0, proc.stderr
+    assert (recipe / "exp/nnet_mixed/member_0/final.pt").stat().st_mtime_ns == stamp
+    arch = yaml.safe_load((recipe / "exp/nnet_mixed/member_1/nnet.yaml").read_text())
+    assert (arch["arch"], arch["hidden"]) == ("tdnn", 16) and (recipe / "exp/nnet_mixed/soft_T2/info.json").is_file()
+    assert first == sorted((p, p.stat().st_mtime_ns) for p in (recipe / "exp/nnet").rglob("*") if p.is_file())
+    assert not (recipe / "exp/compare_mixed").exists()
 
 
 def copy_recipe(dest):
@@ -162,6 +181,7 @@ def test_yesno_recipe_stages(tmp_path):
         assert (recipe / f"exp/compare/{png}.png").stat().st_size > 0
     check_compare_reports_what_exists(recipe, tmp_path / "compare")
     check_seed_spread(recipe)
+    check_second_config(recipe, tmp_path)
     stamp = (recipe / "exp/tri/decode_test_yesno/decode_info.json").stat().st_mtime_ns
     proc = run_recipe(recipe, "--stage", "9", "--corpus-dir", str(YESNO))
     assert proc.returncode == 0, proc.stderr

@@ -237,6 +237,19 @@ def test_choose_gmm_takes_the_lowest_tuning_wer(tmp_path):
     assert choose("tri", "tri3").stdout == "tri3\n"
 
 
+def test_stage_times_leave_out_a_stopped_stage(tmp_path):
+    """exp/log/stage_times.tsv times a stage that finished, not one whose run was stopped."""
+    script = f'ASRKD_SKIP_SETUP=1; . {ROOT}/recipes/utils/path.sh; cd {tmp_path}; begin_stage 3 x; begin_stage 4 y; '
+    assert subprocess.run(["bash", "-c", script + "true"]).returncode == 0
+    assert [line.split()[0] for line in (tmp_path / "exp/log/stage_times.tsv").read_text().splitlines()] == ["3", "4"]
+    proc = subprocess.Popen(["bash", "-c", script + "sleep 0.5; begin_stage 5 z; sleep 60 & wait"])
+    time.sleep(2)
+    proc.terminate()
+    assert proc.wait() == 143
+    assert [line.split()[0] for line in (tmp_path / "exp/log/stage_times.tsv").read_text().splitlines()] == [
+        "3", "4", "3", "4"]
+
+
 @pytest.mark.parametrize("script", ["recipes/speechocean762/run.sh", "recipes/yesno/run.sh",
                                     "recipes/template/run.sh", "local/seed_spread.sh"])
 def test_help_lists_every_option_with_a_line_of_its_own(script, tmp_path):

@@ -138,6 +138,8 @@ end_stage() {
   fi
 }
 trap '[ $? -eq 0 ] && end_stage' EXIT
+# a run stopped by a signal exits non-zero, so the EXIT trap does not time its unfinished stage
+trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM
 
 # chosen_temperature: T of the student that exp/nnet/distilled links to (select-model).
 chosen_temperature() {

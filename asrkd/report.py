@@ -151,7 +151,8 @@ def _systems(gmm_dir: Path, exp: NnetExpDir, members: list[Path], ens_fa: dict, 
     scores, counts["baseline (member 0)"] = _system(members[0], sets, base_fa)
     rows["baseline (member 0)"] = {**infos[0], **scores}
     kinds = " + ".join(f"{n} x {a}" for a, n in Counter(i["arch"] for i in infos).items())
-    rows["mean of members"] = {**infos[0], "train_seconds": sum(i["train_seconds"] for i in infos) / len(members),
+    rows["mean of members"] = {**infos[0], **{k: sum(i[k] for i in infos) / len(members)  # members of several sizes
+                                              for k in ("params", "mflops_per_frame", "train_seconds")},
                                **({"arch": f"mean of {kinds}"} if len({i['arch'] for i in infos}) > 1 else {}),
                                **{f"{s}_frame_acc": 100 * ens_fa[s]["member_mean"] for s in sets},
                                **{f"{s}_frame_acc_range": [100 * ens_fa[s]["member_min"], 100 * ens_fa[s]["member_max"]]

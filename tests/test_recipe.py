@@ -91,14 +91,18 @@ def check_second_config(recipe, tmp):
     (tmp / "mixed.yaml").write_text(yaml.safe_dump({**cfg, "member_archs": ["dnn", {"arch": "tdnn", "hidden": 16}]}))
     shutil.copytree(recipe / "exp/nnet/member_0", recipe / "exp/nnet_mixed/member_0")
     stamp = (recipe / "exp/nnet_mixed/member_0/final.pt").stat().st_mtime_ns
-    proc = run_recipe(recipe, "--stage", "10", "--stop-stage", "11", "--nnet-config", str(tmp / "mixed.yaml"),
-                      "--nnet-affix", "_mixed", "--corpus-dir", str(YESNO))
+    compared = (recipe / "exp/compare/results.json").stat().st_mtime_ns
+    proc = run_recipe(recipe, "--stage", "10", "--nnet-config", str(tmp / "mixed.yaml"), "--nnet-affix", "_mixed",
+                      "--beyond-paper", "false", "--section6", "false", "--corpus-dir", str(YESNO))
     assert proc.returncode == 0, proc.stderr
     assert (recipe / "exp/nnet_mixed/member_0/final.pt").stat().st_mtime_ns == stamp
     arch = yaml.safe_load((recipe / "exp/nnet_mixed/member_1/nnet.yaml").read_text())
-    assert (arch["arch"], arch["hidden"]) == ("tdnn", 16) and (recipe / "exp/nnet_mixed/soft_T2/info.json").is_file()
+    assert (arch["arch"], arch["hidden"]) == ("tdnn", 16)
     assert first == sorted((p, p.stat().st_mtime_ns) for p in (recipe / "exp/nnet").rglob("*") if p.is_file())
-    assert not (recipe / "exp/compare_mixed").exists()
+    assert (recipe / "exp/compare/results.json").stat().st_mtime_ns == compared
+    rows = json.loads((recipe / "exp/compare_mixed/results.json").read_text())["systems"]
+    assert rows["mean of members"]["params"] == rows["ensemble of 2"]["params"] / 2 != rows["baseline (member 0)"]["params"]
+    assert next(r for name, r in rows.items() if name.startswith("distilled"))["test_yesno_wer"] is not None
 
 
 def copy_recipe(dest):

@@ -93,7 +93,7 @@ def check_second_config(recipe, tmp):
     stamp = (recipe / "exp/nnet_mixed/member_0/final.pt").stat().st_mtime_ns
     compared = (recipe / "exp/compare/results.json").stat().st_mtime_ns
     proc = run_recipe(recipe, "--stage", "10", "--nnet-config", str(tmp / "mixed.yaml"), "--nnet-affix", "_mixed",
-                      "--beyond-paper", "false", "--section6", "false", "--corpus-dir", str(YESNO))
+                      "--beyond-paper", "false", "--corpus-dir", str(YESNO))
     assert proc.returncode == 0, proc.stderr
     assert (recipe / "exp/nnet_mixed/member_0/final.pt").stat().st_mtime_ns == stamp
     arch = yaml.safe_load((recipe / "exp/nnet_mixed/member_1/nnet.yaml").read_text())
@@ -103,6 +103,7 @@ def check_second_config(recipe, tmp):
     rows = json.loads((recipe / "exp/compare_mixed/results.json").read_text())["systems"]
     assert rows["mean of members"]["params"] == rows["ensemble of 2"]["params"] / 2 != rows["baseline (member 0)"]["params"]
     assert next(r for name, r in rows.items() if name.startswith("distilled"))["test_yesno_wer"] is not None
+    assert list(json.loads((recipe / "exp/compare_mixed/results.json").read_text())["section6"])[2] == "subset, soft targets"
 
 
 def copy_recipe(dest):

@@ -141,9 +141,9 @@ trap '[ $? -eq 0 ] && end_stage' EXIT
 # a run stopped by a signal exits non-zero, so the EXIT trap does not time its unfinished stage
 trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM
 
-# chosen_temperature: T of the student that exp/nnet/distilled links to (select-model).
+# chosen_temperature: T of the student that $nnet_dir/distilled (default exp/nnet) links to (select-model).
 chosen_temperature() {
-  local t
-  t=$(readlink exp/nnet/distilled) || { echo "$0: exp/nnet/distilled is missing (run stage 12)" >&2; return 1; }
+  local t link=${nnet_dir:-exp/nnet}/distilled
+  t=$(readlink $link) || { echo "$0: $link is missing (run stage 12)" >&2; return 1; }
   echo "${t#student_T}"
 }

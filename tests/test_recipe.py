@@ -100,10 +100,11 @@ def check_second_config(recipe, tmp):
     assert (arch["arch"], arch["hidden"]) == ("tdnn", 16)
     assert first == sorted((p, p.stat().st_mtime_ns) for p in (recipe / "exp/nnet").rglob("*") if p.is_file())
     assert (recipe / "exp/compare/results.json").stat().st_mtime_ns == compared
-    rows = json.loads((recipe / "exp/compare_mixed/results.json").read_text())["systems"]
+    res = json.loads((recipe / "exp/compare_mixed/results.json").read_text())
+    rows = res["systems"]
     assert rows["mean of members"]["params"] == rows["ensemble of 2"]["params"] / 2 != rows["baseline (member 0)"]["params"]
     assert next(r for name, r in rows.items() if name.startswith("distilled"))["test_yesno_wer"] is not None
-    assert list(json.loads((recipe / "exp/compare_mixed/results.json").read_text())["section6"])[2] == "subset, soft targets"
+    assert list(res["section6"])[2] == "subset, soft targets"
 
 
 def copy_recipe(dest):
@@ -245,14 +246,17 @@ def test_choose_gmm_takes_the_lowest_tuning_wer(tmp_path):
 def test_stage_times_leave_out_a_stopped_stage(tmp_path):
     """exp/log/stage_times.tsv times a stage that finished, not one whose run was stopped."""
     script = f'ASRKD_SKIP_SETUP=1; . {ROOT}/recipes/utils/path.sh; cd {tmp_path}; begin_stage 3 x; begin_stage 4 y; '
+
+    def timed():
+        return [line.split()[0] for line in (tmp_path / "exp/log/stage_times.tsv").read_text().splitlines()]
+
     assert subprocess.run(["bash", "-c", script + "true"]).returncode == 0
-    assert [line.split()[0] for line in (tmp_path / "exp/log/stage_times.tsv").read_text().splitlines()] == ["3", "4"]
+    assert timed() == ["3", "4"]
     proc = subprocess.Popen(["bash", "-c", script + "sleep 0.5; begin_stage 5 z; sleep 60 & wait"])
     time.sleep(2)
     proc.terminate()
     assert proc.wait() == 143
-    assert [line.split()[0] for line in (tmp_path / "exp/log/stage_times.tsv").read_text().splitlines()] == [
-        "3", "4", "3", "4"]
+    assert timed() == ["3", "4", "3", "4"]
 
 
 @pytest.mark.parametrize("script", ["recipes/speechocean762/run.sh", "recipes/yesno/run.sh",

@@ -86,8 +86,7 @@ class NnetConfig:
         it does not keep, so that a member is the same model in any ensemble that has it."""
         if not self.member_archs:
             return self
-        m = self.member_archs[k % len(self.member_archs)]
-        return replace(self, member_archs=[], **(m if isinstance(m, dict) else {"arch": m}))
+        return replace(self, member_archs=[], **member_overrides(self.member_archs[k % len(self.member_archs)]))
 
     def record_options(self) -> dict:
         """The keys as a model's record and checkpoint keep them: keys added since models were
@@ -100,10 +99,15 @@ class NnetConfig:
         return self.student_dropout if student else self.dropout
 
 
+def member_overrides(m) -> dict:
+    """The keys a `member_archs` entry sets: a name sets `arch`, a mapping its own keys."""
+    return m if isinstance(m, dict) else {"arch": m}
+
+
 def check_member(m) -> None:
     """One-line error for a `member_archs` entry that is not a registered architecture or a
     mapping of MEMBER_KEYS (with `arch`) whose values are in range."""
-    over = m if isinstance(m, dict) else {"arch": m}
+    over = member_overrides(m)
     if not over.keys() <= MEMBER_KEYS.keys() or "arch" not in over:
         raise AsrkdError(f"member_archs: {m!r}: give an architecture's name or a mapping with arch and any of "
                          "hidden, layers, dropout")

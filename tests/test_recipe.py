@@ -237,9 +237,11 @@ def test_choose_gmm_takes_the_lowest_tuning_wer(tmp_path):
     proc = choose("tri", "tri4")
     assert proc.returncode != 0 and "no %WER in exp/tri4/decode_dev/wer" in proc.stderr
     # once the networks are trained on one choice, another is an error, not a silent switch
-    (tmp_path / "exp/nnet").mkdir()
+    (tmp_path / "exp/nnet_tdnn").mkdir()
     proc = choose("tri", "tri2")
-    assert proc.returncode != 0 and "now chooses tri2, but exp/nnet was trained on tri3" in proc.stderr
+    assert proc.returncode != 0 and "now chooses tri2, but exp/nnet_tdnn trained on tri3" in proc.stderr
+    (tmp_path / "exp/nnet").mkdir()
+    assert "but exp/nnet exp/nnet_tdnn trained on tri3" in choose("tri", "tri2").stderr
     assert choose("tri", "tri3").stdout == "tri3\n"
 
 

@@ -32,9 +32,10 @@ decode_tuned() {
 
 # choose_gmm TUNE_SET SYSTEMS...: the GMM system with the lowest WER on TUNE_SET (the first of
 # those tied), from exp/<system>/decode_<TUNE_SET>/wer; the WERs and the choice go to
-# exp/nnet_gmm.txt. Once exp/nnet exists, a choice other than the recorded one is an error.
+# exp/nnet_gmm.txt. Once a neural dir exists (exp/nnet, exp/nnet_<affix>), a choice other
+# than the recorded one is an error.
 choose_gmm() {
-  local tune=$1 m wer best= best_wer= before=; shift
+  local tune=$1 m wer best= best_wer= before= trained; shift
   [ ! -f exp/nnet_gmm.txt ] || before=$(awk '$1 == "chosen:" {print $2}' exp/nnet_gmm.txt)
   : > exp/nnet_gmm.txt.new
   for m in "$@"; do
@@ -48,10 +49,11 @@ choose_gmm() {
     if [ -z "$best" ] || awk -v a=$wer -v b=$best_wer 'BEGIN {exit !(a < b)}'; then best=$m best_wer=$wer; fi
   done
   echo "chosen: $best (lowest $tune WER)" >> exp/nnet_gmm.txt.new
-  if [ -n "$before" ] && [ "$before" != "$best" ] && [ -d exp/nnet ]; then
+  trained=$(ls -d exp/nnet/ exp/nnet_*/ 2>/dev/null | sed 's:/$::' | tr '\n' ' ')
+  if [ -n "$before" ] && [ "$before" != "$best" ] && [ -n "$trained" ]; then
     rm exp/nnet_gmm.txt.new
-    echo "$0: --nnet-gmm auto now chooses $best, but exp/nnet was trained on $before (exp/nnet_gmm.txt): give" \
-      "--nnet-gmm $before to go on with it, or move exp/nnet away" >&2
+    echo "$0: --nnet-gmm auto now chooses $best, but ${trained% } trained on $before (exp/nnet_gmm.txt): give" \
+      "--nnet-gmm $before to go on with them, or move them away" >&2
     exit 1
   fi
   mv exp/nnet_gmm.txt.new exp/nnet_gmm.txt

@@ -2,11 +2,12 @@
 """How time and peak memory of each stage grow with the training data.
 
     python bench/scale.py [--recipe-dir recipes/speechocean762] [--fractions 0.25,0.5,1]
-                          [--replicas 1,4,16] [--train-steps 300] [--soft-fractions 0.25,0.5]
+                          [--replicas 1,4,16] [--train-steps 300] [--soft-replicas 1,4,16]
                           [--parts gmm,nnet,soft]
                           [--out bench/results/scale.json]
 
-Needs the recipe's stages 0-1 (data/<train>/ with wav.scp, data/lang). Every measurement
+Needs the recipe's stages 0-1 (data/<train>/ with wav.scp, data/lang), and for soft targets
+stage 5 (exp/tri_ali: the number of senones). Every measurement
 is one `asrkd` command (or one `python -c` of the trainer's own functions) in a child
 process: wall seconds and the child's peak RSS (`os.wait4`).
 
@@ -18,7 +19,8 @@ process: wall seconds and the child's peak RSS (`os.wait4`).
   `--train-steps` minibatches of the trainer, for the in-RAM path (`train_data: ram`) and
   the streamed one (`train_data: stream`), at 1x also a student with the members run on each
   minibatch (online teachers); and make-soft-targets with the recipe's members
-  (random weights: the cost does not depend on them) on the data of `--soft-fractions`.
+  (random weights: the cost does not depend on them) on the recipe's training features
+  replicated `--soft-replicas` times.
 - **Fits.** Each stage's seconds against hours of training audio, a least-squares line
   `a + b * hours` (and the slope of log time on log hours), projected to 100 h and 1000 h.
 Writes JSON (`--out`) and, beside it, a PNG of time and memory against hours.
@@ -164,8 +166,9 @@ def nnet_training(config: Path, data: Path, ali: Path, replicas: list[int], step
     return out
 
 
-def soft_targets(recipe: Path, config: Path, runs: list, work: Path) -> list:
-    """make-soft-targets with the recipe's members (random weights) on the data of `runs` (GMM fractions)."""
+def soft_targets(config: Path, data: Path, ali: Path, replicas: list[int], work: Path) -> list:
+    """make-soft-targets with the recipe's members (random weights) on the training set
+    replicated `replicas` times; each set's archives are removed once measured."""
     import torch
 
     from asrkd.config import load_config
@@ -174,7 +177,7 @@ def soft_targets(recipe: Path, config: Path, runs: list, work: Path) -> list:
     from asrkd.nnet.model import build_model, save_nnet
 
     cfg = load_config(NnetConfig, config)
-    num_pdfs = AlignmentDir(work / "gmm_1/tri_ali").num_pdfs
+    num_pdfs = AlignmentDir(ali).num_pdfs
     members = []
     for k in range(cfg.num_members):
         torch.manual_seed(k)
@@ -182,17 +185,18 @@ def soft_targets(recipe: Path, config: Path, runs: list, work: Path) -> list:
                                                              cfg.left_context, cfg.right_context, 0.0))
         members += ["--nnet", work / f"member_{k}"]
     out = []
-    for run in runs:
-        d = work / f"gmm_{run['fraction']:g}"
-        shutil.rmtree(d / "soft", ignore_errors=True)
-        m = measure(asrkd("make-soft-targets", "--config", config, *members, d / "data", d / "soft"),
-                    d / "log/soft_targets.log", {"OMP_NUM_THREADS": "2"})
-        info = json.loads((d / f"soft/soft_T{cfg.temperature:g}/info.json").read_text())
-        out.append({"fraction": run["fraction"], "hours": run["hours"], "frames": info["frames"], **m,
+    for k in replicas:
+        dd, _ = replicate(data, ali, k, work / f"soft_rep_{k}")
+        soft = work / f"soft_rep_{k}/soft"
+        m = measure(asrkd("make-soft-targets", "--config", config, *members, dd, soft),
+                    work / "log" / f"soft_targets_{k}.log", {"OMP_NUM_THREADS": "2"})
+        info, hours = json.loads((soft / f"soft_T{cfg.temperature:g}/info.json").read_text()), audio_hours(dd)
+        out.append({"replicas": k, "hours": round(hours, 3), "frames": info["frames"], **m,
                     "temperatures": len(cfg.temperatures), "members": cfg.num_members, "top_k": cfg.top_k,
-                    "bytes_topk_per_hour": round(info["bytes_topk"] / run["hours"]),
-                    "bytes_dense_float32_per_hour": round(info["bytes_dense_float32"] / run["hours"])})
+                    "bytes_topk_per_hour": round(info["bytes_topk"] / hours),
+                    "bytes_dense_float32_per_hour": round(info["bytes_dense_float32"] / hours)})
         print("soft targets", out[-1], flush=True)
+        shutil.rmtree(work / f"soft_rep_{k}")
     return out
 
 
@@ -271,7 +275,7 @@ def main() -> None:
     p.add_argument("--fractions", default="0.25,0.5,1")
     p.add_argument("--replicas", default="1,4,16")
     p.add_argument("--train-steps", type=int, default=300)
-    p.add_argument("--soft-fractions", default="0.25,0.5", help="GMM fractions whose data soft targets are made for")
+    p.add_argument("--soft-replicas", default="1,4,16", help="times the training set is replicated for soft targets")
     p.add_argument("--work", default="/tmp/asrkd-scale")
     p.add_argument("--parts", default="gmm,nnet,soft", help="what to measure (the JSON keeps the other parts' results)")
     p.add_argument("--out", default=str(ROOT / "bench/results/scale.json"))
@@ -293,11 +297,10 @@ def main() -> None:
                        "training": nnet_training(config, last / "data", last / "tri_ali",
                                                  [int(k) for k in a.replicas.split(",")], a.train_steps, work)}
         out.write_text(json.dumps(res, indent=2))
-    soft_fractions = [float(f) for f in a.soft_fractions.split(",")]
     if "soft" in parts:
         res["soft_targets"] = {"command": " ".join(sys.argv), "environment": environment(),
-                               "runs": soft_targets(recipe, config, [r for r in res["gmm"]["runs"]
-                                                                     if r["fraction"] in soft_fractions], work)}
+                               "runs": soft_targets(config, recipe / "data" / a.train_set, recipe / "exp/tri_ali",
+                                                    [int(k) for k in a.soft_replicas.split(",")], work)}
     res["fits"] = summarise(res)
     out.write_text(json.dumps(res, indent=2))
     plot(res, out.with_suffix(".png"))

@@ -7,7 +7,7 @@
                           [--out bench/results/scale.json]
 
 Needs the recipe's stages 0-1 (data/<train>/ with wav.scp, data/lang), and for soft targets
-stage 5 (exp/tri_ali: the number of senones). Every measurement
+stage 7 (exp/tri_ali: the number of senones). Every measurement
 is one `asrkd` command (or one `python -c` of the trainer's own functions) in a child
 process: wall seconds and the child's peak RSS (`os.wait4`).
 

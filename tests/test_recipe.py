@@ -226,7 +226,8 @@ def test_choose_gmm_takes_the_lowest_tuning_wer(tmp_path):
         (tmp_path / f"exp/{m}/decode_dev/wer").write_text(f"%WER {wer} [ 1 / 2, 0 ins, 0 del, 1 sub ]\n")
 
     def choose(*systems):
-        script = f'ASRKD_SKIP_SETUP=1; . {ROOT}/recipes/utils/path.sh; cd {tmp_path}; choose_gmm dev {" ".join(systems)}'
+        script = (f'set -euo pipefail; ASRKD_SKIP_SETUP=1; . {ROOT}/recipes/utils/path.sh; cd {tmp_path}; '
+                  f'choose_gmm dev {" ".join(systems)}')  # as run.sh runs it
         return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
 
     proc = choose("tri", "tri2", "tri3")

@@ -35,7 +35,7 @@ decode_tuned() {
 # exp/nnet_gmm.txt. Once a neural dir exists (exp/nnet, exp/nnet_<affix>), a choice other
 # than the recorded one is an error.
 choose_gmm() {
-  local tune=$1 m wer best= best_wer= before= trained; shift
+  local tune=$1 m d wer best= best_wer= before= trained=; shift
   [ ! -f exp/nnet_gmm.txt ] || before=$(awk '$1 == "chosen:" {print $2}' exp/nnet_gmm.txt)
   : > exp/nnet_gmm.txt.new
   for m in "$@"; do
@@ -49,7 +49,9 @@ choose_gmm() {
     if [ -z "$best" ] || awk -v a=$wer -v b=$best_wer 'BEGIN {exit !(a < b)}'; then best=$m best_wer=$wer; fi
   done
   echo "chosen: $best (lowest $tune WER)" >> exp/nnet_gmm.txt.new
-  trained=$(ls -d exp/nnet/ exp/nnet_*/ 2>/dev/null | sed 's:/$::' | tr '\n' ' ')
+  for d in exp/nnet exp/nnet_*; do
+    if [ -d $d ]; then trained="$trained$d "; fi
+  done
   if [ -n "$before" ] && [ "$before" != "$best" ] && [ -n "$trained" ]; then
     rm exp/nnet_gmm.txt.new
     echo "$0: --nnet-gmm auto now chooses $best, but ${trained% } trained on $before (exp/nnet_gmm.txt): give" \

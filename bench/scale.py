@@ -186,8 +186,9 @@ def soft_targets(config: Path, data: Path, ali: Path, replicas: list[int], work:
         members += ["--nnet", work / f"member_{k}"]
     out = []
     for k in replicas:
-        dd, _ = replicate(data, ali, k, work / f"soft_rep_{k}")
-        soft = work / f"soft_rep_{k}/soft"
+        rep = work / f"soft_rep_{k}"
+        dd, _ = replicate(data, ali, k, rep)
+        soft = rep / "soft"
         m = measure(asrkd("make-soft-targets", "--config", config, *members, dd, soft),
                     work / "log" / f"soft_targets_{k}.log", {"OMP_NUM_THREADS": "2"})
         info, hours = json.loads((soft / f"soft_T{cfg.temperature:g}/info.json").read_text()), audio_hours(dd)
@@ -196,7 +197,7 @@ def soft_targets(config: Path, data: Path, ali: Path, replicas: list[int], work:
                     "bytes_topk_per_hour": round(info["bytes_topk"] / hours),
                     "bytes_dense_float32_per_hour": round(info["bytes_dense_float32"] / hours)})
         print("soft targets", out[-1], flush=True)
-        shutil.rmtree(work / f"soft_rep_{k}")
+        shutil.rmtree(rep)
     return out
 
 

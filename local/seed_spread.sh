@@ -9,8 +9,8 @@
 #   - the chosen student (exp/nnet/distilled), the student from mixed-up teachers and section
 #     6's subset models (--subset false leaves them out): the recipe's run (seed 0) plus
 #     --seeds, trained with the recipe's options and evaluated as it does.
-# Writes everything under --dir (default exp/spread), never into the recipe's dirs, then
-# `asrkd seed-spread` -> exp/spread/spread.json: per number the values per seed, mean, std
+# Writes everything under --dir (default exp/spread<affix>), never into the recipe's dirs, then
+# `asrkd seed-spread` -> <dir>/spread.json: per number the values per seed, mean, std
 # (ddof=1), n, and the report's differences with whether each exceeds the spread (95% Welch
 # t-interval of the difference excludes 0; see asrkd/spread.py). Resumable: finished
 # trainings, decodes and frame accuracies are skipped. Not part of run.sh; run after it:
@@ -36,7 +36,8 @@ force=false                  # true: redo the extra models, decodes and frame ac
 seeds="1 2"                  # extra seeds of the students and subset models (the recipe's is 0)
 ensemble_wer=false           # true: also decode the leave-one-out ensembles (their WER spread)
 subset=true                  # false: leave out section 6's subset models
-dir=exp/spread               # where the extra models, decodes and spread.json go
+nnet_affix=                  # the recipe's --nnet-affix, as in its run.sh: its models are in exp/nnet<affix>
+dir=                         # where the extra models, decodes and spread.json go (default: exp/spread<affix>)
 device=auto                  # training device (auto, cpu, cuda), as run.sh's
 nnet_config=conf/nnet.yaml   # the recipe's network config, as in its run.sh
 subset_config=conf/nnet_subset.yaml   # its section-6 config
@@ -53,17 +54,19 @@ lm_weights=9,12,15,18,21     # the decoding grid searched on the tuning set, as 
 word_ins_penalties=0,1,2     # and its insertion penalties
 . "$asrkd_root/recipes/utils/parse_options.sh"
 recipe_setup   # the recipe's lock (not while run.sh runs in this dir), threads, --cmd
+: ${dir:=exp/spread$nnet_affix}
+nnet_dir=exp/nnet$nnet_affix   # also read by chosen_temperature
 : ${train_ali:=exp/${gmm}_ali} ${tune_ali:=exp/${gmm}_ali_$tune_set} ${test_ali:=exp/${gmm}_ali_$test_set}
 
-for f in exp/nnet/ensemble/frame_accuracy_$tune_set.json exp/nnet/ensemble/frame_accuracy_$test_set.json \
-         exp/nnet/member_0/decode_$test_set/decode_info.json exp/$gmm/graph/HCLG.fst; do
+for f in $nnet_dir/ensemble/frame_accuracy_$tune_set.json $nnet_dir/ensemble/frame_accuracy_$test_set.json \
+         $nnet_dir/member_0/decode_$test_set/decode_info.json exp/$gmm/graph/HCLG.fst; do
   [ -f $f ] || { echo "$0: $f missing: run the recipe (stages 10-16) first, from its dir" >&2; exit 1; }
 done
 grid="--lm-weights $lm_weights --word-ins-penalties $word_ins_penalties"
 nnet_opts="--config $nnet_config --device $device"
 ali_sets="$nnet_data/$train_set $train_ali $nnet_data/$tune_set $tune_ali"
 t=$(chosen_temperature)
-members=$(ls -d exp/nnet/member_* | sort -t_ -k2 -n)
+members=$(ls -d $nnet_dir/member_* | sort -t_ -k2 -n)
 teachers=$(for m in $members; do echo "--teacher-nnet $m"; done)
 
 # frame_acc DIR MODEL_OPTS...: DIR/frame_accuracy_<set>.json on the tuning and test sets
@@ -82,7 +85,7 @@ evaluate() {
 
 echo "$0: baseline: members 1.. decoded as member 0"
 for m in $members; do
-  [ $m = exp/nnet/member_0 ] && continue
+  [ $m = $nnet_dir/member_0 ] && continue
   decode_tuned $dir/$(basename $m) exp/$gmm/graph $nnet_data/$tune_set $nnet_data/$test_set $nj --nnet $m --priors $train_ali $grid
 done
 
@@ -99,9 +102,9 @@ done
 for s in $seeds; do
   echo "$0: seed $s: the chosen student (T=$t) and the student from mixed-up teachers"
   d=$dir/student_T${t}_seed$s
-  run_log $d/log/run.log asrkd train-dnn --seed $s --soft-targets exp/nnet/soft_T$t $nnet_opts $ali_sets $d
+  run_log $d/log/run.log asrkd train-dnn --seed $s --soft-targets $nnet_dir/soft_T$t $nnet_opts $ali_sets $d
   evaluate $d
-  if [ -d exp/nnet/student_mixup ]; then
+  if [ -d $nnet_dir/student_mixup ]; then
     d=$dir/student_mixup_seed$s
     run_log $d/log/run.log asrkd train-dnn --seed $s $nnet_opts --temperature $t $teachers $ali_sets $d
     evaluate $d
@@ -109,16 +112,16 @@ for s in $seeds; do
 done
 
 subset_dir=$nnet_data/${train_set}_${subset_percent}pct
-if [ $subset = true ] && ls -d exp/nnet/subset_* > /dev/null 2>&1; then
+if [ $subset = true ] && ls -d $nnet_dir/subset_* > /dev/null 2>&1; then
   [ -f $subset_dir/cmvn.scp ] || { echo "$0: $subset_dir missing (stage 13; --subset-percent?)" >&2; exit 1; }
   sub_opts="--config $subset_config --device $device $subset_dir $train_ali $nnet_data/$tune_set $tune_ali"
   for s in $seeds; do
     echo "$0: seed $s: section 6's subset models"
     for k in hard soft mixup; do
-      [ -d exp/nnet/subset_$k ] || continue
+      [ -d $nnet_dir/subset_$k ] || continue
       case $k in
         hard) opts= ;;
-        soft) opts="--soft-targets exp/nnet/soft_T$t" ;;
+        soft) opts="--soft-targets $nnet_dir/soft_T$t" ;;
         mixup) opts="--temperature $t $teachers" ;;
       esac
       d=$dir/subset_${k}_seed$s
@@ -128,4 +131,4 @@ if [ $subset = true ] && ls -d exp/nnet/subset_* > /dev/null 2>&1; then
   done
 fi
 
-run_log $dir/log/seed_spread.log asrkd seed-spread --nnet exp/nnet --sets $tune_set,$test_set $dir
+run_log $dir/log/seed_spread.log asrkd seed-spread --nnet $nnet_dir --sets $tune_set,$test_set $dir

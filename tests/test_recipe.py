@@ -81,6 +81,8 @@ def check_seed_spread(recipe):
     assert "subset_hard" in systems and systems["subset_hard"]["metrics"]["test_yesno_frame_acc"]["n"] == 1
     proc = run_script(*args, cwd=recipe)
     assert proc.returncode == 0 and "skipping" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    proc = run_script(*args, "--nnet-affix", "_other", cwd=recipe)   # a second config's models, not there
+    assert proc.returncode == 1 and "exp/nnet_other/ensemble/frame_accuracy_train_yesno.json missing" in proc.stderr
 
 
 def check_second_config(recipe, tmp):

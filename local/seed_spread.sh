@@ -15,6 +15,7 @@
 # t-interval of the difference excludes 0; see asrkd/spread.py). Resumable: finished
 # trainings, decodes and frame accuracies are skipped. Not part of run.sh; run after it:
 #   cd recipes/speechocean762 && bash ../../local/seed_spread.sh [--seeds "1 2"] [--nj 2]
+#   a second config's models (run.sh --nnet-config C --nnet-affix _<name>): give the same two options
 # About 1.3 h on a 2-core x86 CPU with AVX512-BF16. Measured: member decodes 2.8 min each (4),
 # 2 students from mixed-up teachers 31 min with their decoding, 2 mixed-up subset models
 # 5 min, and --ensemble-wer true's decodes 28 min more; estimated from the recipe's stage

@@ -271,15 +271,16 @@ def plot(res: dict, png: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe-dir", default=str(ROOT / "recipes/speechocean762"))
-    p.add_argument("--train-set", default="train")
-    p.add_argument("--fractions", default="0.25,0.5,1")
-    p.add_argument("--replicas", default="1,4,16")
-    p.add_argument("--train-steps", type=int, default=300)
+    p.add_argument("--recipe-dir", default=str(ROOT / "recipes/speechocean762"),
+                   help="recipe with stages 0-1 done (and stage 7 for soft targets)")
+    p.add_argument("--train-set", default="train", help="training data dir under <recipe-dir>/data")
+    p.add_argument("--fractions", default="0.25,0.5,1", help="fractions of the training utterances for the GMM stages")
+    p.add_argument("--replicas", default="1,4,16", help="times the training set is replicated for neural training")
+    p.add_argument("--train-steps", type=int, default=300, help="minibatches timed per training run")
     p.add_argument("--soft-replicas", default="1,4,16", help="times the training set is replicated for soft targets")
-    p.add_argument("--work", default="/tmp/asrkd-scale")
+    p.add_argument("--work", default="/tmp/asrkd-scale", help="scratch dir for the replicated data and logs")
     p.add_argument("--parts", default="gmm,nnet,soft", help="what to measure (the JSON keeps the other parts' results)")
-    p.add_argument("--out", default=str(ROOT / "bench/results/scale.json"))
+    p.add_argument("--out", default=str(ROOT / "bench/results/scale.json"), help="JSON results (a PNG is written beside it)")
     a = p.parse_args()
     recipe, work = Path(a.recipe_dir).resolve(), Path(a.work)
     sizes = {"mono_gauss": 1000, "num_leaves": 1500, "tri_gauss": 8000,

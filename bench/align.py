@@ -58,12 +58,12 @@ def loglik_speed(model_dir: Path, data_dir: Path, frames: int = 50000) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe-dir", type=Path, default=ROOT / "recipes/speechocean762")
+    p.add_argument("--recipe-dir", type=Path, default=ROOT / "recipes/speechocean762", help="recipe with stages 0-3 done")
     p.add_argument("--exp-dir", type=Path, help="default: <recipe-dir>/exp/bench_align (replaced)")
-    p.add_argument("--num-leaves", type=int, default=1500)
-    p.add_argument("--tri-gauss", type=int, default=8000)
-    p.add_argument("--mono-gauss", type=int, default=1000)
-    p.add_argument("--out", type=Path, default=ROOT / "bench/results/align.json")
+    p.add_argument("--num-leaves", type=int, default=1500, help="tied triphone states")
+    p.add_argument("--tri-gauss", type=int, default=8000, help="Gaussians of the triphone model")
+    p.add_argument("--mono-gauss", type=int, default=1000, help="Gaussians of the monophone model")
+    p.add_argument("--out", type=Path, default=ROOT / "bench/results/align.json", help="JSON results")
     a = p.parse_args()
     setup_logging()
     data, lang = a.recipe_dir / "data/train", a.recipe_dir / "data/lang"

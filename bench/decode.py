@@ -38,17 +38,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe-dir", type=Path, default=ROOT / "recipes/speechocean762")
-    p.add_argument("--model", default="tri")
-    p.add_argument("--beams", type=float, nargs="+", default=[8, 10, 11, 12, 13, 16, 20])
-    p.add_argument("--posterior-beams", type=float, nargs="+", default=[10, 13])
+    p.add_argument("--recipe-dir", type=Path, default=ROOT / "recipes/speechocean762", help="recipe with stages 0-9 done")
+    p.add_argument("--model", default="tri", help="GMM dir under <recipe-dir>/exp")
+    p.add_argument("--beams", type=float, nargs="+", default=[8, 10, 11, 12, 13, 16, 20], help="beams of the GMM decodes")
+    p.add_argument("--posterior-beams", type=float, nargs="+", default=[10, 13],
+                   help="beams of the posterior-table decodes")
     p.add_argument("--max-actives", type=int, nargs="+", default=[4000],
                    help="also decode with the GMM at beam 13 and these max-active limits")
     p.add_argument("--nnet-sizes", nargs="+", default=["2560x8", "1024x4", "512x4"],
                    help="hidden units x layers of the DNNs whose forward pass is timed")
     p.add_argument("--nj", type=int, default=2, help="parallel jobs (RTF is per core: CPU s / audio s)")
-    p.add_argument("--max-active", type=int, default=MAX_ACTIVE)
-    p.add_argument("--out", type=Path, default=ROOT / "bench/results/decode.json")
+    p.add_argument("--max-active", type=int, default=MAX_ACTIVE, help="max-active of the beam sweeps")
+    p.add_argument("--out", type=Path, default=ROOT / "bench/results/decode.json", help="JSON results")
     a = p.parse_args()
     setup_logging()
     torch.set_num_threads(1)

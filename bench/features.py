@@ -25,11 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--corpus-dir", type=Path, default=ROOT.parent / "shared/data/speechocean762")
-    p.add_argument("--split", default="train")
-    p.add_argument("--nj", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--config", default=ROOT / "recipes/speechocean762/conf/fbank.yaml")
-    p.add_argument("--out", type=Path, default=ROOT / "bench/results/features.json")
+    p.add_argument("--corpus-dir", type=Path, default=ROOT.parent / "shared/data/speechocean762",
+                   help="speechocean762 corpus")
+    p.add_argument("--split", default="train", help="corpus split to extract")
+    p.add_argument("--nj", type=int, nargs="+", default=[1, 2], help="numbers of parallel jobs to time")
+    p.add_argument("--config", default=ROOT / "recipes/speechocean762/conf/fbank.yaml", help="fbank config")
+    p.add_argument("--out", type=Path, default=ROOT / "bench/results/features.json", help="JSON results")
     a = p.parse_args()
     cfg = load_config(FbankConfig, a.config)
     runs = []

@@ -58,16 +58,16 @@ def against(wers: dict, exact: dict) -> dict:
 def grid_args(doc: str, out: str) -> argparse.ArgumentParser:
     """The options both grid benches share: recipe, model, set, grid, max-active, jobs, output."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe-dir", type=Path, default=ROOT / "recipes/speechocean762")
+    p.add_argument("--recipe-dir", type=Path, default=ROOT / "recipes/speechocean762", help="recipe with exp/tri/graph")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--nnet", default="exp/nnet/member_0")
-    g.add_argument("--gmm")
-    p.add_argument("--set", default="dev")
-    p.add_argument("--lm-weights", type=float, nargs="+", default=[9, 12, 15, 18, 21])
-    p.add_argument("--penalties", type=float, nargs="+", default=[0, 1, 2])
+    g.add_argument("--nnet", default="exp/nnet/member_0", help="neural model dir under the recipe")
+    g.add_argument("--gmm", help="GMM dir under the recipe (instead of --nnet)")
+    p.add_argument("--set", default="dev", help="data dir under <recipe-dir>/data")
+    p.add_argument("--lm-weights", type=float, nargs="+", default=[9, 12, 15, 18, 21], help="LM weights of the grid")
+    p.add_argument("--penalties", type=float, nargs="+", default=[0, 1, 2], help="word insertion penalties of the grid")
     p.add_argument("--max-active", type=int, default=MAX_ACTIVE, help="max-active of the decoder's searches")
-    p.add_argument("--nj", type=int, default=2)
-    p.add_argument("--out", type=Path, default=ROOT / out)
+    p.add_argument("--nj", type=int, default=2, help="parallel decoding jobs")
+    p.add_argument("--out", type=Path, default=ROOT / out, help="JSON results")
     return p
 
 

@@ -65,7 +65,7 @@ def reference(graph: kaldifst.StdVectorFst, scorer, weights: list, beam: float, 
 
 def main() -> None:
     p = grid_args(__doc__, "bench/results/grid_reference.json")
-    p.add_argument("--reference-beam", type=float, default=16.0)
+    p.add_argument("--reference-beam", type=float, default=16.0, help="beam of the reference lattice searches")
     p.add_argument("--grid-beams", type=float, nargs="+", default=[13, 14],
                    help="beams of the decoder's lattice search")
     p.add_argument("--single", type=Path, help="bench/grid.py result whose single passes to compare")

@@ -105,11 +105,12 @@ def cpu_info() -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(ROOT / "recipes/speechocean762/conf/nnet.yaml"))
-    p.add_argument("--num-pdfs", type=int, default=1500)
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--config", default=str(ROOT / "recipes/speechocean762/conf/nnet.yaml"),
+                   help="nnet config whose network is timed")
+    p.add_argument("--num-pdfs", type=int, default=1500, help="output layer size (senones)")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (default: all CPUs)")
     p.add_argument("--seconds", type=float, default=10.0, help="per measurement")
-    p.add_argument("--out", default=str(ROOT / "bench/results/nnet.json"))
+    p.add_argument("--out", default=str(ROOT / "bench/results/nnet.json"), help="JSON results")
     a = p.parse_args()
     cpu_setup(a.threads)  # the trainer's: threads, denormals, malloc
     cfg = load_config(NnetConfig, a.config)

@@ -25,8 +25,8 @@ def frame_energies_db(x: np.ndarray, sr: int, frame_ms: float = 25.0) -> np.ndar
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data_dir")
-    p.add_argument("out_json", nargs="?")
+    p.add_argument("data_dir", help="Kaldi data dir with wav.scp")
+    p.add_argument("out_json", nargs="?", help="also write the summary and the per-recording figures here")
     a = p.parse_args()
     rows = {}
     for utt, spec in read_table(f"{a.data_dir}/wav.scp").items():

@@ -27,8 +27,8 @@ def safe_id(s: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("audio_dir", type=Path)
-    p.add_argument("data_dir", type=Path)
+    p.add_argument("audio_dir", type=Path, help="folder tree of audio files with .txt transcripts")
+    p.add_argument("data_dir", type=Path, help="Kaldi data dir to write")
     p.add_argument("--spk", help="one speaker id for every file")
     a = p.parse_args()
     setup_logging()

@@ -38,8 +38,8 @@ def prepare_split(corpus: Path, split: str, out: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("corpus_dir", type=Path)
-    p.add_argument("data_dir", type=Path)
+    p.add_argument("corpus_dir", type=Path, help="corpus with <split>/wav.scp for train, dev, test")
+    p.add_argument("data_dir", type=Path, help="where the data dirs <split>/ are written")
     a = p.parse_args()
     setup_logging()
     splits = [s for s in ("train", "dev", "test") if (a.corpus_dir / s / "wav.scp").is_file()]

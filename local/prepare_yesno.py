@@ -17,8 +17,8 @@ log = logging.getLogger("prepare_yesno")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("waves_dir", type=Path)
-    p.add_argument("data_dir", type=Path)
+    p.add_argument("waves_dir", type=Path, help="the yesno corpus' waves_yesno folder")
+    p.add_argument("data_dir", type=Path, help="where train_yesno/, test_yesno/ and local/dict/lexicon.txt go")
     a = p.parse_args()
     setup_logging()
     wavs = sorted(a.waves_dir.glob("*.wav"))

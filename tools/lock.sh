@@ -13,6 +13,7 @@
 # unless an argument asks for upgrades. Set UV_INDEX_URL for a PyPI mirror.
 # uv is taken from PATH, or installed once (pinned) into ~/.cache/asrkd/uv.
 # Afterwards: bash tools/setup_env.sh, run the tests, commit the lock.
+[[ ${1:-} =~ ^(-h|--help)$ ]] && { sed -n '2,/^set -e/s/^# \{0,1\}//p' "$0"; exit 0; }
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 uv_version=0.13.9

@@ -18,6 +18,7 @@
 #
 # PYTHON: the interpreter that creates the venv (default python3).
 # Idempotent: a stamp records the hashes of setup.py and the lock, TORCH_SPEC and the mode.
+[[ ${1:-} =~ ^(-h|--help)$ ]] && { sed -n '2,/^set -e/s/^# \{0,1\}//p' "$0"; exit 0; }
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${ASRKD_VENV:-$root/.venv}

@@ -7,6 +7,7 @@
 #   down    stop the daemons started by `up` (by pid file) and remove what `up` wrote.
 #   status  say whether the cluster in DIR is up (exit 0) or not (exit 1).
 # ASRKD_SLURM_AUTH=munge forces munge auth even where auth/none exists.
+[[ ${1:-} =~ ^(-h|--help)$ ]] && { sed -n '2,/^set -e/s/^# \{0,1\}//p' "$0"; exit 0; }
 set -euo pipefail
 
 SHIM_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/slurm"

@@ -8,14 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . ../utils/path.sh
 
-nj=2
-num_leaves=1500
-tri_gauss=8000
-tree_opts=""
-alt=exp/tri_alt
-lm_weights=9,12,15,18,21
-word_ins_penalties=0,1,2
-nnet_config=conf/nnet.yaml
+nj=2                          # decoding jobs
+num_leaves=1500               # tied triphone states of the second tri system
+tri_gauss=8000                # its Gaussians
+tree_opts=""                  # its tree options (asrkd train-tri), e.g. "--no-split-silence --cluster-leaves"
+alt=exp/tri_alt               # where the second system, its alignments and its DNN go
+lm_weights=9,12,15,18,21      # LM weights tuned on dev
+word_ins_penalties=0,1,2      # word insertion penalties tuned on dev
+nnet_config=conf/nnet.yaml    # config of the DNN baseline on the second system's targets
 . ../utils/parse_options.sh
 
 tri=$alt dnn=$alt/nnet/member_0

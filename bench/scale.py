@@ -255,7 +255,7 @@ def plot(res: dict, png: Path) -> None:
         ax1.plot([r["hours"] for r in runs], [r["stages"][stage]["seconds"] for r in runs], "o-", label=stage)
     if soft := res.get("soft_targets", {}).get("runs"):
         ax1.plot([r["hours"] for r in soft], [r["seconds"] for r in soft], "s--", label="soft targets")
-    ax1.set(xlabel="hours of training audio", ylabel="seconds", title="time per stage")
+    ax1.set(xlabel="hours of training audio", ylabel="seconds", title="time per stage", xscale="log", yscale="log")
     ax1.legend(fontsize=7)
     if (train := res.get("nnet", {}).get("training")) and runs:
         frames_per_hour = runs[-1]["frames"] / runs[-1]["hours"]
@@ -263,7 +263,9 @@ def plot(res: dict, png: Path) -> None:
             rows = [t for t in train if t["train_data"] == where and not t["online_teachers"]]
             ax2.plot([t["frames"] / frames_per_hour for t in rows], [t["peak_rss_mb"] for t in rows], "o-",
                      label=f"training, {where}")
-    ax2.set(xlabel="hours of training audio", ylabel="peak RSS (MB)", title="training memory")
+    if soft:
+        ax2.plot([r["hours"] for r in soft], [r["peak_rss_mb"] for r in soft], "s--", label="soft targets")
+    ax2.set(xlabel="hours of training audio", ylabel="peak RSS (MB)", title="memory")
     ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
